@@ -1,0 +1,161 @@
+// Package config defines dockscope's YAML configuration: its schema, its
+// defaults, ${env:VAR} expansion and validation with errors that name the
+// file, the line and the key.
+package config
+
+import "time"
+
+// Config is the whole configuration file. Every key is optional.
+type Config struct {
+	Agent     AgentConfig     `yaml:"agent"`
+	Docker    DockerConfig    `yaml:"docker"`
+	Discovery DiscoveryConfig `yaml:"discovery"`
+	Stats     StatsConfig     `yaml:"stats"`
+	Web       WebConfig       `yaml:"web"`
+	Exporters ExportersConfig `yaml:"exporters"`
+}
+
+// AgentConfig is about the agent process itself.
+type AgentConfig struct {
+	// Hostname is reported as host.name and on container_info; empty means
+	// the HOST_HOSTNAME environment variable, then os.Hostname().
+	Hostname  string `yaml:"hostname"`
+	LogLevel  string `yaml:"log_level"`  // debug, info, warn, error
+	LogFormat string `yaml:"log_format"` // logfmt, json
+	StateDir  string `yaml:"state_dir"`
+}
+
+// DockerConfig says how to reach the Engine. Empty fields fall back to the
+// standard DOCKER_HOST, DOCKER_API_VERSION, DOCKER_TLS_VERIFY and
+// DOCKER_CERT_PATH environment variables.
+type DockerConfig struct {
+	Host       string `yaml:"host"`
+	APIVersion string `yaml:"api_version"`
+	// Timeout bounds every non-streaming request to the Engine.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxBackoff caps the wait between reconnection attempts.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// DiscoveryConfig says which containers to follow.
+type DiscoveryConfig struct {
+	// ResyncInterval is how often the full container list is re-read so that
+	// a missed event heals.
+	ResyncInterval time.Duration `yaml:"resync_interval"`
+	Include        Filter        `yaml:"include"`
+	Exclude        Filter        `yaml:"exclude"`
+	// LabelAllowlist holds glob patterns of container label keys exported as
+	// container_label_<key> / container.label.<key>. Empty exports none.
+	LabelAllowlist []string `yaml:"label_allowlist"`
+}
+
+// Filter matches containers. Within a list any pattern may match; across
+// lists all non-empty lists must match. Patterns are path.Match globs.
+type Filter struct {
+	Names  []string `yaml:"names"`
+	Images []string `yaml:"images"`
+	// Labels are "key" (the label is present) or "key=value-glob".
+	Labels []string `yaml:"labels"`
+}
+
+// StatsConfig controls resource sampling.
+type StatsConfig struct {
+	Interval time.Duration `yaml:"interval"`
+	// Concurrency bounds the stats requests in flight at once.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// WebConfig is the HTTP endpoint serving /metrics, /healthz and /readyz.
+type WebConfig struct {
+	ListenAddress string `yaml:"listen_address"`
+	TelemetryPath string `yaml:"telemetry_path"`
+	// ConfigFile is an exporter-toolkit web configuration (TLS, basic auth).
+	ConfigFile string `yaml:"config_file"`
+}
+
+// ExportersConfig holds one section per exporter.
+type ExportersConfig struct {
+	Prometheus PrometheusConfig `yaml:"prometheus"`
+	OTLP       OTLPConfig       `yaml:"otlp"`
+}
+
+// PrometheusConfig controls the scrape endpoint's content.
+type PrometheusConfig struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// OTLPConfig controls the OTLP exporter. It is off until an endpoint is set
+// here or in OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
+// the other standard OTEL_EXPORTER_OTLP_* variables apply to whatever is left
+// empty here.
+type OTLPConfig struct {
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is grpc or http/protobuf.
+	Protocol string            `yaml:"protocol"`
+	Insecure bool              `yaml:"insecure"`
+	Headers  map[string]string `yaml:"headers"`
+	// Compression is gzip or none.
+	Compression string        `yaml:"compression"`
+	Timeout     time.Duration `yaml:"timeout"`
+	// Interval is how often metrics are pushed; 0 means stats.interval.
+	Interval time.Duration `yaml:"interval"`
+	TLS      TLSConfig     `yaml:"tls"`
+	Retry    RetryConfig   `yaml:"retry"`
+}
+
+// TLSConfig configures a TLS client.
+type TLSConfig struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// RetryConfig is an exponential backoff.
+type RetryConfig struct {
+	Enabled         bool          `yaml:"enabled"`
+	InitialInterval time.Duration `yaml:"initial_interval"`
+	MaxInterval     time.Duration `yaml:"max_interval"`
+	MaxElapsedTime  time.Duration `yaml:"max_elapsed_time"`
+}
+
+// Default returns the configuration used when no file is given: Prometheus
+// on :9817, OTLP off, every container followed.
+func Default() Config {
+	return Config{
+		Agent: AgentConfig{
+			LogLevel:  "info",
+			LogFormat: "logfmt",
+			StateDir:  "/var/lib/dockscope",
+		},
+		Docker: DockerConfig{
+			Timeout:    10 * time.Second,
+			MaxBackoff: 30 * time.Second,
+		},
+		Discovery: DiscoveryConfig{
+			ResyncInterval: 60 * time.Second,
+		},
+		Stats: StatsConfig{
+			Interval:    10 * time.Second,
+			Concurrency: 8,
+		},
+		Web: WebConfig{
+			ListenAddress: ":9817",
+			TelemetryPath: "/metrics",
+		},
+		Exporters: ExportersConfig{
+			Prometheus: PrometheusConfig{Enabled: true},
+			OTLP: OTLPConfig{
+				Compression: "gzip",
+				Timeout:     10 * time.Second,
+				Retry: RetryConfig{
+					Enabled:         true,
+					InitialInterval: 5 * time.Second,
+					MaxInterval:     30 * time.Second,
+					MaxElapsedTime:  time.Minute,
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,52 @@
+package pipeline
+
+import "time"
+
+// Stats is one resource sample of a container, normalized across cgroup v1
+// and v2. Counters are cumulative since the container started; rates are the
+// backend's job, except CPUUsageCores, which OTLP's container.cpu.usage needs.
+type Stats struct {
+	Read time.Time // when the Engine took the sample
+
+	CPUTotal            time.Duration
+	CPUUser             time.Duration
+	CPUSystem           time.Duration
+	CPUPeriods          uint64
+	CPUThrottledPeriods uint64
+	CPUThrottledTime    time.Duration
+	OnlineCPUs          uint32
+	// CPUUsageCores is the average number of cores used since the previous
+	// sample; HasCPUUsage is false for the first sample of a container.
+	CPUUsageCores float64
+	HasCPUUsage   bool
+
+	MemoryUsage      uint64 // raw usage, page cache included
+	MemoryWorkingSet uint64 // usage minus inactive file pages, never negative
+	MemoryRSS        uint64
+	MemoryCache      uint64
+	MemorySwap       uint64
+	HasMemorySwap    bool
+	MemoryFailcnt    uint64 // always 0 on cgroup v2
+	MemoryLimit      uint64 // the cgroup's limit; host memory when unlimited
+
+	Pids uint64
+
+	Networks []NetworkStats
+	Disks    []DiskStats
+}
+
+// NetworkStats are one interface's counters.
+type NetworkStats struct {
+	Interface                               string
+	RxBytes, RxPackets, RxDropped, RxErrors uint64
+	TxBytes, TxPackets, TxDropped, TxErrors uint64
+}
+
+// DiskStats are one block device's counters. Device is "major:minor"; the
+// Engine API gives no device name.
+type DiskStats struct {
+	Device                string
+	ReadBytes, WriteBytes uint64
+	Reads, Writes         uint64
+	HasOps                bool // cgroup v2 through the API reports bytes only
+}

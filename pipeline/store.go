@@ -1,0 +1,166 @@
+package pipeline
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Snapshot is everything known about one container at one moment. Exporters
+// receive copies; they never share memory with the store.
+type Snapshot struct {
+	Meta  ContainerMeta
+	State ContainerState
+	Spec  ContainerSpec
+	// Stats is the latest sample, nil until the first one arrives or when the
+	// container is not running.
+	Stats *Stats
+	// Events counts the lifecycle events seen for the container since the
+	// agent started, by action (start, die, oom, health_status, ...).
+	Events   map[string]uint64
+	OOMKills uint64
+	LastSeen time.Time // when the Engine last told us anything about it
+}
+
+// Store holds the latest snapshot of every container the collector follows.
+// The metrics path needs only the latest value per container, so instead of
+// a queue it is a map that the collector writes and exporters read at their
+// own pace (Prometheus at scrape time, OTLP on its interval): a slow exporter
+// can never make the collector block or buffer.
+type Store struct {
+	mu         sync.RWMutex
+	containers map[string]*Snapshot
+	now        func() time.Time
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{containers: make(map[string]*Snapshot), now: time.Now}
+}
+
+// Upsert records a container's identity, state and limits, as read from an
+// inspect. A container's stats and event counts survive the update.
+func (s *Store) Upsert(meta ContainerMeta, state ContainerState, spec ContainerSpec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[meta.ID]
+	if !ok {
+		c = &Snapshot{Events: make(map[string]uint64)}
+		s.containers[meta.ID] = c
+	}
+	c.Meta, c.State, c.Spec = meta, state, spec
+	if !state.Running() {
+		// A stopped container's last sample would otherwise be exported as
+		// if it were current.
+		c.Stats = nil
+	}
+	c.LastSeen = s.now()
+}
+
+// SetStats records a new sample and fills in CPUUsageCores from the previous
+// one. It reports false when the container is not (or no longer) known.
+func (s *Store) SetStats(id string, st Stats) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return false
+	}
+	if prev := c.Stats; prev != nil && st.Read.After(prev.Read) && st.CPUTotal >= prev.CPUTotal {
+		st.CPUUsageCores = float64(st.CPUTotal-prev.CPUTotal) / float64(st.Read.Sub(prev.Read))
+		st.HasCPUUsage = true
+	}
+	c.Stats = &st
+	c.LastSeen = s.now()
+	return true
+}
+
+// RecordEvent counts a lifecycle event of a known container.
+func (s *Store) RecordEvent(id, action string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return
+	}
+	c.Events[action]++
+	if action == "oom" {
+		c.OOMKills++
+	}
+	c.LastSeen = s.now()
+}
+
+// SetHealth updates a container's health status without a full inspect.
+func (s *Store) SetHealth(id, health string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.containers[id]; ok {
+		c.State.Health = health
+		c.LastSeen = s.now()
+	}
+}
+
+// Remove forgets a container; its series disappear from the next export.
+func (s *Store) Remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.containers, id)
+}
+
+// IDs returns the ids of every container in the store.
+func (s *Store) IDs() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Collect(maps.Keys(s.containers))
+}
+
+// Get returns a copy of one container's snapshot.
+func (s *Store) Get(id string) (Snapshot, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return Snapshot{}, false
+	}
+	return c.clone(), true
+}
+
+// Snapshot returns copies of every container's snapshot, ordered by name so
+// that exports are deterministic.
+func (s *Store) Snapshot() []Snapshot {
+	s.mu.RLock()
+	out := make([]Snapshot, 0, len(s.containers))
+	for _, c := range s.containers {
+		out = append(out, c.clone())
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Snapshot) int {
+		if c := strings.Compare(a.Meta.Name, b.Meta.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Meta.ID, b.Meta.ID)
+	})
+	return out
+}
+
+// Len returns the number of containers in the store.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.containers)
+}
+
+// clone copies the parts of a snapshot that are mutated in place. Meta.Labels,
+// Stats.Networks and Stats.Disks are replaced wholesale on update, never
+// mutated, so sharing them is safe.
+func (c *Snapshot) clone() Snapshot {
+	out := *c
+	out.Events = maps.Clone(c.Events)
+	if c.Stats != nil {
+		st := *c.Stats
+		out.Stats = &st
+	}
+	return out
+}

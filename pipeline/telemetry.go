@@ -1,0 +1,94 @@
+package pipeline
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stage names the steps records pass through; self-metrics are kept per stage.
+type Stage string
+
+// The stages of the metrics path.
+const (
+	StageEvents      Stage = "events"       // Engine events read from the stream
+	StageStats       Stage = "stats"        // stats samples taken from the Engine
+	StageOTLPMetrics Stage = "otlp_metrics" // container snapshots exported over OTLP
+)
+
+// Stages lists every stage, in the order self-metrics report them.
+var Stages = []Stage{StageEvents, StageStats, StageOTLPMetrics}
+
+// StageCounters count what entered a stage, what left it successfully and
+// what it dropped (errors, full buffers).
+type StageCounters struct {
+	In, Out, Dropped atomic.Uint64
+}
+
+// DaemonInfo describes the Engine the agent talks to.
+type DaemonInfo struct {
+	Version    string
+	APIVersion string // negotiated
+	OSType     string
+	CgroupVer  string
+}
+
+// Telemetry is the agent's own health: plain atomics written by the
+// collector and exporters, read by whichever exporter publishes them, so that
+// this package needs no metrics library.
+type Telemetry struct {
+	stages map[Stage]*StageCounters
+
+	daemon   atomic.Pointer[DaemonInfo]
+	engineUp atomic.Bool
+
+	EventStreamReconnects atomic.Uint64
+	Resyncs               atomic.Uint64
+	InspectErrors         atomic.Uint64
+	// StatsRoundSeconds is how long the last round of stats sampling took.
+	statsRound atomic.Int64
+	// ExportFailures counts failed OTLP export requests.
+	ExportFailures atomic.Uint64
+}
+
+// NewTelemetry returns zeroed telemetry with counters for every stage.
+func NewTelemetry() *Telemetry {
+	t := &Telemetry{stages: make(map[Stage]*StageCounters, len(Stages))}
+	for _, s := range Stages {
+		t.stages[s] = new(StageCounters)
+	}
+	return t
+}
+
+// Stage returns the counters of a stage; it panics on an unknown stage,
+// which is a programming error.
+func (t *Telemetry) Stage(s Stage) *StageCounters {
+	c, ok := t.stages[s]
+	if !ok {
+		panic("pipeline: unknown stage " + string(s))
+	}
+	return c
+}
+
+// SetDaemon records the Engine's identity once it answers.
+func (t *Telemetry) SetDaemon(d DaemonInfo) { t.daemon.Store(&d) }
+
+// Daemon returns the Engine's identity, or false before it first answered.
+func (t *Telemetry) Daemon() (DaemonInfo, bool) {
+	d := t.daemon.Load()
+	if d == nil {
+		return DaemonInfo{}, false
+	}
+	return *d, true
+}
+
+// SetEngineUp records whether the Engine currently answers.
+func (t *Telemetry) SetEngineUp(up bool) { t.engineUp.Store(up) }
+
+// EngineUp reports whether the Engine answered the last request.
+func (t *Telemetry) EngineUp() bool { return t.engineUp.Load() }
+
+// SetStatsRound records the duration of the last stats round.
+func (t *Telemetry) SetStatsRound(d time.Duration) { t.statsRound.Store(int64(d)) }
+
+// StatsRound returns the duration of the last stats round.
+func (t *Telemetry) StatsRound() time.Duration { return time.Duration(t.statsRound.Load()) }
