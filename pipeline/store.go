@@ -102,6 +102,15 @@ func (s *Store) SetHealth(id, health string) {
 	}
 }
 
+// Touch records that the Engine still reports a container.
+func (s *Store) Touch(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.containers[id]; ok {
+		c.LastSeen = s.now()
+	}
+}
+
 // Remove forgets a container; its series disappear from the next export.
 func (s *Store) Remove(id string) {
 	s.mu.Lock()

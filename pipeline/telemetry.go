@@ -48,6 +48,9 @@ type Telemetry struct {
 	statsRound atomic.Int64
 	// ExportFailures counts failed OTLP export requests.
 	ExportFailures atomic.Uint64
+
+	reloadFailed atomic.Bool
+	reloadTime   atomic.Int64 // unix seconds of the last reload attempt
 }
 
 // NewTelemetry returns zeroed telemetry with counters for every stage.
@@ -92,3 +95,18 @@ func (t *Telemetry) SetStatsRound(d time.Duration) { t.statsRound.Store(int64(d)
 
 // StatsRound returns the duration of the last stats round.
 func (t *Telemetry) StatsRound() time.Duration { return time.Duration(t.statsRound.Load()) }
+
+// SetConfigReload records the outcome of a configuration reload (SIGHUP).
+func (t *Telemetry) SetConfigReload(ok bool, at time.Time) {
+	t.reloadFailed.Store(!ok)
+	t.reloadTime.Store(at.Unix())
+}
+
+// ConfigReload reports whether the last reload succeeded (true before any)
+// and when it was attempted (zero before any).
+func (t *Telemetry) ConfigReload() (ok bool, at time.Time) {
+	if sec := t.reloadTime.Load(); sec != 0 {
+		at = time.Unix(sec, 0)
+	}
+	return !t.reloadFailed.Load(), at
+}

@@ -1,0 +1,252 @@
+// Command agent is dockscope: it follows the local Docker Engine and exports
+// every container's metrics to Prometheus and OTLP.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dockscope/dockscope/collector"
+	"github.com/dockscope/dockscope/config"
+	"github.com/dockscope/dockscope/exporters/otlp"
+	promexp "github.com/dockscope/dockscope/exporters/prometheus"
+	"github.com/dockscope/dockscope/pipeline"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2 // bad flags or configuration
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// flags are the command line; values given explicitly override the file.
+type flags struct {
+	configFile, listenAddress, webConfigFile, logLevel, logFormat string
+	check, printDefault, showVersion                              bool
+	set                                                           map[string]bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{set: make(map[string]bool)}
+	fs := flag.NewFlagSet("dockscope", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.configFile, "config.file", os.Getenv("DOCKSCOPE_CONFIG_FILE"), "YAML configuration file; defaults apply without one (env DOCKSCOPE_CONFIG_FILE)")
+	fs.BoolVar(&f.check, "config.check", false, "validate the configuration and exit")
+	fs.BoolVar(&f.printDefault, "print-default-config", false, "print the default configuration file, with comments, and exit")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&f.listenAddress, "web.listen-address", "", "address for /metrics, /healthz and /readyz (overrides web.listen_address; default :9817)")
+	fs.StringVar(&f.webConfigFile, "web.config.file", "", "exporter-toolkit web configuration for TLS and basic auth (overrides web.config_file)")
+	fs.StringVar(&f.logLevel, "log.level", "", "debug, info, warn or error (overrides agent.log_level)")
+	fs.StringVar(&f.logFormat, "log.format", "", "logfmt or json (overrides agent.log_format)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	return f, nil
+}
+
+// loadConfig reads the file and applies the flags that override it.
+func (f *flags) loadConfig() (*config.Config, error) {
+	cfg, err := config.Load(f.configFile)
+	if err != nil {
+		return nil, err
+	}
+	if f.set["web.listen-address"] {
+		cfg.Web.ListenAddress = f.listenAddress
+	}
+	if f.set["web.config.file"] {
+		cfg.Web.ConfigFile = f.webConfigFile
+	}
+	if f.set["log.level"] {
+		cfg.Agent.LogLevel = f.logLevel
+	}
+	if f.set["log.format"] {
+		cfg.Agent.LogFormat = f.logFormat
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("after applying command-line flags: %w", err)
+	}
+	return cfg, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintln(stderr, "dockscope:", err)
+		return exitUsage
+	}
+	build := buildInfo()
+	switch {
+	case f.showVersion:
+		fmt.Fprintf(stdout, "dockscope %s (revision %s, %s)\n", build.Version, build.Revision, build.GoVersion)
+		return exitOK
+	case f.printDefault:
+		_, _ = stdout.Write(config.DefaultYAML())
+		return exitOK
+	}
+
+	cfg, err := f.loadConfig()
+	if err != nil {
+		fmt.Fprintln(stderr, "dockscope: invalid configuration:", err)
+		return exitUsage
+	}
+	if f.check {
+		name := f.configFile
+		if name == "" {
+			name = "(defaults, no file)"
+		}
+		fmt.Fprintf(stdout, "configuration OK: %s\n", name)
+		return exitOK
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	// The store and telemetry outlive reloads, so counters do not reset and
+	// series do not vanish when the configuration is reloaded.
+	store := pipeline.NewStore()
+	tel := pipeline.NewTelemetry()
+	for {
+		logger := newLogger(cfg.Agent, stderr)
+		logger.Info("starting dockscope", "version", build.Version, "config", f.configFile)
+		next, err := runAgent(ctx, cfg, hup, f, store, tel, logger, build)
+		if err != nil {
+			logger.Error("dockscope stopped", "err", err)
+			return exitFailed
+		}
+		if next == nil {
+			logger.Info("dockscope stopped")
+			return exitOK
+		}
+		cfg = next
+	}
+}
+
+// runAgent runs one configuration until a signal ends the process (nil,
+// nil) or SIGHUP brings a valid new configuration (next, nil). An invalid
+// new configuration is logged and the running one kept.
+func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *flags,
+	store *pipeline.Store, tel *pipeline.Telemetry, logger *slog.Logger, build promexp.BuildInfo,
+) (*config.Config, error) {
+	coll, err := collector.New(collector.Options{Config: *cfg, Store: store, Telemetry: tel, Logger: logger.With("component", "collector")})
+	if err != nil {
+		return nil, err
+	}
+	promCollectors := []prometheus.Collector{promexp.NewSelfCollector(tel, store, build)}
+	if cfg.Exporters.Prometheus.Enabled {
+		promCollectors = append(promCollectors, promexp.NewContainerCollector(store))
+	}
+	srv, err := promexp.NewServer(promexp.ServerOptions{
+		ListenAddress: cfg.Web.ListenAddress,
+		MetricsPath:   cfg.Web.TelemetryPath,
+		WebConfigFile: cfg.Web.ConfigFile,
+		Collectors:    promCollectors,
+		Ready:         coll.Ready,
+		Logger:        logger.With("component", "web"),
+		Version:       build.Version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("serving metrics", "address", srv.Addr().String(), "path", cfg.Web.TelemetryPath)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return coll.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	if cfg.Exporters.OTLP.Enabled(os.Getenv) {
+		interval := cfg.Exporters.OTLP.Interval
+		if interval == 0 {
+			interval = cfg.Stats.Interval
+		}
+		exp, err := otlp.NewMetricsExporter(gctx, otlp.MetricsOptions{
+			Config: cfg.Exporters.OTLP, Interval: interval, Store: store, Telemetry: tel,
+			Logger: logger.With("component", "otlp"), Version: build.Version,
+		})
+		if err != nil {
+			cancel()
+			_ = g.Wait()
+			return nil, err
+		}
+		logger.Info("exporting metrics over OTLP", "protocol", exp.Protocol(), "interval", interval)
+		g.Go(func() error { return exp.Run(gctx) })
+	}
+
+	var next *config.Config
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				c, err := f.loadConfig()
+				if err != nil {
+					logger.Error("configuration reload failed; keeping the running configuration", "err", err)
+					tel.SetConfigReload(false, time.Now())
+					continue
+				}
+				tel.SetConfigReload(true, time.Now())
+				logger.Info("configuration reloaded; restarting components")
+				next = c
+				cancel()
+				return nil
+			}
+		}
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+func newLogger(c config.AgentConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func buildInfo() promexp.BuildInfo {
+	b := promexp.BuildInfo{Version: version, Revision: "unknown", GoVersion: runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				b.Revision = s.Value
+			}
+		}
+	}
+	return b
+}

@@ -1,0 +1,293 @@
+// Package collector speaks the Docker Engine API: it discovers containers
+// (list, events, periodic resync), samples their resource statistics and
+// writes what it learns into the pipeline's store. It is the only package
+// that imports the Docker client.
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/dockscope/dockscope/config"
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// Options wire a Collector to the rest of the agent.
+type Options struct {
+	Config    config.Config
+	Store     *pipeline.Store
+	Telemetry *pipeline.Telemetry
+	Logger    *slog.Logger
+}
+
+// Collector follows one Docker Engine. Create it with New, run it with Run.
+type Collector struct {
+	cfg    config.Config
+	store  *pipeline.Store
+	tel    *pipeline.Telemetry
+	log    *slog.Logger
+	sel    *Selector
+	docker *client.Client
+	host   string // what we connect to, for messages
+
+	status atomic.Pointer[readiness]
+
+	// Set once per session from /info and read by the event and stats
+	// goroutines of that session.
+	hostname     atomic.Pointer[string]
+	cgroupDriver atomic.Pointer[string]
+
+	// events bookkeeping, owned by the session goroutine.
+	since eventCursor
+}
+
+type readiness struct {
+	ready  bool
+	reason string
+}
+
+// New builds a collector. It does no I/O: an unreachable daemon is not an
+// error here, Run keeps retrying.
+func New(opts Options) (*Collector, error) {
+	clientOpts := []client.Opt{client.FromEnv}
+	if h := opts.Config.Docker.Host; h != "" {
+		clientOpts = append(clientOpts, client.WithHost(h))
+	}
+	if v := opts.Config.Docker.APIVersion; v != "" {
+		clientOpts = append(clientOpts, client.WithAPIVersion(v))
+	}
+	cli, err := client.New(clientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating docker client: %w", err)
+	}
+	c := &Collector{
+		cfg:    opts.Config,
+		store:  opts.Store,
+		tel:    opts.Telemetry,
+		log:    opts.Logger,
+		sel:    NewSelector(opts.Config.Discovery),
+		docker: cli,
+		host:   cli.DaemonHost(),
+	}
+	c.status.Store(&readiness{reason: "not connected to the docker daemon yet"})
+	return c, nil
+}
+
+// Ready reports whether the collector is connected and has listed the
+// daemon's containers; when not, the reason says why, for /readyz.
+func (c *Collector) Ready() (bool, string) {
+	s := c.status.Load()
+	return s.ready, s.reason
+}
+
+// setReady records a readiness change and logs it once per change, not once
+// per retry, so a daemon that is down for an hour does not flood the log.
+func (c *Collector) setReady(ready bool, reason string) {
+	prev := c.status.Swap(&readiness{ready: ready, reason: reason})
+	c.tel.SetEngineUp(ready)
+	if prev.ready == ready && (ready || prev.reason == reason) {
+		return
+	}
+	if ready {
+		c.log.Info("connected to the docker daemon", "host", c.host, "containers", c.store.Len())
+	} else {
+		c.log.Warn("docker daemon not available, retrying with backoff", "host", c.host, "reason", reason)
+	}
+}
+
+// Run follows the daemon until ctx is cancelled. Connection failures and
+// stream errors are retried with capped exponential backoff; Run returns
+// only when ctx is done.
+func (c *Collector) Run(ctx context.Context) error {
+	defer c.docker.Close()
+	bo := newBackoff(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
+	for {
+		started := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > c.cfg.Docker.MaxBackoff {
+			// The session was healthy for a while: this is a new outage.
+			bo.reset()
+		}
+		wait := bo.next()
+		c.setReady(false, fmt.Sprintf("%v (retrying in %s)", err, wait.Round(time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// session connects, lists, and follows events until the stream breaks.
+func (c *Collector) session(ctx context.Context) error {
+	if err := c.connect(ctx); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	// Events first, then the list, so that nothing happening between the two
+	// is missed (design §3).
+	events := newEventReader(c.docker, c.tel, c.since.String())
+	wg.Go(func() { events.run(ctx) })
+
+	if err := c.reconcile(ctx); err != nil {
+		return err
+	}
+	c.setReady(true, "")
+
+	sampler := newStatsSampler(c)
+	wg.Go(func() { sampler.run(ctx) })
+
+	resync := time.NewTicker(c.cfg.Discovery.ResyncInterval)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-events.errs:
+			c.tel.EventStreamReconnects.Add(1)
+			return fmt.Errorf("reading docker events: %w", err)
+		case ev := <-events.queue:
+			c.handleEvent(ctx, ev, sampler)
+		case <-events.overflowed:
+			// Events were dropped: only a full list heals that.
+			if err := c.reconcile(ctx); err != nil {
+				return err
+			}
+		case <-resync.C:
+			if err := c.reconcile(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// connect negotiates the API version and records the daemon's identity.
+func (c *Collector) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
+	defer cancel()
+	if _, err := c.docker.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return fmt.Errorf("connecting to the docker daemon at %s: %w", c.host, err)
+	}
+	ver, err := c.docker.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the docker daemon's version: %w", err)
+	}
+	info, err := c.docker.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the docker daemon's info: %w", err)
+	}
+	hostname := c.cfg.Agent.Hostname
+	if hostname == "" {
+		// The daemon's host name, not the agent's: in a container os.Hostname
+		// is the container id.
+		hostname = info.Info.Name
+	}
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	c.hostname.Store(&hostname)
+	driver := info.Info.CgroupDriver
+	c.cgroupDriver.Store(&driver)
+	c.tel.SetDaemon(pipeline.DaemonInfo{
+		Version:    ver.Version,
+		APIVersion: c.docker.ClientVersion(),
+		OSType:     info.Info.OSType,
+		CgroupVer:  info.Info.CgroupVersion,
+	})
+	return nil
+}
+
+// inspect reads one container and stores it, or removes it from the store
+// when it is gone or not selected. It returns the stored state.
+func (c *Collector) inspect(ctx context.Context, id string) (pipeline.ContainerState, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
+	defer cancel()
+	res, err := c.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			c.store.Remove(id)
+			return pipeline.ContainerState{}, false, nil
+		}
+		c.tel.InspectErrors.Add(1)
+		return pipeline.ContainerState{}, false, fmt.Errorf("inspecting container %s: %w", shortID(id), err)
+	}
+	meta, state, spec := containerFromInspect(res.Container, *c.hostname.Load(), c.sel.LabelAllowed)
+	meta.CgroupPath = cgroupPath(*c.cgroupDriver.Load(), res.Container, id)
+	var labels map[string]string
+	if res.Container.Config != nil {
+		labels = res.Container.Config.Labels
+	}
+	if !c.sel.Selected(meta.Name, meta.Image, labels) {
+		c.store.Remove(id)
+		return state, false, nil
+	}
+	c.store.Upsert(meta, state, spec)
+	return state, true, nil
+}
+
+// reconcile lists every container and brings the store in line with it:
+// new ones are inspected, changed ones re-inspected, vanished ones removed.
+// Unchanged containers cost nothing beyond the list.
+func (c *Collector) reconcile(ctx context.Context) error {
+	c.tel.Resyncs.Add(1)
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
+	res, err := c.docker.ContainerList(lctx, client.ContainerListOptions{All: true})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("listing containers: %w", err)
+	}
+	seen := make(map[string]bool, len(res.Items))
+	for _, s := range res.Items {
+		name := ""
+		if len(s.Names) > 0 {
+			name = s.Names[0][min(1, len(s.Names[0])):]
+		}
+		if !c.sel.Selected(name, s.Image, s.Labels) {
+			continue
+		}
+		seen[s.ID] = true
+		// Health only shows in a running container's status text.
+		if old, ok := c.store.Get(s.ID); ok && old.State.Status == string(s.State) &&
+			(s.State != "running" || old.State.Health == healthFromStatus(s.Status)) {
+			c.store.Touch(s.ID)
+			continue
+		}
+		if _, _, err := c.inspect(ctx, s.ID); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// One container failing to inspect must not stop discovery of
+			// the others; the next resync tries again.
+			c.log.Debug("inspect failed during resync", "container", shortID(s.ID), "err", err)
+		}
+	}
+	for _, id := range c.store.IDs() {
+		if !seen[id] {
+			c.store.Remove(id)
+		}
+	}
+	return nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

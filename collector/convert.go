@@ -1,0 +1,241 @@
+package collector
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// Well-known labels that carry orchestrator identity.
+const (
+	labelComposeProject = "com.docker.compose.project"
+	labelComposeService = "com.docker.compose.service"
+	labelSwarmStack     = "com.docker.stack.namespace"
+	labelSwarmService   = "com.docker.swarm.service.name"
+	labelSwarmTask      = "com.docker.swarm.task.name"
+	labelSwarmNode      = "com.docker.swarm.node.id"
+	labelK8sPod         = "io.kubernetes.pod.name"
+	labelK8sNamespace   = "io.kubernetes.pod.namespace"
+	labelK8sContainer   = "io.kubernetes.container.name"
+)
+
+// defaultCFSPeriod is the kernel's and Docker's default CFS period in µs;
+// `--cpus` sets NanoCPUs and leaves CpuPeriod 0, meaning this value.
+const defaultCFSPeriod = 100000
+
+// defaultCPUShares is the kernel's weight for a cgroup nobody configured.
+const defaultCPUShares = 1024
+
+// containerFromInspect turns an inspect response into the pipeline's view.
+// hostname is the Docker host's name; allow filters the labels kept.
+func containerFromInspect(in container.InspectResponse, hostname string, allow func(string) bool) (pipeline.ContainerMeta, pipeline.ContainerState, pipeline.ContainerSpec) {
+	var labels map[string]string
+	image := in.Image
+	var tty bool
+	if in.Config != nil {
+		labels = in.Config.Labels
+		image = in.Config.Image
+		tty = in.Config.Tty
+	}
+	name, tag := splitImageRef(image)
+	meta := pipeline.ContainerMeta{
+		ID:             in.ID,
+		Name:           strings.TrimPrefix(in.Name, "/"),
+		Image:          image,
+		ImageName:      name,
+		ImageTag:       tag,
+		ImageID:        in.Image,
+		Hostname:       hostname,
+		ComposeProject: labels[labelComposeProject],
+		ComposeService: labels[labelComposeService],
+		SwarmStack:     labels[labelSwarmStack],
+		SwarmService:   labels[labelSwarmService],
+		SwarmTask:      labels[labelSwarmTask],
+		SwarmNodeID:    labels[labelSwarmNode],
+		K8sPod:         labels[labelK8sPod],
+		K8sNamespace:   labels[labelK8sNamespace],
+		K8sContainer:   labels[labelK8sContainer],
+		Labels:         allowedLabels(labels, allow),
+	}
+
+	state := pipeline.ContainerState{
+		RestartCount: in.RestartCount,
+		CreatedAt:    parseTime(in.Created),
+		Tty:          tty,
+	}
+	if s := in.State; s != nil {
+		state.Status = string(s.Status)
+		state.ExitCode = s.ExitCode
+		state.OOMKilled = s.OOMKilled
+		state.StartedAt = parseTime(s.StartedAt)
+		state.FinishedAt = parseTime(s.FinishedAt)
+		if s.Health != nil && s.Health.Status != container.NoHealthcheck {
+			state.Health = string(s.Health.Status)
+		}
+	}
+
+	var spec pipeline.ContainerSpec
+	if hc := in.HostConfig; hc != nil {
+		state.LogDriver = hc.LogConfig.Type
+		spec = pipeline.ContainerSpec{
+			MemoryLimit: hc.Memory,
+			CPUQuota:    hc.CPUQuota,
+			CPUPeriod:   hc.CPUPeriod,
+			CPUShares:   hc.CPUShares,
+		}
+		if hc.NanoCPUs > 0 {
+			spec.CPUPeriod = defaultCFSPeriod
+			spec.CPUQuota = hc.NanoCPUs * defaultCFSPeriod / 1e9
+		}
+		if spec.CPUQuota > 0 && spec.CPUPeriod == 0 {
+			spec.CPUPeriod = defaultCFSPeriod
+		}
+	}
+	if spec.CPUShares == 0 {
+		spec.CPUShares = defaultCPUShares
+	}
+	return meta, state, spec
+}
+
+// allowedLabels returns the labels whose key passes allow, or nil.
+func allowedLabels(labels map[string]string, allow func(string) bool) map[string]string {
+	if allow == nil {
+		return nil
+	}
+	var out map[string]string
+	for k, v := range labels {
+		if allow(k) {
+			if out == nil {
+				out = make(map[string]string)
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// splitImageRef splits "registry:5000/repo/img:tag@sha256:…" into the name
+// and the tag ("latest" when a named reference has none). A bare image id
+// ("sha256:…") has no tag.
+func splitImageRef(ref string) (name, tag string) {
+	if strings.HasPrefix(ref, "sha256:") {
+		return ref, ""
+	}
+	if i := strings.IndexByte(ref, '@'); i >= 0 {
+		ref = ref[:i]
+	}
+	// A colon after the last slash separates the tag; one before it is a
+	// registry port.
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		return ref[:i], ref[i+1:]
+	}
+	return ref, "latest"
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}
+
+// statsFromResponse normalizes one Engine stats response. The Engine passes
+// the cgroup's own memory keys through, so cgroup v1 and v2 are told apart
+// by them: only v2 reports "anon".
+func statsFromResponse(r container.StatsResponse) (pipeline.Stats, error) {
+	if r.Read.IsZero() || r.Read.Year() <= 1 {
+		return pipeline.Stats{}, fmt.Errorf("stats response has no read time: the container is not running")
+	}
+	cpu := r.CPUStats
+	st := pipeline.Stats{
+		Read:                r.Read,
+		CPUTotal:            time.Duration(cpu.CPUUsage.TotalUsage),
+		CPUUser:             time.Duration(cpu.CPUUsage.UsageInUsermode),
+		CPUSystem:           time.Duration(cpu.CPUUsage.UsageInKernelmode),
+		CPUPeriods:          cpu.ThrottlingData.Periods,
+		CPUThrottledPeriods: cpu.ThrottlingData.ThrottledPeriods,
+		CPUThrottledTime:    time.Duration(cpu.ThrottlingData.ThrottledTime),
+		OnlineCPUs:          cpu.OnlineCPUs,
+		MemoryUsage:         r.MemoryStats.Usage,
+		MemoryFailcnt:       r.MemoryStats.Failcnt,
+		MemoryLimit:         r.MemoryStats.Limit,
+		Pids:                r.PidsStats.Current,
+	}
+
+	m := r.MemoryStats.Stats
+	var inactiveFile uint64
+	if _, v2 := m["anon"]; v2 {
+		inactiveFile = m["inactive_file"]
+		st.MemoryRSS = m["anon"]
+		st.MemoryCache = m["file"]
+	} else {
+		inactiveFile = m["total_inactive_file"]
+		st.MemoryRSS = m["total_rss"]
+		st.MemoryCache = m["total_cache"]
+		if swap, ok := m["total_swap"]; ok {
+			st.MemorySwap, st.HasMemorySwap = swap, true
+		}
+	}
+	if inactiveFile < st.MemoryUsage {
+		st.MemoryWorkingSet = st.MemoryUsage - inactiveFile
+	}
+
+	for _, iface := range slices.Sorted(maps.Keys(r.Networks)) {
+		n := r.Networks[iface]
+		st.Networks = append(st.Networks, pipeline.NetworkStats{
+			Interface: iface,
+			RxBytes:   n.RxBytes, RxPackets: n.RxPackets, RxDropped: n.RxDropped, RxErrors: n.RxErrors,
+			TxBytes: n.TxBytes, TxPackets: n.TxPackets, TxDropped: n.TxDropped, TxErrors: n.TxErrors,
+		})
+	}
+	st.Disks = diskStats(r.BlkioStats)
+	return st, nil
+}
+
+// diskStats sums the blkio entries per device. cgroup v1 names ops "Read"
+// and "Write" and fills io_serviced_recursive; v2 names them "read" and
+// "write" and has no operation counts.
+func diskStats(b container.BlkioStats) []pipeline.DiskStats {
+	byDev := make(map[string]*pipeline.DiskStats)
+	get := func(e container.BlkioStatEntry) *pipeline.DiskStats {
+		dev := fmt.Sprintf("%d:%d", e.Major, e.Minor)
+		d, ok := byDev[dev]
+		if !ok {
+			d = &pipeline.DiskStats{Device: dev}
+			byDev[dev] = d
+		}
+		return d
+	}
+	for _, e := range b.IoServiceBytesRecursive {
+		switch strings.ToLower(e.Op) {
+		case "read":
+			get(e).ReadBytes += e.Value
+		case "write":
+			get(e).WriteBytes += e.Value
+		}
+	}
+	for _, e := range b.IoServicedRecursive {
+		d := get(e)
+		d.HasOps = true
+		switch strings.ToLower(e.Op) {
+		case "read":
+			d.Reads += e.Value
+		case "write":
+			d.Writes += e.Value
+		}
+	}
+	out := make([]pipeline.DiskStats, 0, len(byDev))
+	for _, d := range byDev {
+		out = append(out, *d)
+	}
+	slices.SortFunc(out, func(a, b pipeline.DiskStats) int { return cmp.Compare(a.Device, b.Device) })
+	return out
+}

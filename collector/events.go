@@ -1,0 +1,187 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// eventQueueSize bounds the events waiting for the handler. dockerd drops a
+// subscriber that falls ~100 ms behind, so the reader must never wait for
+// the handler (which inspects containers); past this bound events are
+// dropped, counted, and healed by a full resync.
+const eventQueueSize = 4096
+
+// eventReader drains the Engine's event stream into a bounded queue.
+type eventReader struct {
+	docker *client.Client
+	tel    *pipeline.Telemetry
+	since  string
+
+	queue      chan events.Message
+	errs       chan error    // the stream's end; buffered, written once
+	overflowed chan struct{} // signalled (non-blocking) when events were dropped
+}
+
+func newEventReader(docker *client.Client, tel *pipeline.Telemetry, since string) *eventReader {
+	return &eventReader{
+		docker:     docker,
+		tel:        tel,
+		since:      since,
+		queue:      make(chan events.Message, eventQueueSize),
+		errs:       make(chan error, 1),
+		overflowed: make(chan struct{}, 1),
+	}
+}
+
+// run reads the stream until it ends or ctx is cancelled.
+func (r *eventReader) run(ctx context.Context) {
+	stream := r.docker.Events(ctx, client.EventsListOptions{
+		Since:   r.since,
+		Filters: make(client.Filters).Add("type", string(events.ContainerEventType)),
+	})
+	counters := r.tel.Stage(pipeline.StageEvents)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-stream.Err:
+			if err == nil {
+				err = fmt.Errorf("event stream closed")
+			}
+			r.errs <- err
+			return
+		case msg := <-stream.Messages:
+			counters.In.Add(1)
+			select {
+			case r.queue <- msg:
+			default:
+				counters.Dropped.Add(1)
+				select {
+				case r.overflowed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// eventCursor remembers the last event handled, so that a reconnect asks
+// for `since` it and skips what it had already seen: `since` is inclusive
+// and several events can share one nanosecond.
+type eventCursor struct {
+	mu     sync.Mutex
+	nanos  int64
+	atLast map[string]bool
+}
+
+func eventKey(m events.Message) string {
+	return m.Actor.ID + "\x00" + string(m.Action)
+}
+
+// advance records an event and reports whether it is new.
+func (c *eventCursor) advance(m events.Message) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case m.TimeNano < c.nanos:
+		return false
+	case m.TimeNano > c.nanos:
+		c.nanos = m.TimeNano
+		c.atLast = map[string]bool{eventKey(m): true}
+		return true
+	default:
+		k := eventKey(m)
+		if c.atLast[k] {
+			return false
+		}
+		if c.atLast == nil {
+			c.atLast = make(map[string]bool)
+		}
+		c.atLast[k] = true
+		return true
+	}
+}
+
+// String is the `since` parameter for a reconnect, empty before any event.
+func (c *eventCursor) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nanos == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d.%09d", c.nanos/1e9, c.nanos%1e9)
+}
+
+// splitAction separates "health_status: healthy" or "exec_start: sh -c …"
+// into the action and its detail, so that counts are kept per action and a
+// command line never becomes a label value.
+func splitAction(a events.Action) (action, detail string) {
+	act, detail, _ := strings.Cut(string(a), ":")
+	return act, strings.TrimSpace(detail)
+}
+
+// countedActions are the lifecycle events exported in container_events_total.
+var countedActions = map[string]bool{
+	"create": true, "start": true, "restart": true, "die": true, "oom": true, "kill": true,
+	"stop": true, "pause": true, "unpause": true, "health_status": true, "rename": true,
+	"update": true,
+}
+
+// reinspectActions change what an inspect reports (state, exit code,
+// restart count, name, limits).
+var reinspectActions = map[string]bool{
+	"create": true, "start": true, "restart": true, "die": true, "stop": true,
+	"pause": true, "unpause": true, "rename": true, "update": true, "oom": true,
+}
+
+// handleEvent applies one event to the store.
+func (c *Collector) handleEvent(ctx context.Context, m events.Message, sampler *statsSampler) {
+	counters := c.tel.Stage(pipeline.StageEvents)
+	if !c.since.advance(m) {
+		return // replayed after a reconnect
+	}
+	id := m.Actor.ID
+	action, detail := splitAction(m.Action)
+	switch {
+	case action == "destroy":
+		c.store.Remove(id)
+	case action == "health_status":
+		// Refreshed on every event, never only at start (an Alloy bug).
+		c.store.SetHealth(id, detail)
+	case reinspectActions[action]:
+		state, kept, err := c.inspect(ctx, id)
+		if err != nil {
+			counters.Dropped.Add(1)
+			c.log.Debug("inspect after event failed", "container", shortID(id), "action", action, "err", err)
+			return
+		}
+		if kept && action == "start" && state.Running() {
+			sampler.trigger(id)
+		}
+	}
+	if countedActions[action] {
+		c.store.RecordEvent(id, action)
+	}
+	counters.Out.Add(1)
+}
+
+// healthFromStatus reads the health out of the list's human status, e.g.
+// "Up 5 minutes (healthy)" or "Up 3 seconds (health: starting)".
+func healthFromStatus(status string) string {
+	switch {
+	case strings.HasSuffix(status, "(healthy)"):
+		return "healthy"
+	case strings.HasSuffix(status, "(unhealthy)"):
+		return "unhealthy"
+	case strings.HasSuffix(status, "(health: starting)"):
+		return "starting"
+	}
+	return ""
+}

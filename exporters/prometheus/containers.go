@@ -1,0 +1,254 @@
+// Package prometheus serves the agent's data as a Prometheus scrape endpoint
+// with cAdvisor-compatible container metrics and dockscope_ self-metrics.
+package prometheus
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// containerStates are the values container_state reports one series each
+// for, so that `container_state{state="running"} == 0` is alertable.
+var containerStates = []string{"created", "running", "paused", "restarting", "removing", "exited", "dead"}
+
+// healthStatuses are the values of container_health_status.
+var healthStatuses = []string{"healthy", "unhealthy", "starting", "none"}
+
+// family is one metric family of the container collector.
+type family struct {
+	name, help string
+	typ        prometheus.ValueType
+	extra      []string // labels beyond the per-container ones
+}
+
+var (
+	famInfo = family{"container_info", "Container identity; value 1. Join on id to add these labels to other series.", prometheus.GaugeValue,
+		[]string{"image_id", "image_tag", "host", "compose_project", "compose_service", "swarm_stack", "swarm_service", "swarm_task", "swarm_node_id", "k8s_pod", "k8s_namespace", "k8s_container"}}
+	famState         = family{"container_state", "Container state; 1 for the current state, 0 for the others.", prometheus.GaugeValue, []string{"state"}}
+	famRestarts      = family{"container_restarts_total", "Times the Engine restarted the container (restart policy).", prometheus.CounterValue, nil}
+	famExitCode      = family{"container_last_exit_code", "Exit code of the container's last run.", prometheus.GaugeValue, nil}
+	famStartTime     = family{"container_start_time_seconds", "Start time of the container since unix epoch in seconds.", prometheus.GaugeValue, nil}
+	famLastSeen      = family{"container_last_seen", "Last time the container was seen by the agent, in seconds since unix epoch.", prometheus.GaugeValue, nil}
+	famHealthState   = family{"container_health_state", "Health: 1 healthy, 0 starting or unhealthy, -1 no health check.", prometheus.GaugeValue, nil}
+	famHealthStatus  = family{"container_health_status", "Health status; 1 for the current status, 0 for the others.", prometheus.GaugeValue, []string{"status"}}
+	famMemLimit      = family{"container_spec_memory_limit_bytes", "Memory limit of the container; 0 means unlimited.", prometheus.GaugeValue, nil}
+	famCPUQuota      = family{"container_spec_cpu_quota", "CPU quota of the container, in microseconds per period.", prometheus.GaugeValue, nil}
+	famCPUPeriod     = family{"container_spec_cpu_period", "CPU period of the container, in microseconds.", prometheus.GaugeValue, nil}
+	famCPUShares     = family{"container_spec_cpu_shares", "CPU shares of the container.", prometheus.GaugeValue, nil}
+	famOOMEvents     = family{"container_oom_events_total", "Count of out of memory events observed for the container.", prometheus.CounterValue, nil}
+	famEvents        = family{"container_events_total", "Lifecycle events of the container seen since the agent started, by action.", prometheus.CounterValue, []string{"action"}}
+	famCPUUsage      = family{"container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", prometheus.CounterValue, []string{"cpu"}}
+	famCPUUser       = family{"container_cpu_user_seconds_total", "Cumulative user cpu time consumed in seconds.", prometheus.CounterValue, nil}
+	famCPUSystem     = family{"container_cpu_system_seconds_total", "Cumulative system cpu time consumed in seconds.", prometheus.CounterValue, nil}
+	famCFSPeriods    = family{"container_cpu_cfs_periods_total", "Number of elapsed enforcement period intervals.", prometheus.CounterValue, nil}
+	famCFSThrottled  = family{"container_cpu_cfs_throttled_periods_total", "Number of throttled period intervals.", prometheus.CounterValue, nil}
+	famCFSThrottledS = family{"container_cpu_cfs_throttled_seconds_total", "Total time duration the container has been throttled.", prometheus.CounterValue, nil}
+	famMemUsage      = family{"container_memory_usage_bytes", "Current memory usage in bytes, including all memory regardless of when it was accessed.", prometheus.GaugeValue, nil}
+	famMemWorkingSet = family{"container_memory_working_set_bytes", "Current working set in bytes.", prometheus.GaugeValue, nil}
+	famMemRSS        = family{"container_memory_rss", "Size of RSS in bytes.", prometheus.GaugeValue, nil}
+	famMemCache      = family{"container_memory_cache", "Number of bytes of page cache memory.", prometheus.GaugeValue, nil}
+	famMemSwap       = family{"container_memory_swap", "Container swap usage in bytes.", prometheus.GaugeValue, nil}
+	famMemFailcnt    = family{"container_memory_failcnt", "Number of memory usage hits limits.", prometheus.CounterValue, nil}
+	famPids          = family{"container_pids", "Number of processes (pids) in the container.", prometheus.GaugeValue, nil}
+	famNetRxBytes    = family{"container_network_receive_bytes_total", "Cumulative count of bytes received.", prometheus.CounterValue, []string{"interface"}}
+	famNetRxPackets  = family{"container_network_receive_packets_total", "Cumulative count of packets received.", prometheus.CounterValue, []string{"interface"}}
+	famNetRxDropped  = family{"container_network_receive_packets_dropped_total", "Cumulative count of packets dropped while receiving.", prometheus.CounterValue, []string{"interface"}}
+	famNetRxErrors   = family{"container_network_receive_errors_total", "Cumulative count of errors encountered while receiving.", prometheus.CounterValue, []string{"interface"}}
+	famNetTxBytes    = family{"container_network_transmit_bytes_total", "Cumulative count of bytes transmitted.", prometheus.CounterValue, []string{"interface"}}
+	famNetTxPackets  = family{"container_network_transmit_packets_total", "Cumulative count of packets transmitted.", prometheus.CounterValue, []string{"interface"}}
+	famNetTxDropped  = family{"container_network_transmit_packets_dropped_total", "Cumulative count of packets dropped while transmitting.", prometheus.CounterValue, []string{"interface"}}
+	famNetTxErrors   = family{"container_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting.", prometheus.CounterValue, []string{"interface"}}
+	famFsReadBytes   = family{"container_fs_reads_bytes_total", "Cumulative count of bytes read.", prometheus.CounterValue, []string{"device"}}
+	famFsWriteBytes  = family{"container_fs_writes_bytes_total", "Cumulative count of bytes written.", prometheus.CounterValue, []string{"device"}}
+	famFsReads       = family{"container_fs_reads_total", "Cumulative count of reads completed.", prometheus.CounterValue, []string{"device"}}
+	famFsWrites      = family{"container_fs_writes_total", "Cumulative count of writes completed.", prometheus.CounterValue, []string{"device"}}
+)
+
+// ContainerCollector builds the container metrics at scrape time from the
+// store's latest snapshots, so a removed container's series are simply not
+// emitted any more: nothing goes stale.
+type ContainerCollector struct {
+	store *pipeline.Store
+}
+
+// NewContainerCollector returns a collector reading store.
+func NewContainerCollector(store *pipeline.Store) *ContainerCollector {
+	return &ContainerCollector{store: store}
+}
+
+// Describe sends nothing: the label set depends on the allow-listed
+// container labels present at scrape time, so this is an unchecked collector.
+func (*ContainerCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect emits every container's series.
+func (c *ContainerCollector) Collect(ch chan<- prometheus.Metric) {
+	snaps := c.store.Snapshot()
+	labelKeys := labelColumns(snaps)
+	e := &emitter{ch: ch, labelNames: append([]string{"id", "name", "image"}, labelKeys.names...), descs: make(map[string]*prometheus.Desc)}
+	for i := range snaps {
+		s := &snaps[i]
+		e.base = e.base[:0]
+		e.base = append(e.base, s.Meta.CgroupPath, s.Meta.Name, s.Meta.Image)
+		for _, k := range labelKeys.keys {
+			e.base = append(e.base, s.Meta.Labels[k])
+		}
+		e.container(s)
+	}
+}
+
+// columns maps the union of allow-listed label keys to their sanitized
+// Prometheus names. Every container gets every column (empty when it lacks
+// the label) because a metric family must have one label set.
+type columns struct {
+	keys, names []string
+}
+
+func labelColumns(snaps []pipeline.Snapshot) columns {
+	byName := make(map[string]string)
+	for i := range snaps {
+		for k := range snaps[i].Meta.Labels {
+			n := "container_label_" + sanitizeLabelName(k)
+			// Two keys can sanitize to one name ("a.b", "a_b"): keep the
+			// lexically first so the choice is stable across scrapes.
+			if old, ok := byName[n]; !ok || k < old {
+				byName[n] = k
+			}
+		}
+	}
+	var c columns
+	for _, n := range slices.Sorted(maps.Keys(byName)) {
+		c.names = append(c.names, n)
+		c.keys = append(c.keys, byName[n])
+	}
+	return c
+}
+
+// sanitizeLabelName replaces every character a Prometheus label name may
+// not contain with "_", as cAdvisor does.
+func sanitizeLabelName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+type emitter struct {
+	ch         chan<- prometheus.Metric
+	labelNames []string
+	base       []string
+	descs      map[string]*prometheus.Desc
+	values     []string
+}
+
+func (e *emitter) emit(f family, v float64, extra ...string) {
+	d, ok := e.descs[f.name]
+	if !ok {
+		d = prometheus.NewDesc(f.name, f.help, append(slices.Clone(e.labelNames), f.extra...), nil)
+		e.descs[f.name] = d
+	}
+	e.values = append(append(e.values[:0], e.base...), extra...)
+	m, err := prometheus.NewConstMetric(d, f.typ, v, e.values...)
+	if err != nil {
+		// Label values are validated UTF-8 by NewConstMetric; a container
+		// label with invalid bytes must not fail the whole scrape.
+		m = prometheus.NewInvalidMetric(d, err)
+	}
+	e.ch <- m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (e *emitter) container(s *pipeline.Snapshot) {
+	m, st, spec := &s.Meta, &s.State, &s.Spec
+	e.emit(famInfo, 1, m.ImageID, m.ImageTag, m.Hostname, m.ComposeProject, m.ComposeService,
+		m.SwarmStack, m.SwarmService, m.SwarmTask, m.SwarmNodeID, m.K8sPod, m.K8sNamespace, m.K8sContainer)
+	for _, state := range containerStates {
+		e.emit(famState, b2f(st.Status == state), state)
+	}
+	e.emit(famRestarts, float64(st.RestartCount))
+	if !st.FinishedAt.IsZero() {
+		e.emit(famExitCode, float64(st.ExitCode))
+	}
+	if !st.StartedAt.IsZero() {
+		e.emit(famStartTime, float64(st.StartedAt.UnixNano())/1e9)
+	}
+	e.emit(famLastSeen, float64(s.LastSeen.Unix()))
+	health := st.Health
+	if health == "" {
+		health = "none"
+	}
+	switch health {
+	case "healthy":
+		e.emit(famHealthState, 1)
+	case "none":
+		e.emit(famHealthState, -1)
+	default:
+		e.emit(famHealthState, 0)
+	}
+	for _, h := range healthStatuses {
+		e.emit(famHealthStatus, b2f(health == h), h)
+	}
+	e.emit(famMemLimit, float64(spec.MemoryLimit))
+	e.emit(famCPUShares, float64(spec.CPUShares))
+	if spec.CPUQuota > 0 {
+		e.emit(famCPUQuota, float64(spec.CPUQuota))
+		e.emit(famCPUPeriod, float64(spec.CPUPeriod))
+	}
+	e.emit(famOOMEvents, float64(s.OOMKills))
+	for _, action := range slices.Sorted(maps.Keys(s.Events)) {
+		e.emit(famEvents, float64(s.Events[action]), action)
+	}
+	if s.Stats != nil {
+		e.stats(s.Stats)
+	}
+}
+
+func (e *emitter) stats(st *pipeline.Stats) {
+	e.emit(famCPUUsage, st.CPUTotal.Seconds(), "total")
+	e.emit(famCPUUser, st.CPUUser.Seconds())
+	e.emit(famCPUSystem, st.CPUSystem.Seconds())
+	if st.CPUPeriods > 0 {
+		e.emit(famCFSPeriods, float64(st.CPUPeriods))
+		e.emit(famCFSThrottled, float64(st.CPUThrottledPeriods))
+		e.emit(famCFSThrottledS, st.CPUThrottledTime.Seconds())
+	}
+	e.emit(famMemUsage, float64(st.MemoryUsage))
+	e.emit(famMemWorkingSet, float64(st.MemoryWorkingSet))
+	e.emit(famMemRSS, float64(st.MemoryRSS))
+	e.emit(famMemCache, float64(st.MemoryCache))
+	if st.HasMemorySwap {
+		e.emit(famMemSwap, float64(st.MemorySwap))
+	}
+	e.emit(famMemFailcnt, float64(st.MemoryFailcnt))
+	e.emit(famPids, float64(st.Pids))
+	for _, n := range st.Networks {
+		e.emit(famNetRxBytes, float64(n.RxBytes), n.Interface)
+		e.emit(famNetRxPackets, float64(n.RxPackets), n.Interface)
+		e.emit(famNetRxDropped, float64(n.RxDropped), n.Interface)
+		e.emit(famNetRxErrors, float64(n.RxErrors), n.Interface)
+		e.emit(famNetTxBytes, float64(n.TxBytes), n.Interface)
+		e.emit(famNetTxPackets, float64(n.TxPackets), n.Interface)
+		e.emit(famNetTxDropped, float64(n.TxDropped), n.Interface)
+		e.emit(famNetTxErrors, float64(n.TxErrors), n.Interface)
+	}
+	for _, d := range st.Disks {
+		e.emit(famFsReadBytes, float64(d.ReadBytes), d.Device)
+		e.emit(famFsWriteBytes, float64(d.WriteBytes), d.Device)
+		if d.HasOps {
+			e.emit(famFsReads, float64(d.Reads), d.Device)
+			e.emit(famFsWrites, float64(d.Writes), d.Device)
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package prometheus
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// BuildInfo identifies the agent binary.
+type BuildInfo struct {
+	Version, Revision, GoVersion string
+}
+
+// SelfCollector publishes the agent's own telemetry under dockscope_.
+type SelfCollector struct {
+	tel   *pipeline.Telemetry
+	store *pipeline.Store
+	build BuildInfo
+
+	buildInfo, dockerInfo, dockerUp, containers    *prometheus.Desc
+	recordsIn, recordsOut, recordsDropped          *prometheus.Desc
+	reconnects, resyncs, inspectErrors, statsRound *prometheus.Desc
+	exportFailures, reloadOK, reloadTime           *prometheus.Desc
+}
+
+// NewSelfCollector returns a collector of the agent's self-metrics.
+func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build BuildInfo) *SelfCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("dockscope_"+name, help, labels, nil)
+	}
+	return &SelfCollector{
+		tel: tel, store: store, build: build,
+		buildInfo:      d("build_info", "The agent's version; value 1.", "version", "revision", "goversion"),
+		dockerInfo:     d("docker_info", "The Docker Engine the agent follows; value 1.", "version", "api_version", "os_type", "cgroup_version"),
+		dockerUp:       d("docker_up", "1 when the Docker Engine answers and containers are listed, else 0."),
+		containers:     d("containers", "Containers the agent currently follows."),
+		recordsIn:      d("records_received_total", "Records that entered a pipeline stage.", "stage"),
+		recordsOut:     d("records_sent_total", "Records that left a pipeline stage successfully.", "stage"),
+		recordsDropped: d("records_dropped_total", "Records a pipeline stage dropped (errors, full buffers).", "stage"),
+		reconnects:     d("event_stream_reconnects_total", "Times the Docker event stream ended and was reopened."),
+		resyncs:        d("resyncs_total", "Full container list resynchronisations."),
+		inspectErrors:  d("inspect_errors_total", "Container inspect requests that failed."),
+		statsRound:     d("stats_round_duration_seconds", "How long the last round of stats sampling took."),
+		exportFailures: d("export_failures_total", "Export requests that failed after retries.", "exporter"),
+		reloadOK:       d("config_last_reload_successful", "1 when the last configuration reload (SIGHUP) succeeded or none was tried."),
+		reloadTime:     d("config_last_reload_timestamp_seconds", "When the configuration was last reloaded; 0 if never."),
+	}
+}
+
+// Describe sends every descriptor.
+func (c *SelfCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.buildInfo, c.dockerInfo, c.dockerUp, c.containers,
+		c.recordsIn, c.recordsOut, c.recordsDropped, c.reconnects, c.resyncs, c.inspectErrors,
+		c.statsRound, c.exportFailures, c.reloadOK, c.reloadTime} {
+		ch <- d
+	}
+}
+
+// Collect reads the telemetry atomics.
+func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.buildInfo, 1, c.build.Version, c.build.Revision, c.build.GoVersion)
+	if d, ok := c.tel.Daemon(); ok {
+		gauge(c.dockerInfo, 1, d.Version, d.APIVersion, d.OSType, d.CgroupVer)
+	}
+	gauge(c.dockerUp, b2f(c.tel.EngineUp()))
+	gauge(c.containers, float64(c.store.Len()))
+	for _, s := range pipeline.Stages {
+		sc := c.tel.Stage(s)
+		counter(c.recordsIn, sc.In.Load(), string(s))
+		counter(c.recordsOut, sc.Out.Load(), string(s))
+		counter(c.recordsDropped, sc.Dropped.Load(), string(s))
+	}
+	counter(c.reconnects, c.tel.EventStreamReconnects.Load())
+	counter(c.resyncs, c.tel.Resyncs.Load())
+	counter(c.inspectErrors, c.tel.InspectErrors.Load())
+	gauge(c.statsRound, c.tel.StatsRound().Seconds())
+	counter(c.exportFailures, c.tel.ExportFailures.Load(), "otlp")
+	ok, at := c.tel.ConfigReload()
+	gauge(c.reloadOK, b2f(ok))
+	reloaded := 0.0
+	if !at.IsZero() {
+		reloaded = float64(at.Unix())
+	}
+	gauge(c.reloadTime, reloaded)
+}

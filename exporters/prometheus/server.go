@@ -1,0 +1,141 @@
+package prometheus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+)
+
+// ReadyFunc reports whether the agent is ready, and why not.
+type ReadyFunc func() (bool, string)
+
+// ServerOptions configure the HTTP endpoint.
+type ServerOptions struct {
+	ListenAddress string
+	MetricsPath   string
+	// WebConfigFile is an exporter-toolkit web configuration (TLS, basic
+	// auth); empty serves plain HTTP.
+	WebConfigFile string
+	Collectors    []prometheus.Collector
+	Ready         ReadyFunc
+	Logger        *slog.Logger
+	Version       string
+}
+
+// Server serves /metrics, /healthz and /readyz.
+type Server struct {
+	opts     ServerOptions
+	listener net.Listener
+	srv      *http.Server
+}
+
+// NewServer validates the web configuration and binds the listen address,
+// so that a port in use or a bad TLS file is reported at start-up, not
+// after the agent claims to be running.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.WebConfigFile != "" {
+		if err := web.Validate(opts.WebConfigFile); err != nil {
+			return nil, fmt.Errorf("checking web config file %s: %w", opts.WebConfigFile, err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for _, c := range opts.Collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering metrics collector: %w", err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(opts.MetricsPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError),
+		ErrorHandling: promhttp.ContinueOnError,
+		// Scrapes are cheap, but a stuck client must not pile them up.
+		MaxRequestsInFlight: 4,
+		Timeout:             30 * time.Second,
+	}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, reason := opts.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", reason)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if opts.MetricsPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "dockscope",
+			Description: "Container metrics and logs from the Docker Engine",
+			Version:     opts.Version,
+			Links: []web.LandingLinks{
+				{Address: opts.MetricsPath, Text: "Metrics"},
+				{Address: "/readyz", Text: "Readiness"},
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("building landing page: %w", err)
+		}
+		mux.Handle("/", landing)
+	}
+
+	l, err := net.Listen("tcp", opts.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", opts.ListenAddress, err)
+	}
+	return &Server{
+		opts:     opts,
+		listener: l,
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+		},
+	}, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// Run serves until ctx is cancelled, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() {
+		systemd := false
+		configFile := s.opts.WebConfigFile
+		errc <- web.Serve(s.listener, s.srv, &web.FlagConfig{
+			WebListenAddresses: &[]string{s.opts.ListenAddress},
+			WebSystemdSocket:   &systemd,
+			WebConfigFile:      &configFile,
+		}, s.opts.Logger)
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving HTTP on %s: %w", s.listener.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(shutdownCtx)
+	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	if err != nil {
+		return fmt.Errorf("shutting down HTTP server: %w", err)
+	}
+	return nil
+}
