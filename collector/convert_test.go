@@ -1,0 +1,309 @@
+package collector
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+const v1Dir = "testdata/engine-20.10-cgroupv1"
+
+func readJSON[T any](t *testing.T, path string) T {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("decoding %s: %v", path, err)
+	}
+	return v
+}
+
+func TestStatsCgroupV1(t *testing.T) {
+	r := readJSON[container.StatsResponse](t, filepath.Join(v1Dir, "stats-oneshot.json"))
+	got, err := statsFromResponse(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pipeline.Stats{
+		Read:             time.Date(2026, 11, 22, 18, 39, 50, 270555916, time.UTC),
+		CPUTotal:         73040691,
+		CPUUser:          40 * time.Millisecond,
+		CPUSystem:        20 * time.Millisecond,
+		CPUPeriods:       11,
+		OnlineCPUs:       2,
+		MemoryUsage:      770048,
+		MemoryWorkingSet: 770048, // total_inactive_file is 0
+		MemoryRSS:        118784,
+		MemoryCache:      0,
+		MemoryLimit:      67108864,
+		Pids:             2,
+		Networks: []pipeline.NetworkStats{{
+			Interface: "eth0", RxBytes: 516, RxPackets: 6,
+		}},
+		Disks: []pipeline.DiskStats{},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v1 stats:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestStatsCgroupV1WorkingSetSubtractsInactiveFile(t *testing.T) {
+	r := readJSON[container.StatsResponse](t, filepath.Join(v1Dir, "stats-oneshot.json"))
+	r.MemoryStats.Usage = 10_000
+	r.MemoryStats.Stats["total_inactive_file"] = 4_000
+	r.MemoryStats.Stats["inactive_file"] = 9_999 // the non-hierarchical key must be ignored on v1
+	r.MemoryStats.Stats["total_swap"] = 123
+	got, err := statsFromResponse(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MemoryWorkingSet != 6_000 {
+		t.Errorf("working set = %d, want 6000", got.MemoryWorkingSet)
+	}
+	if !got.HasMemorySwap || got.MemorySwap != 123 {
+		t.Errorf("swap = %d (has %v), want 123", got.MemorySwap, got.HasMemorySwap)
+	}
+
+	// Inactive file above usage (seen while the kernel updates counters)
+	// must clamp to zero, not wrap around.
+	r.MemoryStats.Stats["total_inactive_file"] = 20_000
+	got, _ = statsFromResponse(r)
+	if got.MemoryWorkingSet != 0 {
+		t.Errorf("working set = %d, want 0 when inactive_file > usage", got.MemoryWorkingSet)
+	}
+}
+
+func TestStatsCgroupV1Blkio(t *testing.T) {
+	r := readJSON[container.StatsResponse](t, filepath.Join(v1Dir, "stats-oneshot.json"))
+	r.BlkioStats = container.BlkioStats{
+		IoServiceBytesRecursive: []container.BlkioStatEntry{
+			{Major: 8, Minor: 0, Op: "Read", Value: 100},
+			{Major: 8, Minor: 0, Op: "Write", Value: 200},
+			{Major: 8, Minor: 0, Op: "Sync", Value: 300},
+			{Major: 8, Minor: 0, Op: "Total", Value: 300},
+		},
+		IoServicedRecursive: []container.BlkioStatEntry{
+			{Major: 8, Minor: 0, Op: "Read", Value: 3},
+			{Major: 8, Minor: 0, Op: "Write", Value: 4},
+		},
+	}
+	got, _ := statsFromResponse(r)
+	want := []pipeline.DiskStats{{Device: "8:0", ReadBytes: 100, WriteBytes: 200, Reads: 3, Writes: 4, HasOps: true}}
+	if !reflect.DeepEqual(got.Disks, want) {
+		t.Errorf("disks = %+v, want %+v", got.Disks, want)
+	}
+}
+
+func TestStatsCgroupV2(t *testing.T) {
+	r := readJSON[container.StatsResponse](t, "testdata/cgroupv2-constructed/stats-oneshot.json")
+	got, err := statsFromResponse(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pipeline.Stats{
+		Read:                time.Date(2026, 11, 22, 19, 2, 11, 482019374, time.UTC),
+		CPUTotal:            1234567000,
+		CPUUser:             time.Second,
+		CPUSystem:           234567000,
+		CPUPeriods:          120,
+		CPUThrottledPeriods: 7,
+		CPUThrottledTime:    350 * time.Millisecond,
+		OnlineCPUs:          4,
+		MemoryUsage:         52428800,
+		MemoryWorkingSet:    52428800 - 8388608, // usage - inactive_file
+		MemoryRSS:           31457280,           // anon
+		MemoryCache:         16777216,           // file
+		MemoryLimit:         134217728,
+		Pids:                5,
+		Networks: []pipeline.NetworkStats{
+			{Interface: "eth0", RxBytes: 9000, RxPackets: 90, RxErrors: 1, RxDropped: 2, TxBytes: 4000, TxPackets: 40, TxErrors: 3, TxDropped: 4},
+			{Interface: "eth1", RxBytes: 10, RxPackets: 1, TxBytes: 20, TxPackets: 2},
+		},
+		Disks: []pipeline.DiskStats{
+			{Device: "253:1", ReadBytes: 8192},
+			{Device: "8:0", ReadBytes: 4096000, WriteBytes: 1048576},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v2 stats:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestStatsOfStoppedContainerIsAnError(t *testing.T) {
+	// A stopped container's stats come back zeroed with no read time.
+	if _, err := statsFromResponse(container.StatsResponse{}); err == nil {
+		t.Fatal("want an error for a response without read time")
+	}
+}
+
+func TestInspectHealthy(t *testing.T) {
+	in := readJSON[container.InspectResponse](t, filepath.Join(v1Dir, "inspect-healthy.json"))
+	allow := func(k string) bool { return k == "com.docker.compose.service" }
+	meta, state, spec := containerFromInspect(in, "host-1", allow)
+
+	wantMeta := pipeline.ContainerMeta{
+		ID:             "abdca09ec9ff585c338c57220ad5a5305fac5e702f101130dc9aa3cffcf72754",
+		Name:           "fx-hc",
+		Image:          "busybox:local",
+		ImageName:      "busybox",
+		ImageTag:       "local",
+		ImageID:        "sha256:a9373ee6b8b565ce8cea3fdec0b7120a09dde084517c9de6400f094e8fd71eff",
+		Hostname:       "host-1",
+		ComposeProject: "demo",
+		ComposeService: "web",
+		Labels:         map[string]string{"com.docker.compose.service": "web"},
+	}
+	if !reflect.DeepEqual(meta, wantMeta) {
+		t.Errorf("meta:\n got %+v\nwant %+v", meta, wantMeta)
+	}
+	if state.Status != "running" || state.Health != "healthy" || state.ExitCode != 0 || state.LogDriver != "json-file" {
+		t.Errorf("state = %+v", state)
+	}
+	if !state.FinishedAt.IsZero() {
+		t.Errorf("FinishedAt = %v, want zero for a container that never finished", state.FinishedAt)
+	}
+	// --memory 64m --cpus 0.5: NanoCPUs become a 50 ms quota per 100 ms.
+	wantSpec := pipeline.ContainerSpec{MemoryLimit: 64 << 20, CPUQuota: 50000, CPUPeriod: 100000, CPUShares: 1024}
+	if spec != wantSpec {
+		t.Errorf("spec = %+v, want %+v", spec, wantSpec)
+	}
+}
+
+func TestInspectExited(t *testing.T) {
+	in := readJSON[container.InspectResponse](t, filepath.Join(v1Dir, "inspect-exited-3.json"))
+	meta, state, spec := containerFromInspect(in, "h", nil)
+	if meta.Name != "fx-exit" || meta.Labels != nil {
+		t.Errorf("meta = %+v", meta)
+	}
+	if state.Status != "exited" || state.ExitCode != 3 || state.Health != "" || state.Running() {
+		t.Errorf("state = %+v", state)
+	}
+	if state.FinishedAt.IsZero() {
+		t.Error("FinishedAt is zero for an exited container")
+	}
+	if spec.MemoryLimit != 0 || spec.CPUQuota != 0 {
+		t.Errorf("spec = %+v, want unlimited", spec)
+	}
+}
+
+func TestSplitImageRef(t *testing.T) {
+	for _, tc := range []struct{ ref, name, tag string }{
+		{"nginx", "nginx", "latest"},
+		{"nginx:1.27", "nginx", "1.27"},
+		{"registry:5000/team/app", "registry:5000/team/app", "latest"},
+		{"registry:5000/team/app:v2", "registry:5000/team/app", "v2"},
+		{"app:v1@sha256:abcd", "app", "v1"},
+		{"app@sha256:abcd", "app", "latest"},
+		{"sha256:0123abcd", "sha256:0123abcd", ""},
+	} {
+		name, tag := splitImageRef(tc.ref)
+		if name != tc.name || tag != tc.tag {
+			t.Errorf("splitImageRef(%q) = %q, %q; want %q, %q", tc.ref, name, tag, tc.name, tc.tag)
+		}
+	}
+}
+
+func TestCgroupPath(t *testing.T) {
+	id := "abc"
+	withParent := func(p string) container.InspectResponse {
+		hc := &container.HostConfig{}
+		hc.CgroupParent = p
+		return container.InspectResponse{HostConfig: hc}
+	}
+	for _, tc := range []struct {
+		driver, parent, want string
+	}{
+		{"cgroupfs", "", "/docker/abc"},
+		{"cgroupfs", "/custom/group", "/custom/group/abc"},
+		{"systemd", "", "/system.slice/docker-abc.scope"},
+		{"systemd", "app-web.slice", "/app.slice/app-web.slice/docker-abc.scope"},
+	} {
+		if got := cgroupPath(tc.driver, withParent(tc.parent), id); got != tc.want {
+			t.Errorf("cgroupPath(%s, %q) = %q, want %q", tc.driver, tc.parent, got, tc.want)
+		}
+	}
+}
+
+func TestEventsFixture(t *testing.T) {
+	f, err := os.Open(filepath.Join(v1Dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var cursor eventCursor
+	actions := map[string]int{}
+	var health []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m events.Message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		if !cursor.advance(m) {
+			t.Fatalf("event %s %s seen as a replay", m.Actor.ID[:12], m.Action)
+		}
+		// Replaying the same event after a reconnect must be recognised.
+		if cursor.advance(m) {
+			t.Fatalf("replayed event %s %s seen as new", m.Actor.ID[:12], m.Action)
+		}
+		action, detail := splitAction(m.Action)
+		actions[action]++
+		if action == "health_status" {
+			health = append(health, detail)
+		}
+	}
+	if actions["exec_start"] != 8 || actions["health_status"] != 2 || actions["start"] != 3 {
+		t.Errorf("actions = %v", actions)
+	}
+	if !reflect.DeepEqual(health, []string{"healthy", "healthy"}) {
+		t.Errorf("health details = %v", health)
+	}
+	if s := cursor.String(); len(s) != len("1795372786.640188477") {
+		t.Errorf("since = %q, want seconds.nanoseconds", s)
+	}
+}
+
+func TestHealthFromStatus(t *testing.T) {
+	for status, want := range map[string]string{
+		"Up 5 seconds (healthy)":          "healthy",
+		"Up 1 minute (unhealthy)":         "unhealthy",
+		"Up 2 seconds (health: starting)": "starting",
+		"Up 2 hours":                      "",
+		"Exited (3) 5 seconds ago":        "",
+	} {
+		if got := healthFromStatus(status); got != want {
+			t.Errorf("healthFromStatus(%q) = %q, want %q", status, got, want)
+		}
+	}
+}
+
+func TestBackoffIsCappedAndGrows(t *testing.T) {
+	b := newBackoff(100*time.Millisecond, time.Second)
+	prev := time.Duration(0)
+	for i := range 10 {
+		d := b.next()
+		if d > 1200*time.Millisecond {
+			t.Fatalf("attempt %d: %v exceeds the cap plus jitter", i, d)
+		}
+		if i < 3 && d <= prev*8/10 {
+			t.Fatalf("attempt %d: %v did not grow from %v", i, d, prev)
+		}
+		prev = d
+	}
+	b.reset()
+	if d := b.next(); d > 120*time.Millisecond {
+		t.Fatalf("after reset: %v, want about the initial 100ms", d)
+	}
+}

@@ -1,0 +1,156 @@
+package otlp
+
+import (
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/dockscope/dockscope/config"
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+func testSnapshot() pipeline.Snapshot {
+	start := time.Date(2026, 11, 22, 18, 0, 0, 0, time.UTC)
+	return pipeline.Snapshot{
+		Meta: pipeline.ContainerMeta{
+			ID: "abc", Name: "web", Image: "nginx:1.27", ImageName: "nginx", ImageTag: "1.27", ImageID: "sha256:1",
+			Hostname: "node-1", ComposeProject: "shop", SwarmService: "shop_web", K8sPod: "web-0",
+			Labels: map[string]string{"team": "shop"},
+		},
+		State: pipeline.ContainerState{Status: "running", Health: "healthy", RestartCount: 1, StartedAt: start},
+		Spec:  pipeline.ContainerSpec{MemoryLimit: 1000},
+		Stats: &pipeline.Stats{
+			Read: start.Add(time.Minute), CPUUser: time.Second, CPUSystem: 2 * time.Second,
+			CPUUsageCores: 0.25, HasCPUUsage: true, MemoryUsage: 900, MemoryWorkingSet: 600, MemoryRSS: 500,
+			Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 10, TxBytes: 20}},
+			Disks:    []pipeline.DiskStats{{Device: "8:0", ReadBytes: 1, WriteBytes: 2}},
+		},
+	}
+}
+
+func TestResourceMetrics(t *testing.T) {
+	e := &MetricsExporter{}
+	snap := testSnapshot()
+	now := snap.State.StartedAt.Add(90 * time.Second)
+	rm := e.resourceMetrics(&snap, now)
+
+	attrs := map[string]string{}
+	for _, kv := range rm.Resource.Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	for k, want := range map[string]string{
+		"container.id": "abc", "container.name": "web", "container.image.name": "nginx",
+		"container.image.tags": `["1.27"]`, "container.runtime.name": "docker", "host.name": "node-1",
+		"docker.compose.project": "shop", "docker.swarm.service.name": "shop_web", "k8s.pod.name": "web-0",
+		"container.label.team": "shop",
+	} {
+		if attrs[k] != want {
+			t.Errorf("resource %s = %q, want %q", k, attrs[k], want)
+		}
+	}
+	if _, ok := attrs["docker.compose.service"]; ok {
+		t.Error("empty identity attributes must be left out")
+	}
+
+	byName := map[string]metricdata.Metrics{}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		if _, dup := byName[m.Name]; dup {
+			t.Errorf("metric %s emitted twice", m.Name)
+		}
+		byName[m.Name] = m
+	}
+	for _, name := range []string{
+		"container.uptime", "container.cpu.time", "container.cpu.usage", "container.memory.usage",
+		"container.memory.working_set", "container.memory.rss", "container.memory.available",
+		"container.network.io", "container.disk.io", "container.restarts", "container.state",
+		"container.health.status",
+	} {
+		if _, ok := byName[name]; !ok {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if u := byName["container.cpu.usage"]; u.Unit != "{cpu}" {
+		t.Errorf("container.cpu.usage unit = %q, want cores ({cpu})", u.Unit)
+	}
+	cpu := byName["container.cpu.time"].Data.(metricdata.Sum[float64])
+	if !cpu.IsMonotonic || cpu.Temporality != metricdata.CumulativeTemporality || len(cpu.DataPoints) != 2 {
+		t.Fatalf("container.cpu.time = %+v", cpu)
+	}
+	for _, dp := range cpu.DataPoints {
+		mode, _ := dp.Attributes.Value(attribute.Key("cpu.mode"))
+		want := map[string]float64{"user": 1, "system": 2}[mode.AsString()]
+		if dp.Value != want || !dp.StartTime.Equal(snap.State.StartedAt) {
+			t.Errorf("cpu.time{%s} = %v from %v, want %v from the container start", mode.AsString(), dp.Value, dp.StartTime, want)
+		}
+	}
+	avail := byName["container.memory.available"].Data.(metricdata.Sum[float64]).DataPoints[0].Value
+	if avail != 400 {
+		t.Errorf("memory.available = %v, want limit 1000 - working set 600", avail)
+	}
+	uptime := byName["container.uptime"].Data.(metricdata.Gauge[float64]).DataPoints[0].Value
+	if uptime != 90 {
+		t.Errorf("uptime = %v, want 90", uptime)
+	}
+	var healthy float64 = -1
+	for _, dp := range byName["container.health.status"].Data.(metricdata.Gauge[float64]).DataPoints {
+		if v, _ := dp.Attributes.Value("container.health.status"); v.AsString() == "healthy" {
+			healthy = dp.Value
+		}
+	}
+	if healthy != 1 {
+		t.Errorf("health.status{healthy} = %v, want 1", healthy)
+	}
+}
+
+func TestResourceMetricsStoppedContainer(t *testing.T) {
+	e := &MetricsExporter{}
+	snap := testSnapshot()
+	snap.State.Status = "exited"
+	snap.State.FinishedAt = snap.State.StartedAt.Add(time.Second)
+	snap.Stats = nil
+	rm := e.resourceMetrics(&snap, time.Now())
+	names := map[string]bool{}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		names[m.Name] = true
+	}
+	if names["container.uptime"] || names["container.cpu.time"] {
+		t.Errorf("a stopped container reports uptime or usage: %v", names)
+	}
+	if !names["container.last_exit_code"] || !names["container.state"] {
+		t.Errorf("a stopped container must report its state and exit code: %v", names)
+	}
+}
+
+func TestHTTPMetricsURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://collector:4318":      "http://collector:4318/v1/metrics",
+		"https://otel.example/base/": "https://otel.example/base/v1/metrics",
+		"collector:4318":             "https://collector:4318/v1/metrics",
+	} {
+		got, err := httpMetricsURL(in)
+		if err != nil || got != want {
+			t.Errorf("httpMetricsURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestProtocolPrecedence(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	if p := protocol(config.OTLPConfig{}, getenv); p != ProtocolHTTP {
+		t.Errorf("default = %q, want the specification's http/protobuf", p)
+	}
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"
+	if p := protocol(config.OTLPConfig{}, getenv); p != ProtocolGRPC {
+		t.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL ignored: %q", p)
+	}
+	env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] = "http/protobuf"
+	if p := protocol(config.OTLPConfig{}, getenv); p != ProtocolHTTP {
+		t.Errorf("the signal-specific variable must win: %q", p)
+	}
+	if p := protocol(config.OTLPConfig{Protocol: "grpc"}, getenv); p != ProtocolGRPC {
+		t.Errorf("the config file must win over the environment: %q", p)
+	}
+}

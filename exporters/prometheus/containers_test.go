@@ -1,0 +1,154 @@
+package prometheus
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// testStore holds a running container with stats and allow-listed labels,
+// and an exited one without, as the collector would leave them.
+func testStore(t *testing.T) *pipeline.Store {
+	t.Helper()
+	s := pipeline.NewStore()
+	started := time.Date(2026, 11, 22, 18, 0, 0, 0, time.UTC)
+	s.Upsert(pipeline.ContainerMeta{
+		ID: "aaa", CgroupPath: "/docker/aaa", Name: "web", Image: "ghcr.io/acme/web:1.2",
+		ImageName: "ghcr.io/acme/web", ImageTag: "1.2", ImageID: "sha256:1", Hostname: "node-1",
+		ComposeProject: "shop", ComposeService: "web",
+		Labels: map[string]string{"team": "shop", "com.acme/tier": "front"},
+	}, pipeline.ContainerState{Status: "running", Health: "unhealthy", RestartCount: 2, StartedAt: started},
+		pipeline.ContainerSpec{MemoryLimit: 64 << 20, CPUQuota: 50000, CPUPeriod: 100000, CPUShares: 1024})
+	s.SetStats("aaa", pipeline.Stats{
+		Read: started.Add(time.Minute), CPUTotal: 1500 * time.Millisecond, CPUUser: time.Second, CPUSystem: 500 * time.Millisecond,
+		CPUPeriods: 10, CPUThrottledPeriods: 3, CPUThrottledTime: 250 * time.Millisecond,
+		MemoryUsage: 3000, MemoryWorkingSet: 2000, MemoryRSS: 1500, MemoryCache: 1000, MemoryFailcnt: 4,
+		Pids:     7,
+		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 10, RxPackets: 1, TxBytes: 20, TxPackets: 2}},
+		Disks:    []pipeline.DiskStats{{Device: "8:0", ReadBytes: 4096, WriteBytes: 8192, Reads: 1, Writes: 2, HasOps: true}},
+	})
+	s.RecordEvent("aaa", "start")
+	s.RecordEvent("aaa", "oom")
+	s.Upsert(pipeline.ContainerMeta{
+		ID: "bbb", CgroupPath: "/docker/bbb", Name: "job", Image: "busybox", ImageName: "busybox", ImageTag: "latest", Hostname: "node-1",
+		Labels: map[string]string{"team": "data"},
+	}, pipeline.ContainerState{Status: "exited", ExitCode: 3, StartedAt: started, FinishedAt: started.Add(time.Second)},
+		pipeline.ContainerSpec{CPUShares: 1024})
+	return s
+}
+
+// scrape renders the collector's output in the text format, with
+// container_last_seen removed because it holds the wall clock.
+func scrape(t *testing.T, c prometheus.Collector) string {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gathering: %v", err)
+	}
+	var buf bytes.Buffer
+	for _, mf := range mfs {
+		if mf.GetName() == "container_last_seen" {
+			continue
+		}
+		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.String()
+}
+
+func TestContainerMetricsGolden(t *testing.T) {
+	got := scrape(t, NewContainerCollector(testStore(t)))
+	const golden = "testdata/containers.prom"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("scrape differs from %s (run `go test ./exporters/prometheus -update` and review the diff):\n%s", golden, got)
+	}
+}
+
+func TestContainerMetricsLint(t *testing.T) {
+	problems, err := testutil.CollectAndLint(NewContainerCollector(testStore(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestRemovedContainerSeriesVanish(t *testing.T) {
+	s := testStore(t)
+	c := NewContainerCollector(s)
+	if !strings.Contains(scrape(t, c), `name="job"`) {
+		t.Fatal("exited container missing before removal")
+	}
+	s.Remove("bbb")
+	out := scrape(t, c)
+	if strings.Contains(out, `name="job"`) {
+		t.Error("removed container still has series")
+	}
+	// The label column only the removed container had disappears too,
+	// while the surviving container keeps its own.
+	if !strings.Contains(out, `container_label_team="shop"`) {
+		t.Error("surviving container lost its allow-listed label")
+	}
+}
+
+func TestSanitizeLabelName(t *testing.T) {
+	for in, want := range map[string]string{
+		"com.docker.compose.project": "com_docker_compose_project",
+		"a/b-c d":                    "a_b_c_d",
+		"ok_123":                     "ok_123",
+		"ünïcode":                    "_n_code",
+	} {
+		if got := sanitizeLabelName(in); got != want {
+			t.Errorf("sanitizeLabelName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSelfMetrics(t *testing.T) {
+	tel := pipeline.NewTelemetry()
+	tel.SetDaemon(pipeline.DaemonInfo{Version: "20.10.24", APIVersion: "1.41", OSType: "linux", CgroupVer: "1"})
+	tel.SetEngineUp(true)
+	tel.Stage(pipeline.StageStats).In.Add(5)
+	tel.Stage(pipeline.StageStats).Dropped.Add(1)
+	c := NewSelfCollector(tel, testStore(t), BuildInfo{Version: "1.0.0", Revision: "abc", GoVersion: "go1.26"})
+	out := scrape(t, c)
+	for _, want := range []string{
+		`dockscope_build_info{goversion="go1.26",revision="abc",version="1.0.0"} 1`,
+		`dockscope_docker_info{api_version="1.41",cgroup_version="1",os_type="linux",version="20.10.24"} 1`,
+		`dockscope_docker_up 1`,
+		`dockscope_containers 2`,
+		`dockscope_records_received_total{stage="stats"} 5`,
+		`dockscope_records_dropped_total{stage="stats"} 1`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing %s in:\n%s", want, out)
+		}
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}

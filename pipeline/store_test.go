@@ -1,0 +1,153 @@
+package pipeline
+
+import (
+	"math"
+	"sync"
+	"testing"
+	"time"
+)
+
+func running(id, name string) (ContainerMeta, ContainerState, ContainerSpec) {
+	return ContainerMeta{ID: id, Name: name}, ContainerState{Status: "running"}, ContainerSpec{}
+}
+
+func TestStoreCPUUsageFromPreviousSample(t *testing.T) {
+	s := NewStore()
+	s.Upsert(running("a", "web"))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !s.SetStats("a", Stats{Read: t0, CPUTotal: time.Second}) {
+		t.Fatal("SetStats on a known container returned false")
+	}
+	snap, _ := s.Get("a")
+	if snap.Stats.HasCPUUsage {
+		t.Fatal("first sample cannot have a CPU usage")
+	}
+	// 15 s of CPU over 10 s of wall time: 1.5 cores.
+	s.SetStats("a", Stats{Read: t0.Add(10 * time.Second), CPUTotal: 16 * time.Second})
+	snap, _ = s.Get("a")
+	if !snap.Stats.HasCPUUsage || math.Abs(snap.Stats.CPUUsageCores-1.5) > 1e-9 {
+		t.Fatalf("CPUUsageCores = %v (has %v), want 1.5", snap.Stats.CPUUsageCores, snap.Stats.HasCPUUsage)
+	}
+	// A counter that went backwards (container restarted) yields no rate.
+	s.SetStats("a", Stats{Read: t0.Add(20 * time.Second), CPUTotal: time.Second})
+	snap, _ = s.Get("a")
+	if snap.Stats.HasCPUUsage {
+		t.Fatal("usage computed across a counter reset")
+	}
+}
+
+func TestStoreStoppedContainerLosesStats(t *testing.T) {
+	s := NewStore()
+	meta, state, spec := running("a", "web")
+	s.Upsert(meta, state, spec)
+	s.SetStats("a", Stats{Read: time.Now()})
+	state.Status = "exited"
+	s.Upsert(meta, state, spec)
+	if snap, _ := s.Get("a"); snap.Stats != nil {
+		t.Fatal("an exited container still exports its last sample")
+	}
+}
+
+func TestStoreUnknownContainer(t *testing.T) {
+	s := NewStore()
+	if s.SetStats("nope", Stats{}) {
+		t.Error("SetStats on an unknown container returned true")
+	}
+	s.RecordEvent("nope", "start")
+	s.SetHealth("nope", "healthy")
+	if s.Len() != 0 {
+		t.Error("events for unknown containers created entries")
+	}
+}
+
+func TestStoreEventsAndHealth(t *testing.T) {
+	s := NewStore()
+	s.Upsert(running("a", "web"))
+	s.RecordEvent("a", "oom")
+	s.RecordEvent("a", "oom")
+	s.RecordEvent("a", "die")
+	s.SetHealth("a", "unhealthy")
+	snap, _ := s.Get("a")
+	if snap.OOMKills != 2 || snap.Events["oom"] != 2 || snap.Events["die"] != 1 || snap.State.Health != "unhealthy" {
+		t.Fatalf("snapshot = %+v", snap)
+	}
+	// An inspect-driven update keeps the event counts.
+	s.Upsert(running("a", "web"))
+	if snap, _ := s.Get("a"); snap.Events["oom"] != 2 {
+		t.Fatal("Upsert reset the event counts")
+	}
+}
+
+func TestStoreSnapshotIsACopyAndSorted(t *testing.T) {
+	s := NewStore()
+	s.Upsert(running("2", "b"))
+	s.Upsert(running("1", "a"))
+	s.Upsert(running("0", "b"))
+	s.SetStats("1", Stats{Read: time.Now(), Pids: 1})
+	snaps := s.Snapshot()
+	var order []string
+	for _, sn := range snaps {
+		order = append(order, sn.Meta.Name+"/"+sn.Meta.ID)
+	}
+	if got := order; len(got) != 3 || got[0] != "a/1" || got[1] != "b/0" || got[2] != "b/2" {
+		t.Fatalf("order = %v", got)
+	}
+	snaps[0].Stats.Pids = 99
+	snaps[0].Events["x"] = 1
+	again, _ := s.Get("1")
+	if again.Stats.Pids != 1 || again.Events["x"] != 0 {
+		t.Fatal("mutating a snapshot changed the store")
+	}
+	s.Remove("1")
+	if _, ok := s.Get("1"); ok || s.Len() != 2 {
+		t.Fatal("Remove did not forget the container")
+	}
+}
+
+func TestStoreConcurrentUse(t *testing.T) {
+	s := NewStore()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			id := string(rune('a' + i))
+			for j := range 200 {
+				s.Upsert(running(id, id))
+				s.SetStats(id, Stats{Read: time.Unix(int64(j), 0)})
+				s.RecordEvent(id, "start")
+				_ = s.Snapshot()
+				if j%50 == 0 {
+					s.Remove(id)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestTelemetry(t *testing.T) {
+	tel := NewTelemetry()
+	if _, ok := tel.Daemon(); ok {
+		t.Fatal("daemon info before SetDaemon")
+	}
+	tel.SetDaemon(DaemonInfo{Version: "20.10"})
+	if d, ok := tel.Daemon(); !ok || d.Version != "20.10" {
+		t.Fatal("daemon info lost")
+	}
+	tel.Stage(StageStats).In.Add(2)
+	if tel.Stage(StageStats).In.Load() != 2 {
+		t.Fatal("stage counter lost")
+	}
+	if ok, at := tel.ConfigReload(); !ok || !at.IsZero() {
+		t.Fatal("reload state before any reload")
+	}
+	tel.SetConfigReload(false, time.Unix(100, 0))
+	if ok, at := tel.ConfigReload(); ok || at.Unix() != 100 {
+		t.Fatal("failed reload not recorded")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("unknown stage did not panic")
+		}
+	}()
+	tel.Stage("nope")
+}
