@@ -25,7 +25,7 @@ type ServerOptions struct {
 	// WebConfigFile is an exporter-toolkit web configuration (TLS, basic
 	// auth); empty serves plain HTTP.
 	WebConfigFile string
-	Collectors    []prometheus.Collector
+	Collectors    []Collector
 	Ready         ReadyFunc
 	Logger        *slog.Logger
 	Version       string
@@ -139,3 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Collector is a prometheus.Collector, named here so callers need not
+// import client_golang.
+type Collector = prometheus.Collector

@@ -1,0 +1,107 @@
+package prometheus
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestServerEndpoints(t *testing.T) {
+	var ready atomic.Bool
+	store := testStore(t)
+	srv, err := NewServer(ServerOptions{
+		ListenAddress: "127.0.0.1:0",
+		MetricsPath:   "/metrics",
+		Collectors:    []Collector{NewContainerCollector(store), NewSelfCollector(pipeline.NewTelemetry(), store, BuildInfo{Version: "t"})},
+		Ready: func() (bool, string) {
+			if ready.Load() {
+				return true, ""
+			}
+			return false, "docker daemon unreachable"
+		},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Version: "t",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Run(ctx) }()
+	base := "http://" + srv.Addr().String()
+
+	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "docker daemon unreachable") {
+		t.Errorf("/readyz while not ready = %d %q", code, body)
+	}
+	ready.Store(true)
+	if code, _ := get(t, base+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz when ready = %d", code)
+	}
+	code, body := get(t, base+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, `container_memory_working_set_bytes{`) ||
+		!strings.Contains(body, "dockscope_build_info") || !strings.Contains(body, "process_resident_memory_bytes") {
+		t.Errorf("/metrics = %d, body lacks container, self or process metrics", code)
+	}
+	if code, body := get(t, base+"/"); code != http.StatusOK || !strings.Contains(body, "/metrics") {
+		t.Errorf("landing page = %d", code)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+func TestServerReportsPortInUse(t *testing.T) {
+	opts := ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics", Ready: func() (bool, string) { return true, "" },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	first, err := NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.listener.Close()
+	opts.ListenAddress = first.Addr().String()
+	if _, err := NewServer(opts); err == nil || !strings.Contains(err.Error(), "listening on") {
+		t.Fatalf("second server on the same port: %v", err)
+	}
+}
+
+func TestServerRejectsBadWebConfig(t *testing.T) {
+	_, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics", WebConfigFile: "/nonexistent/web.yml",
+		Ready: func() (bool, string) { return true, "" }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/web.yml") {
+		t.Fatalf("bad web config: %v", err)
+	}
+}
