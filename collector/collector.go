@@ -145,7 +145,9 @@ func (c *Collector) session(ctx context.Context) error {
 	events := newEventReader(c.docker, c.tel, c.since.String())
 	wg.Go(func() { events.run(ctx) })
 
-	if err := c.reconcile(ctx); err != nil {
+	// The first list of a session inspects every container: the daemon may
+	// have restarted, or a reloaded configuration changed what is kept.
+	if err := c.reconcile(ctx, true); err != nil {
 		return err
 	}
 	c.setReady(true, "")
@@ -166,11 +168,11 @@ func (c *Collector) session(ctx context.Context) error {
 			c.handleEvent(ctx, ev, sampler)
 		case <-events.overflowed:
 			// Events were dropped: only a full list heals that.
-			if err := c.reconcile(ctx); err != nil {
+			if err := c.reconcile(ctx, false); err != nil {
 				return err
 			}
 		case <-resync.C:
-			if err := c.reconcile(ctx); err != nil {
+			if err := c.reconcile(ctx, false); err != nil {
 				return err
 			}
 		}
@@ -243,8 +245,8 @@ func (c *Collector) inspect(ctx context.Context, id string) (pipeline.ContainerS
 
 // reconcile lists every container and brings the store in line with it:
 // new ones are inspected, changed ones re-inspected, vanished ones removed.
-// Unchanged containers cost nothing beyond the list.
-func (c *Collector) reconcile(ctx context.Context) error {
+// Unchanged containers cost nothing beyond the list, unless full is set.
+func (c *Collector) reconcile(ctx context.Context, full bool) error {
 	c.tel.Resyncs.Add(1)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
 	res, err := c.docker.ContainerList(lctx, client.ContainerListOptions{All: true})
@@ -263,7 +265,7 @@ func (c *Collector) reconcile(ctx context.Context) error {
 		}
 		seen[s.ID] = true
 		// Health only shows in a running container's status text.
-		if old, ok := c.store.Get(s.ID); ok && old.State.Status == string(s.State) &&
+		if old, ok := c.store.Get(s.ID); ok && !full && old.State.Status == string(s.State) &&
 			(s.State != "running" || old.State.Health == healthFromStatus(s.Status)) {
 			c.store.Touch(s.ID)
 			continue

@@ -1,0 +1,46 @@
+# dockscope: the targets CI runs are the ones documented in the README.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PKGS      := ./...
+FUZZTIME  ?= 20s
+
+.PHONY: all build setup test unit integration lint fuzz bench clean
+
+all: build
+
+## build: the static agent binary in bin/dockscope
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dockscope ./cmd/agent
+
+## setup: install what the tests need (Docker if absent, Prometheus, the OTel Collector build)
+setup:
+	bash scripts/setup.sh
+
+## test: everything CI runs: lint, unit tests, short fuzzing, integration tests
+test: setup lint unit fuzz integration
+
+## unit: tests of pure logic, with the race detector
+unit:
+	$(GO) test -race -count=1 $(PKGS)
+
+## integration: tests against the real Docker Engine, Prometheus and OTel Collector
+integration:
+	$(GO) test -race -count=1 -tags integration -timeout 25m ./test/integration/...
+
+## lint: gofmt and go vet (with and without the integration tag)
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags integration ./test/...
+
+## fuzz: a short run of every fuzz target
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+
+## bench: the overhead benchmark (see README, Performance)
+bench: build
+	$(GO) run ./bench/overhead
+
+clean:
+	rm -rf bin

@@ -1,0 +1,134 @@
+//go:build integration
+
+// Package integration tests the agent end to end against the real Docker
+// Engine, a real Prometheus and a real OpenTelemetry Collector. Every image
+// is built here from static binaries: nothing is pulled.
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dockscope/dockscope/test/integration/harness"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+// agent is one running dockscope process.
+type agent struct {
+	proc    *harness.Process
+	url     string // http://127.0.0.1:port
+	cfgPath string
+}
+
+// agentOpts shape an agent for one test.
+type agentOpts struct {
+	// scope is a label value: the agent follows only containers labelled
+	// dockscope.scope=<scope>, so tests running side by side do not see
+	// each other's containers.
+	scope string
+	// extra is more YAML placed before the discovery section; discovery
+	// holds more keys of that section. The discovery section comes last so
+	// that a test may append keys to it.
+	extra     string
+	discovery string
+	env       []string // extra environment
+	noWait    bool     // do not wait for /readyz
+}
+
+// startAgent builds the agent once per process and starts it with a fast
+// stats interval on a free port.
+func startAgent(t *testing.T, o agentOpts) *agent {
+	t.Helper()
+	bin := harness.BuildStatic(t, "./cmd/agent")
+	port := harness.FreePort(t)
+	cfg := fmt.Sprintf(`agent:
+  state_dir: %s
+stats:
+  interval: 1s
+%sdiscovery:
+  resync_interval: 5s
+  include:
+    labels: ["dockscope.scope=%s"]
+%s`, t.TempDir(), o.extra, o.scope, o.discovery)
+	cfgPath := filepath.Join(t.TempDir(), "dockscope.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="}, o.env...)
+	p := harness.StartProcess(t, bin, env,
+		"--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")
+	a := &agent{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port), cfgPath: cfgPath}
+	if !o.noWait {
+		harness.WaitFor(t, 20*time.Second, 100*time.Millisecond, func() (bool, string) {
+			code, body := a.get("/readyz")
+			return code == http.StatusOK, fmt.Sprintf("/readyz: %d %s", code, body)
+		})
+	}
+	return a
+}
+
+func (a *agent) get(path string) (int, string) {
+	resp, err := http.Get(a.url + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
+
+func (a *agent) scrape(t *testing.T) harness.Metrics {
+	t.Helper()
+	return harness.ScrapeMetrics(t, a.url+"/metrics")
+}
+
+// value returns the one sample of name for the container, or false.
+func (a *agent) value(t *testing.T, name, container string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	want := map[string]string{"name": container}
+	for k, v := range labels {
+		want[k] = v
+	}
+	s, ok := a.scrape(t).Find(name, want)
+	return s.Value, ok
+}
+
+// waitValue waits until the container's series satisfies cond.
+func (a *agent) waitValue(t *testing.T, timeout time.Duration, name, container string, labels map[string]string, cond func(float64) bool) float64 {
+	t.Helper()
+	var last float64
+	harness.WaitFor(t, timeout, 200*time.Millisecond, func() (bool, string) {
+		v, ok := a.value(t, name, container, labels)
+		last = v
+		if !ok {
+			return false, fmt.Sprintf("%s{name=%q} absent", name, container)
+		}
+		return cond(v), fmt.Sprintf("%s{name=%q} = %v", name, container, v)
+	})
+	return last
+}
+
+// scopeArgs labels a test container so that only its test's agent follows it.
+func scopeArgs(scope, name string) []string {
+	return []string{"--label", "dockscope.scope=" + scope, "--name", name}
+}
+
+// uniq makes names unique per run, so a leftover container from an aborted
+// run never collides.
+func uniq(t *testing.T, base string) string {
+	return fmt.Sprintf("ds-%s-%d", base, time.Now().UnixNano()%1e9)
+}

@@ -1,0 +1,323 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dockscope/dockscope/test/integration/harness"
+)
+
+func TestCPUBurnReadsAsOneCore(t *testing.T) {
+	t.Parallel()
+	scope, name := "cpu", uniq(t, "burn")
+	a := startAgent(t, agentOpts{scope: scope})
+	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "burn", "-cores", "1")...)
+
+	first := a.waitValue(t, 15*time.Second, "container_cpu_usage_seconds_total", name, map[string]string{"cpu": "total"}, func(v float64) bool { return v > 0 })
+	t0 := time.Now()
+	time.Sleep(6 * time.Second)
+	second, _ := a.value(t, "container_cpu_usage_seconds_total", name, map[string]string{"cpu": "total"})
+	// Samples are taken once a second, so the window is known to ±1 s.
+	rate := (second - first) / time.Since(t0).Seconds()
+	if rate < 0.6 || rate > 1.4 {
+		t.Fatalf("rate(container_cpu_usage_seconds_total) = %.2f cores, want about 1", rate)
+	}
+	t.Logf("burning container uses %.2f cores", rate)
+}
+
+func TestMemoryLimitAndWorkingSet(t *testing.T) {
+	t.Parallel()
+	scope, name := "mem", uniq(t, "mem")
+	a := startAgent(t, agentOpts{scope: scope})
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--memory", "64m", harness.WorkloadImage(t), "alloc", "-mb", "24")...)
+
+	a.waitValue(t, 15*time.Second, "container_spec_memory_limit_bytes", name, nil, func(v float64) bool { return v == 64<<20 })
+	ws := a.waitValue(t, 15*time.Second, "container_memory_working_set_bytes", name, nil, func(v float64) bool { return v >= 24<<20 })
+	usage, _ := a.value(t, "container_memory_usage_bytes", name, nil)
+	if ws > usage {
+		t.Errorf("working set %v exceeds usage %v", ws, usage)
+	}
+}
+
+func TestHealthStateFlips(t *testing.T) {
+	t.Parallel()
+	scope, name := "health", uniq(t, "health")
+	a := startAgent(t, agentOpts{scope: scope})
+	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadHealthImage(t), "sleep")...)
+
+	// Without the file the probe fails: unhealthy.
+	a.waitValue(t, 20*time.Second, "container_health_status", name, map[string]string{"status": "unhealthy"}, func(v float64) bool { return v == 1 })
+	a.waitValue(t, 5*time.Second, "container_health_state", name, nil, func(v float64) bool { return v == 0 })
+
+	harness.Docker(t, "exec", id, "/workload", "touch", harness.HealthFile)
+	a.waitValue(t, 20*time.Second, "container_health_state", name, nil, func(v float64) bool { return v == 1 })
+
+	harness.Docker(t, "exec", id, "/workload", "rm", harness.HealthFile)
+	a.waitValue(t, 20*time.Second, "container_health_state", name, nil, func(v float64) bool { return v == 0 })
+
+	// A container without a health check reports -1.
+	plain := uniq(t, "nohealth")
+	harness.RunContainer(t, append(scopeArgs(scope, plain), harness.WorkloadImage(t), "sleep")...)
+	a.waitValue(t, 15*time.Second, "container_health_state", plain, nil, func(v float64) bool { return v == -1 })
+}
+
+func TestExitCodeAndRestarts(t *testing.T) {
+	t.Parallel()
+	scope, name := "exit", uniq(t, "exit")
+	a := startAgent(t, agentOpts{scope: scope})
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--restart", "on-failure:2",
+		harness.WorkloadImage(t), "exit", "-code", "3", "-after", "300ms")...)
+
+	a.waitValue(t, 30*time.Second, "container_restarts_total", name, nil, func(v float64) bool { return v >= 1 })
+	a.waitValue(t, 30*time.Second, "container_last_exit_code", name, nil, func(v float64) bool { return v == 3 })
+	// After the policy gives up the container stays visible as exited.
+	a.waitValue(t, 30*time.Second, "container_state", name, map[string]string{"state": "exited"}, func(v float64) bool { return v == 1 })
+	if v, _ := a.value(t, "container_restarts_total", name, nil); v != 2 {
+		t.Errorf("container_restarts_total = %v after on-failure:2 gave up, want 2", v)
+	}
+	if v, ok := a.value(t, "container_events_total", name, map[string]string{"action": "die"}); !ok || v < 1 {
+		t.Errorf("container_events_total{action=die} = %v, %v", v, ok)
+	}
+}
+
+func TestNewContainerAppearsAndRemovedVanishes(t *testing.T) {
+	t.Parallel()
+	scope, name := "churn", uniq(t, "new")
+	a := startAgent(t, agentOpts{scope: scope})
+
+	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+	started := time.Now()
+	// Within 2 s of its start event it has its identity and, thanks to the
+	// immediate sample on start, its resource series.
+	harness.WaitFor(t, 2*time.Second, 50*time.Millisecond, func() (bool, string) {
+		_, ok := a.value(t, "container_memory_working_set_bytes", name, nil)
+		return ok, "container_memory_working_set_bytes absent"
+	})
+	t.Logf("new container visible %v after docker run returned", time.Since(started).Round(time.Millisecond))
+
+	if _, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "id": "/docker/" + id}); !ok {
+		t.Errorf("container_info with id=/docker/%s missing", id)
+	}
+
+	harness.Docker(t, "rm", "-f", id)
+	harness.WaitFor(t, 5*time.Second, 100*time.Millisecond, func() (bool, string) {
+		for _, samples := range a.scrape(t) {
+			for _, s := range samples {
+				if s.Labels["name"] == name {
+					return false, "still exported: " + s.String()
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+func TestFiltersAndLabelAllowlist(t *testing.T) {
+	t.Parallel()
+	scope := "filters"
+	a := startAgent(t, agentOpts{scope: scope, discovery: `  label_allowlist: ["team"]
+  exclude:
+    names: ["*-excluded"]
+`})
+	kept, optedOut, excluded := uniq(t, "kept"), uniq(t, "optout"), uniq(t, "x")+"-excluded"
+	harness.RunContainer(t, append(scopeArgs(scope, kept), "--label", "team=shop", "--label", "secret=hunter2",
+		"--label", "com.docker.compose.project=demo", "--label", "com.docker.compose.service=web",
+		harness.WorkloadImage(t), "sleep")...)
+	harness.RunContainer(t, append(scopeArgs(scope, optedOut), "--label", "dockscope.enable=false", harness.WorkloadImage(t), "sleep")...)
+	harness.RunContainer(t, append(scopeArgs(scope, excluded), harness.WorkloadImage(t), "sleep")...)
+
+	a.waitValue(t, 15*time.Second, "container_memory_usage_bytes", kept, map[string]string{"container_label_team": "shop"}, func(float64) bool { return true })
+	m := a.scrape(t)
+	if _, ok := m.Find("container_info", map[string]string{"name": kept, "compose_project": "demo", "compose_service": "web", "host": ""}); ok {
+		t.Error("container_info has an empty host label")
+	}
+	if _, ok := m.Find("container_info", map[string]string{"name": kept, "compose_project": "demo", "compose_service": "web"}); !ok {
+		t.Error("container_info lacks the Compose identity")
+	}
+	for _, samples := range m {
+		for _, s := range samples {
+			if _, ok := s.Labels["container_label_secret"]; ok {
+				t.Fatalf("a label that is not allow-listed was exported: %s", s)
+			}
+			if n := s.Labels["name"]; n == optedOut || n == excluded {
+				t.Fatalf("container %s should not be followed: %s", n, s)
+			}
+		}
+	}
+}
+
+func TestPrometheusScrapesTheAgent(t *testing.T) {
+	t.Parallel()
+	scope, name := "prom", uniq(t, "prom")
+	a := startAgent(t, agentOpts{scope: scope})
+	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+	a.waitValue(t, 15*time.Second, "container_memory_working_set_bytes", name, nil, func(float64) bool { return true })
+
+	// promtool check metrics on the live output.
+	_, body := a.get("/metrics")
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+
+	p := harness.Prometheus(t, strings.TrimPrefix(a.url, "http://"), time.Second)
+	query := fmt.Sprintf(`container_memory_working_set_bytes{name=%q}`, name)
+	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		res, err := p.TryQuery(query)
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(res) != 1 || res[0].Value <= 0 || res[0].Labels["image"] != harness.WorkloadImageName {
+			return false, fmt.Sprintf("%s returned %v", query, res)
+		}
+		return true, ""
+	})
+	rateQuery := fmt.Sprintf(`rate(container_cpu_usage_seconds_total{cpu="total",name=%q}[5s])`, name)
+	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		res, err := p.TryQuery(rateQuery)
+		return err == nil && len(res) == 1, fmt.Sprintf("%s returned %v, %v", rateQuery, res, err)
+	})
+}
+
+func TestOTLPMetricsReachTheCollector(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	for _, tc := range []struct{ protocol, endpoint string }{
+		{"grpc", "http://" + col.GRPCEndpoint},
+		{"http/protobuf", col.HTTPEndpoint},
+	} {
+		t.Run(strings.ReplaceAll(tc.protocol, "/", "_"), func(t *testing.T) {
+			scope := "otlp-" + strings.ReplaceAll(tc.protocol, "/", "-")
+			name := uniq(t, scope)
+			startAgent(t, agentOpts{scope: scope, extra: fmt.Sprintf(`exporters:
+  otlp:
+    endpoint: %s
+    protocol: %s
+    insecure: true
+    interval: 1s
+    headers:
+      x-test: dockscope
+`, tc.endpoint, tc.protocol)})
+			id := harness.RunContainer(t, append(scopeArgs(scope, name), "--memory", "32m", harness.WorkloadImage(t), "sleep")...)
+
+			harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+				var seen []string
+				for _, rm := range col.ResourceMetrics(t) {
+					if rm.Resource.Str("container.name") != name {
+						continue
+					}
+					if rm.Resource.Str("container.id") != id || rm.Resource.Str("container.image.name") != "dockscope-workload" ||
+						rm.Resource.Str("container.runtime.name") != "docker" || !rm.Resource.Has("host.name") {
+						return false, fmt.Sprintf("resource attributes wrong: %v", rm.Resource)
+					}
+					for _, want := range []string{"container.cpu.time", "container.memory.usage", "container.memory.working_set", "container.memory.available", "container.network.io", "container.state"} {
+						if _, ok := rm.Metric(want); !ok {
+							seen = append(seen, "missing "+want)
+						}
+					}
+					if len(seen) == 0 {
+						m, _ := rm.Metric("container.cpu.time")
+						if m.Type != "sum" || !m.Monotonic || m.Unit != "s" {
+							return false, fmt.Sprintf("container.cpu.time = %+v", m)
+						}
+						if _, ok := m.Point(map[string]string{"cpu.mode": "user"}); !ok {
+							return false, "container.cpu.time has no cpu.mode=user point"
+						}
+						return true, ""
+					}
+				}
+				return false, fmt.Sprintf("no complete resource for %s yet %v", name, seen)
+			})
+		})
+	}
+}
+
+// TestDaemonOutageAndRecovery puts a socket the test controls between the
+// agent and dockerd: absent at first (not ready, with the reason), then
+// forwarding (ready, metrics), then cut (the events stream ends: not ready),
+// then back (it reconnects by itself).
+func TestDaemonOutageAndRecovery(t *testing.T) {
+	t.Parallel()
+	scope, name := "outage", uniq(t, "outage")
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	a := startAgent(t, agentOpts{scope: scope, noWait: true, env: []string{"DOCKER_HOST=unix://" + sock},
+		extra: "docker:\n  max_backoff: 1s\n"})
+	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+
+	harness.WaitFor(t, 10*time.Second, 100*time.Millisecond, func() (bool, string) {
+		code, body := a.get("/readyz")
+		return code == 503 && strings.Contains(body, sock), fmt.Sprintf("/readyz: %d %s", code, body)
+	})
+	if v, ok := a.scrape(t).Find("dockscope_docker_up", nil); !ok || v.Value != 0 {
+		t.Errorf("dockscope_docker_up = %v, %v while the daemon is unreachable", v.Value, ok)
+	}
+
+	proxy := startSocketProxy(t, sock, "/var/run/docker.sock")
+	a.waitValue(t, 15*time.Second, "container_memory_working_set_bytes", name, nil, func(float64) bool { return true })
+
+	proxy.close()
+	harness.WaitFor(t, 10*time.Second, 100*time.Millisecond, func() (bool, string) {
+		code, body := a.get("/readyz")
+		return code == 503, fmt.Sprintf("/readyz after cutting the daemon off: %d %s", code, body)
+	})
+
+	startSocketProxy(t, sock, "/var/run/docker.sock")
+	harness.WaitFor(t, 15*time.Second, 100*time.Millisecond, func() (bool, string) {
+		code, body := a.get("/readyz")
+		return code == 200, fmt.Sprintf("/readyz after the daemon came back: %d %s", code, body)
+	})
+	// Events flow again: a new container shows up without waiting for a resync.
+	second := uniq(t, "after")
+	harness.RunContainer(t, append(scopeArgs(scope, second), harness.WorkloadImage(t), "sleep")...)
+	a.waitValue(t, 4*time.Second, "container_state", second, map[string]string{"state": "running"}, func(v float64) bool { return v == 1 })
+	if v, ok := a.scrape(t).Find("dockscope_event_stream_reconnects_total", nil); !ok || v.Value < 1 {
+		t.Errorf("dockscope_event_stream_reconnects_total = %v", v.Value)
+	}
+	// One warning per outage, not one per retry.
+	if n := strings.Count(a.proc.Output(), "docker daemon not available"); n > 4 {
+		t.Errorf("outage logged %d times; want once per state change:\n%s", n, a.proc.Output())
+	}
+}
+
+func TestSIGHUPReloadsConfiguration(t *testing.T) {
+	t.Parallel()
+	scope, name := "reload", uniq(t, "reload")
+	a := startAgent(t, agentOpts{scope: scope})
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--label", "team=shop", harness.WorkloadImage(t), "sleep")...)
+	a.waitValue(t, 15*time.Second, "container_info", name, nil, func(float64) bool { return true })
+	if _, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "container_label_team": "shop"}); ok {
+		t.Fatal("label exported before it was allow-listed")
+	}
+
+	cfgPath := a.cfgPath
+	orig, _ := os.ReadFile(cfgPath)
+	// A broken file is refused and the running configuration kept.
+	os.WriteFile(cfgPath, append(orig, []byte("bogus_key: 1\n")...), 0o644)
+	a.proc.Signal(syscall.SIGHUP)
+	harness.WaitFor(t, 10*time.Second, 200*time.Millisecond, func() (bool, string) {
+		s, ok := a.scrape(t).Find("dockscope_config_last_reload_successful", nil)
+		return ok && s.Value == 0, "reload of a bad file not reported"
+	})
+
+	// The discovery section is the last one startAgent writes, so the
+	// appended key lands in it.
+	os.WriteFile(cfgPath, append(orig, []byte("  label_allowlist: [\"team\"]\n")...), 0o644)
+	a.proc.Signal(syscall.SIGHUP)
+	harness.WaitFor(t, 20*time.Second, 200*time.Millisecond, func() (bool, string) {
+		code, _ := a.get("/readyz")
+		if code != 200 {
+			return false, "not ready after reload"
+		}
+		_, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "container_label_team": "shop"})
+		return ok, "allow-listed label not exported after reload:\n" + a.proc.Output()
+	})
+}
