@@ -60,6 +60,7 @@ stats:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The test's own environment must not turn OTLP on; o.env may.
 	env := append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="}, o.env...)
 	p := harness.StartProcess(t, bin, env,
 		"--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")

@@ -191,22 +191,19 @@ func TestPrometheusScrapesTheAgent(t *testing.T) {
 func TestOTLPMetricsReachTheCollector(t *testing.T) {
 	t.Parallel()
 	col := harness.Otelcol(t)
-	for _, tc := range []struct{ protocol, endpoint string }{
-		{"grpc", "http://" + col.GRPCEndpoint},
-		{"http/protobuf", col.HTTPEndpoint},
+	for _, tc := range []struct {
+		name, config string
+		env          []string
+	}{
+		{"grpc", fmt.Sprintf("exporters:\n  otlp:\n    endpoint: http://%s\n    protocol: grpc\n    insecure: true\n    interval: 1s\n    headers:\n      x-test: dockscope\n", col.GRPCEndpoint), nil},
+		{"http", fmt.Sprintf("exporters:\n  otlp:\n    endpoint: %s\n    protocol: http/protobuf\n    compression: none\n    interval: 1s\n", col.HTTPEndpoint), nil},
+		// Only the standard variables: OTLP turns on without a config key.
+		{"env", "exporters:\n  otlp:\n    interval: 1s\n", []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + col.HTTPEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}},
 	} {
-		t.Run(strings.ReplaceAll(tc.protocol, "/", "_"), func(t *testing.T) {
-			scope := "otlp-" + strings.ReplaceAll(tc.protocol, "/", "-")
+		t.Run(tc.name, func(t *testing.T) {
+			scope := "otlp-" + tc.name
 			name := uniq(t, scope)
-			startAgent(t, agentOpts{scope: scope, extra: fmt.Sprintf(`exporters:
-  otlp:
-    endpoint: %s
-    protocol: %s
-    insecure: true
-    interval: 1s
-    headers:
-      x-test: dockscope
-`, tc.endpoint, tc.protocol)})
+			startAgent(t, agentOpts{scope: scope, extra: tc.config, env: tc.env})
 			id := harness.RunContainer(t, append(scopeArgs(scope, name), "--memory", "32m", harness.WorkloadImage(t), "sleep")...)
 
 			harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
