@@ -125,10 +125,10 @@ func TestSmokePrometheus(t *testing.T) {
 	if s, ok := m.Find("prometheus_build_info", nil); !ok || s.Type != "gauge" || s.Labels["version"] == "" {
 		t.Errorf("prometheus_build_info = %+v, %v", s, ok)
 	}
-	harness.WaitFor(t, 30*time.Second, 200*time.Millisecond, func() (bool, string) {
-		r := p.Query(t, `up{job="target"}`)
-		return len(r) == 1 && r[0].Value == 1, fmt.Sprintf("up = %+v", r)
-	})
+	p.WaitUp(t, 30*time.Second)
+	if r := p.Query(t, `up{job="target"}`); len(r) != 1 || r[0].Value != 1 || r[0].Labels["instance"] == "" {
+		t.Errorf("up = %+v", r)
+	}
 	if r := p.Query(t, "1+1"); len(r) != 1 || r[0].Value != 2 {
 		t.Errorf("1+1 = %+v", r)
 	}

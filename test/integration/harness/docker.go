@@ -1,0 +1,157 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestLabel is put on every container RunContainer starts, so that leftovers
+// can be found: docker ps -aq --filter label=dockscope.test=1.
+const TestLabel = "dockscope.test=1"
+
+// Images made by WorkloadImage and WorkloadHealthImage.
+const (
+	WorkloadImageName       = "dockscope-workload:test"
+	WorkloadHealthImageName = "dockscope-workload:health"
+)
+
+// HealthFile is the file whose existence the health check of
+// WorkloadHealthImage tests.
+const HealthFile = "/tmp/healthy"
+
+// DockerTimeout bounds one docker CLI command.
+const DockerTimeout = 5 * time.Minute
+
+// TryDocker runs the docker CLI with args and returns its trimmed stdout, or
+// an error that includes its stderr.
+func TryDocker(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), DockerTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return strings.TrimSpace(stdout.String()), fmt.Errorf("docker %s: %v: %s",
+			strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+// Docker runs the docker CLI with args and returns its trimmed stdout; it
+// fails the test, with docker's stderr, if the command fails.
+func Docker(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := TryDocker(args...)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return out
+}
+
+// RunContainer runs `docker run -d --label dockscope.test=1 <args>` and
+// returns the new container's id; the container is removed (docker rm -f -v)
+// when the test ends. args are docker run's options, the image and the
+// command, e.g. RunContainer(t, "--name", n, WorkloadImage(t), "sleep").
+func RunContainer(t testing.TB, args ...string) string {
+	t.Helper()
+	id := Docker(t, append([]string{"run", "-d", "--label", TestLabel}, args...)...)
+	if i := strings.LastIndexByte(id, '\n'); i >= 0 { // progress lines before the id
+		id = id[i+1:]
+	}
+	t.Cleanup(func() {
+		if _, err := TryDocker("rm", "-f", "-v", id); err != nil && !strings.Contains(err.Error(), "No such container") {
+			t.Logf("harness: removing container %.12s: %v", id, err)
+		}
+	})
+	return id
+}
+
+var (
+	imageMu   sync.Mutex
+	imageDone = map[string]error{}
+)
+
+// WorkloadImage builds test/workload statically and makes the image
+// dockscope-workload:test from it (FROM scratch, so nothing is pulled), once
+// per test process, and returns the image name. The image's entrypoint is
+// /workload, its default command "sleep", and it has an empty /tmp; it has no
+// health check.
+func WorkloadImage(t testing.TB) string {
+	t.Helper()
+	return workloadImage(t, WorkloadImageName, "")
+}
+
+// WorkloadHealthImage is WorkloadImage plus
+//
+//	HEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD ["/workload","probe","-file","/tmp/healthy"]
+//
+// (docker run --health-cmd would need a shell, which a scratch image lacks).
+// A container is healthy while HealthFile exists. It starts without it
+// (health "starting", then "unhealthy"); make it healthy with
+// `docker exec <id> /workload touch /tmp/healthy` and unhealthy again with
+// `docker exec <id> /workload rm /tmp/healthy`. docker run's
+// --health-interval, --health-retries etc. override the timing.
+func WorkloadHealthImage(t testing.TB) string {
+	t.Helper()
+	return workloadImage(t, WorkloadHealthImageName,
+		`HEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD ["/workload","probe","-file","`+HealthFile+`"]`)
+}
+
+func workloadImage(t testing.TB, name, extra string) string {
+	t.Helper()
+	bin := BuildStatic(t, "./test/workload")
+	imageMu.Lock()
+	defer imageMu.Unlock()
+	err, ok := imageDone[name]
+	if !ok {
+		err = buildImage(bin, name, extra)
+		imageDone[name] = err
+	}
+	if err != nil {
+		t.Fatalf("harness: building image %s: %v", name, err)
+	}
+	return name
+}
+
+func buildImage(bin, name, extra string) error {
+	dir, err := os.MkdirTemp("", "dockscope-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "workload"), b, 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil { // umask
+		return err
+	}
+	dockerfile := "FROM scratch\n" +
+		"COPY workload /workload\n" +
+		"COPY tmp /tmp\n" +
+		"LABEL dockscope.test.image=workload\n" +
+		"STOPSIGNAL SIGTERM\n" +
+		extra + "\n" +
+		`ENTRYPOINT ["/workload"]` + "\n" +
+		`CMD ["sleep"]` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		return err
+	}
+	_, err = TryDocker("build", "-q", "-t", name, dir)
+	return err
+}
