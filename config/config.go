@@ -5,7 +5,8 @@ package config
 
 import "time"
 
-// Config is the whole configuration file. Every key is optional.
+// Config is the whole configuration file. Every key is optional; a key
+// left out, or given no value, keeps its value from Default().
 type Config struct {
 	Agent     AgentConfig     `yaml:"agent"`
 	Docker    DockerConfig    `yaml:"docker"`
@@ -18,7 +19,7 @@ type Config struct {
 // AgentConfig is about the agent process itself.
 type AgentConfig struct {
 	// Hostname is reported as host.name and on container_info; empty means
-	// the HOST_HOSTNAME environment variable, then os.Hostname().
+	// the Docker host's name as the Engine reports it, then os.Hostname().
 	Hostname  string `yaml:"hostname"`
 	LogLevel  string `yaml:"log_level"`  // debug, info, warn, error
 	LogFormat string `yaml:"log_format"` // logfmt, json
@@ -50,7 +51,8 @@ type DiscoveryConfig struct {
 }
 
 // Filter matches containers. Within a list any pattern may match; across
-// lists all non-empty lists must match. Patterns are path.Match globs.
+// lists all non-empty lists must match. Patterns use path.Match syntax (and
+// are validated with it), though the collector lets "*" match "/" as well.
 type Filter struct {
 	Names  []string `yaml:"names"`
 	Images []string `yaml:"images"`

@@ -1,0 +1,42 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzParse: no input panics, and whatever Parse accepts is valid, so the
+// agent never starts on a configuration Validate would refuse.
+func FuzzParse(f *testing.F) {
+	f.Add(DefaultYAML())
+	files, err := filepath.Glob("testdata/*.yml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("a: &x [*x]\nstats: &s {interval: *s}\n"))
+	f.Add([]byte("exporters: &e {otlp: *e}\n"))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, "fuzz.yml")
+		if err != nil {
+			if c != nil {
+				t.Errorf("Parse returned a config along with error %v", err)
+			}
+			if _, ok := err.(*Error); !ok {
+				t.Errorf("Parse error is %T, not *Error: %v", err, err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("Parse accepted a config that Validate rejects: %v", err)
+		}
+	})
+}

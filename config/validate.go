@@ -1,0 +1,213 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks the values that decoding alone cannot: ranges, choices,
+// addresses, patterns and fields that go together. It returns the first
+// problem as an *Error naming the key; Parse adds the file and line.
+func (c *Config) Validate() error {
+	if p := c.problems(); len(p) > 0 {
+		return p[0]
+	}
+	return nil
+}
+
+// problems lists every problem, in struct order, with Key and Msg set.
+func (c *Config) problems() []*Error {
+	var v validator
+
+	a := c.Agent
+	v.oneOf("agent.log_level", a.LogLevel, "debug", "info", "warn", "error")
+	v.oneOf("agent.log_format", a.LogFormat, "logfmt", "json")
+	if a.StateDir == "" {
+		v.add("agent.state_dir", "must not be empty")
+	}
+
+	dk := c.Docker
+	v.positive("docker.timeout", dk.Timeout)
+	v.atLeast("docker.max_backoff", dk.MaxBackoff, time.Second)
+
+	ds := c.Discovery
+	v.atLeast("discovery.resync_interval", ds.ResyncInterval, time.Second)
+	v.filter("discovery.include", ds.Include)
+	v.filter("discovery.exclude", ds.Exclude)
+	for i, p := range ds.LabelAllowlist {
+		v.glob(index("discovery.label_allowlist", i), p)
+	}
+
+	s := c.Stats
+	v.atLeast("stats.interval", s.Interval, time.Second)
+	if s.Concurrency < 1 || s.Concurrency > 256 {
+		v.add("stats.concurrency", "must be between 1 and 256, got %d", s.Concurrency)
+	}
+
+	w := c.Web
+	v.listenAddress("web.listen_address", w.ListenAddress)
+	switch tp := w.TelemetryPath; {
+	case !strings.HasPrefix(tp, "/"):
+		v.add("web.telemetry_path", `must start with "/", got %q`, tp)
+	case tp == "/healthz" || tp == "/readyz":
+		v.add("web.telemetry_path", "must not be /healthz or /readyz, which the agent serves itself; got %q", tp)
+	}
+
+	o := c.Exporters.OTLP
+	v.endpoint("exporters.otlp.endpoint", o.Endpoint)
+	if o.Protocol != "" {
+		v.oneOf("exporters.otlp.protocol", o.Protocol, "grpc", "http/protobuf")
+	}
+	v.oneOf("exporters.otlp.compression", o.Compression, "gzip", "none")
+	v.positive("exporters.otlp.timeout", o.Timeout)
+	if o.Interval != 0 && o.Interval < time.Second {
+		v.add("exporters.otlp.interval", "must be 0 (use stats.interval) or at least 1s, got %s", o.Interval)
+	}
+	switch t := o.TLS; {
+	case t.CertFile != "" && t.KeyFile == "":
+		v.add("exporters.otlp.tls.cert_file", "is set but key_file is not; set both or neither")
+	case t.KeyFile != "" && t.CertFile == "":
+		v.add("exporters.otlp.tls.key_file", "is set but cert_file is not; set both or neither")
+	}
+	if r := o.Retry; r.Enabled {
+		// Disabled retry ignores the intervals, so leftovers do not matter.
+		v.positive("exporters.otlp.retry.initial_interval", r.InitialInterval)
+		v.positive("exporters.otlp.retry.max_interval", r.MaxInterval)
+		if r.InitialInterval > 0 && r.MaxInterval > 0 && r.MaxInterval < r.InitialInterval {
+			v.add("exporters.otlp.retry.max_interval", "must not be less than initial_interval (%s), got %s", r.InitialInterval, r.MaxInterval)
+		}
+		if r.MaxElapsedTime < 0 {
+			v.add("exporters.otlp.retry.max_elapsed_time", "must not be negative (0 means no limit), got %s", r.MaxElapsedTime)
+		}
+	}
+	return v.problems
+}
+
+// validator collects problems so that Parse can report the first in file
+// order rather than the first in struct order.
+type validator struct {
+	problems []*Error
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.problems = append(v.problems, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) oneOf(key, got string, choices ...string) {
+	if !slices.Contains(choices, got) {
+		v.add(key, "must be one of %s; got %q", strings.Join(choices, ", "), got)
+	}
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.add(key, "must be greater than 0, got %s", d)
+	}
+}
+
+func (v *validator) atLeast(key string, d, minimum time.Duration) {
+	if d < minimum {
+		v.add(key, "must be at least %s, got %s", minimum, d)
+	}
+}
+
+// glob checks a pattern the way the collector will use it. path.Match
+// reports a malformed pattern whatever the name, so "" is enough.
+func (v *validator) glob(key, pattern string) {
+	if pattern == "" {
+		v.add(key, "must not be an empty pattern")
+		return
+	}
+	if _, err := path.Match(pattern, ""); err != nil {
+		v.add(key, "invalid glob pattern %q: %v", pattern, err)
+	}
+}
+
+func (v *validator) filter(key string, f Filter) {
+	for i, p := range f.Names {
+		v.glob(index(key+".names", i), p)
+	}
+	for i, p := range f.Images {
+		v.glob(index(key+".images", i), p)
+	}
+	for i, p := range f.Labels {
+		k := index(key+".labels", i)
+		name, value, hasValue := strings.Cut(p, "=")
+		if name == "" {
+			v.add(k, `must be "key" or "key=glob" with a non-empty key, got %q`, p)
+			continue
+		}
+		if !hasValue {
+			continue
+		}
+		if _, err := path.Match(value, ""); err != nil {
+			v.add(k, "invalid glob pattern %q for the value of label %q: %v", value, name, err)
+		}
+	}
+}
+
+func (v *validator) listenAddress(key, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(key, "cannot parse %q as host:port: %s", addr, addrErr(err))
+		return
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		v.add(key, "port must be a number from 0 to 65535, got %q", port)
+	}
+}
+
+// endpoint accepts what the OTLP exporters accept: a URL (http or https,
+// whose scheme then decides TLS) or a bare host:port.
+func (v *validator) endpoint(key, ep string) {
+	if ep == "" {
+		return
+	}
+	if strings.Contains(ep, "://") {
+		u, err := url.Parse(ep)
+		switch {
+		case err != nil:
+			v.add(key, "cannot parse %q as a URL: %s", ep, urlErr(err))
+		case u.Scheme != "http" && u.Scheme != "https":
+			v.add(key, "URL scheme must be http or https, got %q", u.Scheme)
+		case u.Host == "":
+			v.add(key, "URL %q has no host", ep)
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(ep)
+	if err == nil && host != "" {
+		if _, err := strconv.ParseUint(port, 10, 16); err == nil {
+			return
+		}
+	}
+	v.add(key, `must be a URL such as "https://collector:4318" or a host:port such as "collector:4317", got %q`, ep)
+}
+
+// addrErr drops the address that net.AddrError repeats, since the message
+// already quotes it.
+func addrErr(err error) string {
+	if ae := (*net.AddrError)(nil); errors.As(err, &ae) {
+		return ae.Err
+	}
+	return err.Error()
+}
+
+// urlErr likewise keeps only url.Error's reason.
+func urlErr(err error) string {
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+func index(key string, i int) string {
+	return key + "[" + strconv.Itoa(i) + "]"
+}
