@@ -207,11 +207,14 @@ func TestOTLPMetricsReachTheCollector(t *testing.T) {
 			id := harness.RunContainer(t, append(scopeArgs(scope, name), "--memory", "32m", harness.WorkloadImage(t), "sleep")...)
 
 			harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
-				var seen []string
+				var missing []string
+				// Early exports precede the first stats sample; any complete
+				// one will do.
 				for _, rm := range col.ResourceMetrics(t) {
 					if rm.Resource.Str("container.name") != name {
 						continue
 					}
+					var seen []string
 					if rm.Resource.Str("container.id") != id || rm.Resource.Str("container.image.name") != "dockscope-workload" ||
 						rm.Resource.Str("container.runtime.name") != "docker" || !rm.Resource.Has("host.name") {
 						return false, fmt.Sprintf("resource attributes wrong: %v", rm.Resource)
@@ -231,8 +234,9 @@ func TestOTLPMetricsReachTheCollector(t *testing.T) {
 						}
 						return true, ""
 					}
+					missing = seen
 				}
-				return false, fmt.Sprintf("no complete resource for %s yet %v", name, seen)
+				return false, fmt.Sprintf("no complete resource for %s yet %v", name, missing)
 			})
 		})
 	}
