@@ -12,6 +12,7 @@ type Config struct {
 	Docker    DockerConfig    `yaml:"docker"`
 	Discovery DiscoveryConfig `yaml:"discovery"`
 	Stats     StatsConfig     `yaml:"stats"`
+	Logs      LogsConfig      `yaml:"logs"`
 	Web       WebConfig       `yaml:"web"`
 	Exporters ExportersConfig `yaml:"exporters"`
 }
@@ -65,6 +66,30 @@ type StatsConfig struct {
 	Interval time.Duration `yaml:"interval"`
 	// Concurrency bounds the stats requests in flight at once.
 	Concurrency int `yaml:"concurrency"`
+}
+
+// LogsConfig controls the collection of container logs, which are shipped
+// over OTLP: without an OTLP endpoint no log is read.
+type LogsConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// MaxLineBytes caps one record; a longer line is cut and marked
+	// log.truncated=true.
+	MaxLineBytes int `yaml:"max_line_bytes"`
+	// BufferBytes bounds the records read but not yet exported.
+	BufferBytes int64 `yaml:"buffer_bytes"`
+	// Overflow says what readers do when the buffer is full: block (stop
+	// reading; Docker's log file is the buffer) or drop (count and discard).
+	Overflow string         `yaml:"overflow"`
+	Batch    LogBatchConfig `yaml:"batch"`
+}
+
+// LogBatchConfig shapes OTLP log requests: a batch is sent when it holds
+// MaxRecords records or MaxBytes bytes of bodies, or Timeout after its first
+// record.
+type LogBatchConfig struct {
+	MaxRecords int           `yaml:"max_records"`
+	MaxBytes   int           `yaml:"max_bytes"`
+	Timeout    time.Duration `yaml:"timeout"`
 }
 
 // WebConfig is the HTTP endpoint serving /metrics, /healthz and /readyz.
@@ -141,6 +166,17 @@ func Default() Config {
 		Stats: StatsConfig{
 			Interval:    10 * time.Second,
 			Concurrency: 8,
+		},
+		Logs: LogsConfig{
+			Enabled:      true,
+			MaxLineBytes: 1 << 20,
+			BufferBytes:  64 << 20,
+			Overflow:     "block",
+			Batch: LogBatchConfig{
+				MaxRecords: 8192,
+				MaxBytes:   4 << 20,
+				Timeout:    time.Second,
+			},
 		},
 		Web: WebConfig{
 			ListenAddress: ":9817",

@@ -23,6 +23,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad-duration.yml":                `testdata/bad-duration.yml:3: docker.timeout: cannot parse "10" as a duration (e.g. "10s", "1m30s")`,
 		"bad-interval-small.yml":          `testdata/bad-interval-small.yml:2: stats.interval: must be at least 1s, got 500ms`,
 		"bad-log-level.yml":               `testdata/bad-log-level.yml:2: agent.log_level: must be one of debug, info, warn, error; got "verbose"`,
+		"bad-logs-overflow.yml":           `testdata/bad-logs-overflow.yml:2: logs.overflow: must be one of block, drop; got "spill"`,
 		"bad-listen-address.yml":          `testdata/bad-listen-address.yml:2: web.listen_address: cannot parse "9817" as host:port: missing port in address`,
 		"bad-listen-port.yml":             `testdata/bad-listen-port.yml:2: web.listen_address: port must be a number from 0 to 65535, got "http"`,
 		"bad-otlp-protocol.yml":           `testdata/bad-otlp-protocol.yml:4: exporters.otlp.protocol: must be one of grpc, http/protobuf; got "http"`,
@@ -135,6 +136,8 @@ func TestGoodFull(t *testing.T) {
 			LabelAllowlist: []string{"com.example.*", "team"},
 		},
 		Stats: StatsConfig{Interval: 15 * time.Second, Concurrency: 16},
+		Logs: LogsConfig{Enabled: true, MaxLineBytes: 65536, BufferBytes: 8 << 20, Overflow: "drop",
+			Batch: LogBatchConfig{MaxRecords: 100, MaxBytes: 65536, Timeout: 200 * time.Millisecond}},
 		Web: WebConfig{
 			ListenAddress: "127.0.0.1:9900",
 			TelemetryPath: "/container-metrics",

@@ -51,6 +51,22 @@ func (c *Config) problems() []*Error {
 		v.add("stats.concurrency", "must be between 1 and 256, got %d", s.Concurrency)
 	}
 
+	l := c.Logs
+	if l.MaxLineBytes < 1024 || l.MaxLineBytes > 64<<20 {
+		v.add("logs.max_line_bytes", "must be between 1024 and 67108864, got %d", l.MaxLineBytes)
+	}
+	if l.BufferBytes < int64(l.MaxLineBytes) {
+		v.add("logs.buffer_bytes", "must be at least logs.max_line_bytes (%d), got %d", l.MaxLineBytes, l.BufferBytes)
+	}
+	v.oneOf("logs.overflow", l.Overflow, "block", "drop")
+	if l.Batch.MaxRecords < 1 {
+		v.add("logs.batch.max_records", "must be at least 1, got %d", l.Batch.MaxRecords)
+	}
+	if l.Batch.MaxBytes < 1024 {
+		v.add("logs.batch.max_bytes", "must be at least 1024, got %d", l.Batch.MaxBytes)
+	}
+	v.positive("logs.batch.timeout", l.Batch.Timeout)
+
 	w := c.Web
 	v.listenAddress("web.listen_address", w.ListenAddress)
 	switch tp := w.TelemetryPath; {

@@ -13,10 +13,11 @@ const (
 	StageEvents      Stage = "events"       // Engine events read from the stream
 	StageStats       Stage = "stats"        // stats samples taken from the Engine
 	StageOTLPMetrics Stage = "otlp_metrics" // container snapshots exported over OTLP
+	StageLogs        Stage = "logs"         // log records: queued, exported, dropped
 )
 
 // Stages lists every stage, in the order self-metrics report them.
-var Stages = []Stage{StageEvents, StageStats, StageOTLPMetrics}
+var Stages = []Stage{StageEvents, StageStats, StageOTLPMetrics, StageLogs}
 
 // StageCounters count what entered a stage, what left it successfully and
 // what it dropped (errors, full buffers).

@@ -1,0 +1,199 @@
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Overflow is what a full LogQueue does with a new record.
+type Overflow int
+
+const (
+	// Block makes the reader wait: it stops reading its follow stream, and
+	// Docker's log file holds the lines meanwhile. Nothing is lost.
+	Block Overflow = iota
+	// Drop discards the record and counts it.
+	Drop
+)
+
+// recordOverhead approximates a record's memory beyond its body, so that a
+// queue of empty lines is bounded too.
+const recordOverhead = 96
+
+// RecordSize is what a record counts against the queue's byte bound.
+func RecordSize(r *LogRecord) int64 { return int64(len(r.Body)) + recordOverhead }
+
+// LogQueue is the byte-bounded FIFO between the log readers and the log
+// exporter. It is the only buffer on the log path: when the exporter is slow
+// or its backend down, it fills, and then readers block (or drop).
+type LogQueue struct {
+	limit    int64
+	overflow Overflow
+	counters *StageCounters
+
+	mu      sync.Mutex
+	records []LogRecord // FIFO: records[head:]
+	head    int
+	bytes   int64
+	closed  bool
+
+	notEmpty chan struct{} // signalled when records arrive
+	notFull  chan struct{} // signalled when records leave
+}
+
+// NewLogQueue returns a queue holding at most limit bytes of records.
+// counters receive In for every record accepted and Dropped for every
+// record discarded by the Drop policy.
+func NewLogQueue(limit int64, overflow Overflow, counters *StageCounters) *LogQueue {
+	return &LogQueue{
+		limit:    limit,
+		overflow: overflow,
+		counters: counters,
+		notEmpty: make(chan struct{}, 1),
+		notFull:  make(chan struct{}, 1),
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Push appends a record. With Block it waits for room (or ctx); a record
+// larger than the whole bound is admitted into an empty queue so that it
+// cannot wedge the reader. It reports whether the record was queued; false
+// with a nil error means it was dropped.
+func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
+	size := RecordSize(&r)
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return false, context.Canceled
+		}
+		if q.bytes+size <= q.limit || q.bytes == 0 {
+			q.records = append(q.records, r)
+			q.bytes += size
+			room := q.bytes < q.limit
+			q.mu.Unlock()
+			q.counters.In.Add(1)
+			signal(q.notEmpty)
+			if room {
+				// notFull wakes one waiter; pass the wake-up on to the
+				// next blocked reader while there is room.
+				signal(q.notFull)
+			}
+			return true, nil
+		}
+		q.mu.Unlock()
+		if q.overflow == Drop {
+			q.counters.Dropped.Add(1)
+			return false, nil
+		}
+		select {
+		case <-q.notFull:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// Bytes is what the queue holds now.
+func (q *LogQueue) Bytes() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
+// Len is the number of records queued.
+func (q *LogQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.records) - q.head
+}
+
+// Close wakes every waiter; Push fails from then on, PopBatch drains what is
+// left and then returns nothing.
+func (q *LogQueue) Close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	signal(q.notEmpty)
+	signal(q.notFull)
+}
+
+// PopBatch waits for at least one record, then up to linger for the batch to
+// reach maxRecords records or maxBytes bytes, and returns the records in
+// FIFO order. It returns an empty batch when ctx is done or the queue is
+// closed and empty.
+func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64, linger time.Duration) []LogRecord {
+	for q.Len() == 0 {
+		q.mu.Lock()
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil
+		}
+		select {
+		case <-q.notEmpty:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	if linger > 0 && !q.full(maxRecords, maxBytes) {
+		timer := time.NewTimer(linger)
+	wait:
+		for !q.full(maxRecords, maxBytes) {
+			select {
+			case <-q.notEmpty:
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+		timer.Stop()
+	}
+	return q.take(maxRecords, maxBytes)
+}
+
+// full reports whether a batch of the given bounds is ready.
+func (q *LogQueue) full(maxRecords int, maxBytes int64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.records)-q.head >= maxRecords || q.bytes >= maxBytes || q.closed
+}
+
+func (q *LogQueue) take(maxRecords int, maxBytes int64) []LogRecord {
+	q.mu.Lock()
+	n, size := 0, int64(0)
+	for i := q.head; i < len(q.records) && n < maxRecords; i++ {
+		s := RecordSize(&q.records[i])
+		if n > 0 && size+s > maxBytes {
+			break
+		}
+		n++
+		size += s
+	}
+	out := make([]LogRecord, n)
+	copy(out, q.records[q.head:q.head+n])
+	clear(q.records[q.head : q.head+n]) // let the bodies be collected
+	q.head += n
+	q.bytes -= size
+	// Compact when the consumed prefix dominates, so the backing array
+	// does not grow without bound.
+	if q.head > len(q.records)/2 {
+		q.records = append(q.records[:0], q.records[q.head:]...)
+		q.head = 0
+	}
+	remaining := len(q.records) - q.head
+	q.mu.Unlock()
+	signal(q.notFull)
+	if remaining > 0 {
+		signal(q.notEmpty)
+	}
+	return out
+}

@@ -1,0 +1,139 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func rec(i int, body string) LogRecord {
+	return LogRecord{ContainerID: "c", Body: []byte(fmt.Sprintf("%d %s", i, body))}
+}
+
+func TestLogQueueFIFOAndBatchBounds(t *testing.T) {
+	var c StageCounters
+	q := NewLogQueue(1<<20, Block, &c)
+	ctx := context.Background()
+	for i := range 10 {
+		if ok, err := q.Push(ctx, rec(i, "x")); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	b := q.PopBatch(ctx, 4, 1<<20, 0)
+	if len(b) != 4 || string(b[0].Body) != "0 x" || string(b[3].Body) != "3 x" {
+		t.Fatalf("first batch = %d records starting %q", len(b), b[0].Body)
+	}
+	// A byte bound of two records' size yields two.
+	two := 2 * RecordSize(&b[0])
+	if b := q.PopBatch(ctx, 100, two, 0); len(b) != 2 || string(b[0].Body) != "4 x" {
+		t.Fatalf("byte-bounded batch = %d records", len(b))
+	}
+	if q.Len() != 4 || c.In.Load() != 10 {
+		t.Fatalf("len %d, in %d", q.Len(), c.In.Load())
+	}
+}
+
+func TestLogQueueLingerWaitsForMore(t *testing.T) {
+	q := NewLogQueue(1<<20, Block, new(StageCounters))
+	ctx := context.Background()
+	q.Push(ctx, rec(0, ""))
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		q.Push(ctx, rec(1, ""))
+		q.Push(ctx, rec(2, ""))
+	}()
+	b := q.PopBatch(ctx, 3, 1<<20, 2*time.Second)
+	if len(b) != 3 {
+		t.Fatalf("linger returned %d records, want the 3 that arrived", len(b))
+	}
+	start := time.Now()
+	q.Push(ctx, rec(3, ""))
+	if b := q.PopBatch(ctx, 3, 1<<20, 50*time.Millisecond); len(b) != 1 || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("an unfilled batch must wait out its linger: %d records after %v", len(b), time.Since(start))
+	}
+}
+
+func TestLogQueueBlocksWhenFullAndResumes(t *testing.T) {
+	var c StageCounters
+	r := rec(0, "0123456789")
+	q := NewLogQueue(3*RecordSize(&r), Block, &c)
+	ctx := context.Background()
+	for i := range 3 {
+		q.Push(ctx, rec(i, "0123456789"))
+	}
+	pushed := make(chan struct{})
+	var wg sync.WaitGroup
+	// Several blocked readers must all get through as room appears.
+	for i := range 3 {
+		wg.Go(func() { q.Push(ctx, rec(10+i, "0123456789")) })
+	}
+	go func() { wg.Wait(); close(pushed) }()
+	select {
+	case <-pushed:
+		t.Fatal("Push did not block on a full queue")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if q.Bytes() > 3*RecordSize(&r) {
+		t.Fatalf("queue holds %d bytes over its bound", q.Bytes())
+	}
+	got := 0
+	for got < 6 {
+		got += len(q.PopBatch(ctx, 1, 1<<20, 0))
+	}
+	select {
+	case <-pushed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("blocked readers were not all woken")
+	}
+	if c.Dropped.Load() != 0 {
+		t.Fatal("block policy dropped records")
+	}
+}
+
+func TestLogQueueDropPolicyCounts(t *testing.T) {
+	var c StageCounters
+	r := rec(0, "x")
+	q := NewLogQueue(2*RecordSize(&r), Drop, &c)
+	ctx := context.Background()
+	results := []bool{}
+	for i := range 5 {
+		ok, err := q.Push(ctx, rec(i, "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, ok)
+	}
+	if fmt.Sprint(results) != "[true true false false false]" || c.Dropped.Load() != 3 || c.In.Load() != 2 {
+		t.Fatalf("results %v, dropped %d, in %d", results, c.Dropped.Load(), c.In.Load())
+	}
+}
+
+func TestLogQueueOversizedRecordFitsEmptyQueue(t *testing.T) {
+	q := NewLogQueue(10, Block, new(StageCounters))
+	big := LogRecord{Body: make([]byte, 1000)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if ok, err := q.Push(ctx, big); !ok || err != nil {
+		t.Fatalf("an oversized record must not wedge an empty queue: %v %v", ok, err)
+	}
+}
+
+func TestLogQueueCancelAndClose(t *testing.T) {
+	r := rec(0, "x")
+	q := NewLogQueue(RecordSize(&r), Block, new(StageCounters))
+	q.Push(context.Background(), r)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if ok, err := q.Push(ctx, r); ok || err == nil {
+		t.Fatal("a blocked Push must give up when its context ends")
+	}
+	q.Close()
+	if b := q.PopBatch(context.Background(), 10, 1<<20, time.Second); len(b) != 1 {
+		t.Fatalf("Close must let the rest drain, got %d", len(b))
+	}
+	if b := q.PopBatch(context.Background(), 10, 1<<20, time.Second); b != nil {
+		t.Fatal("PopBatch on a closed, empty queue must return at once")
+	}
+}
