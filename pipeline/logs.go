@@ -26,6 +26,10 @@ func (s Stream) String() string {
 // merged back before it becomes a record).
 type LogRecord struct {
 	ContainerID string
+	// Container is the container's identity when the line was read, shared
+	// by all of its records and never mutated, so exporters can build one
+	// Resource from it per batch.
+	Container *ContainerMeta
 	// Time is Docker's timestamp of the line (of its first piece when it
 	// was split); Observed is when the agent read it.
 	Time     time.Time

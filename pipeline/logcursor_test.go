@@ -1,0 +1,220 @@
+package pipeline
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// logLine builds a record at base+ms milliseconds.
+func logLine(ms int, stream Stream, body string) LogRecord {
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	return LogRecord{ContainerID: "c", Time: base.Add(time.Duration(ms) * time.Millisecond), Stream: stream, Body: []byte(body)}
+}
+
+// engineRead simulates the logs endpoint reading a file (in order) from a
+// since timestamp, with either filtering behaviour.
+func engineRead(file []LogRecord, since int64, engine24 bool) []LogRecord {
+	var out []LogRecord
+	started := false
+	for _, r := range file {
+		ts := r.Time.UnixNano()
+		if engine24 {
+			if !started && ts >= since {
+				started = true
+			}
+			if started {
+				out = append(out, r)
+			}
+		} else if ts >= since {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// resumeAfter acknowledges the first n records of file, then reopens the
+// stream at the checkpoint and returns what the filter keeps.
+func resumeAfter(t *testing.T, file []LogRecord, n int, engine24 bool) ([]LogRecord, *Resume) {
+	t.Helper()
+	var cur LogCursor
+	for i := range n {
+		cur.Advance(PrintOf(&file[i]))
+	}
+	cp := cur.Checkpoint()
+	res := NewResume(cp, engine24)
+	var kept []LogRecord
+	for _, r := range engineRead(file, cp.Since, engine24) {
+		if res.Keep(PrintOf(&r)) {
+			kept = append(kept, r)
+		}
+	}
+	return kept, res
+}
+
+func bodies(rs []LogRecord) string {
+	var b []string
+	for _, r := range rs {
+		b = append(b, string(r.Body))
+	}
+	return strings.Join(b, ",")
+}
+
+func TestResumeNoLossNoDuplicates(t *testing.T) {
+	// A realistic file: skewed stderr lines (earlier timestamp, later in
+	// the file), identical lines sharing a timestamp, a quiet gap.
+	file := []LogRecord{
+		logLine(0, Stdout, "a"),
+		logLine(500, Stdout, "b"),
+		logLine(1500, Stdout, "c"),
+		logLine(1499, Stderr, "d"), // written after c, stamped before it
+		logLine(1600, Stdout, ""),
+		logLine(1600, Stdout, ""), // byte-identical, same nanosecond
+		logLine(1600, Stderr, "e"),
+		logLine(4000, Stdout, "f"),
+		logLine(4100, Stdout, "g"),
+	}
+	for _, engine24 := range []bool{false, true} {
+		for n := 1; n <= len(file); n++ {
+			kept, res := resumeAfter(t, file, n, engine24)
+			if got, want := bodies(kept), bodies(file[n:]); got != want {
+				t.Errorf("engine24=%v, %d acknowledged: resumed with %q, want %q", engine24, n, got, want)
+			}
+			if res.Gap || res.Mismatch {
+				t.Errorf("engine24=%v, %d acknowledged: gap=%v mismatch=%v", engine24, n, res.Gap, res.Mismatch)
+			}
+		}
+	}
+}
+
+func TestResumeDetectsRotatedAwayRecords(t *testing.T) {
+	file := []LogRecord{logLine(0, Stdout, "a"), logLine(100, Stdout, "b"), logLine(5000, Stdout, "c")}
+	var cur LogCursor
+	cur.Advance(PrintOf(&file[0]))
+	cur.Advance(PrintOf(&file[1]))
+	res := NewResume(cur.Checkpoint(), false)
+	// Docker rotated a and b away: the stream starts at c.
+	if !res.Keep(PrintOf(&file[2])) || !res.Gap {
+		t.Fatalf("keep=%v gap=%v; want c kept and a gap reported", true, res.Gap)
+	}
+}
+
+func TestResumeAfterNothingNew(t *testing.T) {
+	file := []LogRecord{logLine(0, Stdout, "a"), logLine(10, Stdout, "b")}
+	kept, res := resumeAfter(t, file, 2, false)
+	if len(kept) != 0 || res.Gap || res.Pending() {
+		t.Fatalf("kept %q gap=%v pending=%v", bodies(kept), res.Gap, res.Pending())
+	}
+}
+
+func TestCursorWindowStaysBounded(t *testing.T) {
+	var cur LogCursor
+	for i := range 100000 {
+		r := logLine(i, Stdout, "x") // 1000 lines per second
+		cur.Advance(PrintOf(&r))
+	}
+	if n := len(cur.window) - cur.head; n > 1001 {
+		t.Fatalf("window holds %d records, want about one second's worth", n)
+	}
+	if cap(cur.window) > 4096 {
+		t.Fatalf("window array grew to %d", cap(cur.window))
+	}
+	cp := cur.Checkpoint()
+	if cp.SinceParam() != "1795428098.999000000" || cp.SkipAtOrAfter != 1001 {
+		t.Fatalf("checkpoint %+v since %s", cp, cp.SinceParam())
+	}
+}
+
+func TestEmptyCheckpointReadsFromStart(t *testing.T) {
+	var cur LogCursor
+	if !cur.Empty() || cur.Checkpoint().SinceParam() != "" {
+		t.Fatal("an empty cursor must read from the start")
+	}
+}
+
+func TestCheckpointerPersistsAndSeeds(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.SavedAt().IsZero() {
+		t.Fatal("a new state dir has a save time")
+	}
+	recs := []LogRecord{logLine(0, Stdout, "a"), logLine(1, Stderr, "b")}
+	recs[1].ContainerID = "d"
+	if err := c.Ack(recs); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, ok := c2.Get("c")
+	if !ok || cp.First != PrintOf(&recs[0]) || cp.SkipAtOrAfter != 1 {
+		t.Fatalf("reloaded checkpoint %+v, %v", cp, ok)
+	}
+	if c2.SavedAt().IsZero() || len(c2.IDs()) != 2 {
+		t.Fatalf("saved at %v, ids %v", c2.SavedAt(), c2.IDs())
+	}
+	// Records found already delivered while resuming count as acknowledged.
+	more := logLine(2, Stdout, "c")
+	c2.Seed("c", PrintOf(&recs[0]))
+	c2.Ack([]LogRecord{more})
+	if cp, _ := c2.Get("c"); cp.SkipAtOrAfter != 2 || cp.Last != PrintOf(&more) {
+		t.Fatalf("after seed and ack: %+v", cp)
+	}
+	c2.Forget("d")
+	c2.Ack([]LogRecord{{ContainerID: "d", Time: time.Now(), Body: []byte("late")}})
+	if _, ok := c2.Get("d"); ok {
+		t.Fatal("a forgotten container came back from a late acknowledgement")
+	}
+}
+
+func TestCheckpointerFailedWriteKeepsOldFile(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := OpenCheckpointer(dir)
+	c.Ack([]LogRecord{logLine(0, Stdout, "a")})
+	before, _ := os.ReadFile(filepath.Join(dir, stateFileName))
+	c.writeFile = func(string, []byte) error { return errors.New("disk full") }
+	if err := c.Ack([]LogRecord{logLine(1, Stdout, "b")}); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Ack with a failing write: %v", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, stateFileName))
+	if string(before) != string(after) {
+		t.Fatal("a failed save changed the file")
+	}
+	c.writeFile = writeFileAtomic
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := c.Get("c"); cp.SkipAtOrAfter != 2 {
+		t.Fatalf("the retried save lost the record: %+v", cp)
+	}
+}
+
+func TestCheckpointerMovesCorruptFileAside(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, stateFileName), []byte("{not json"), 0o600)
+	c, err := OpenCheckpointer(dir)
+	if err == nil || c == nil || !strings.Contains(err.Error(), "moved to") {
+		t.Fatalf("corrupt file: %v", err)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, stateFileName+".corrupt-*"))
+	if len(matches) != 1 {
+		t.Fatalf("corrupt file not kept aside: %v", matches)
+	}
+}
+
+func BenchmarkCursorAdvance(b *testing.B) {
+	var cur LogCursor
+	r := logLine(0, Stdout, "line 123456 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r.Time = r.Time.Add(5 * time.Microsecond) // 200k lines/s
+		cur.Advance(PrintOf(&r))
+	}
+}
