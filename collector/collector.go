@@ -26,6 +26,8 @@ type Options struct {
 	Store     *pipeline.Store
 	Telemetry *pipeline.Telemetry
 	Logger    *slog.Logger
+	// Logs, when set, turns on log collection into Logs.Queue.
+	Logs *LogOptions
 }
 
 // Collector follows one Docker Engine. Create it with New, run it with Run.
@@ -47,6 +49,8 @@ type Collector struct {
 
 	// events bookkeeping, owned by the session goroutine.
 	since eventCursor
+
+	logs *logManager // nil when logs are off
 }
 
 type readiness struct {
@@ -78,6 +82,9 @@ func New(opts Options) (*Collector, error) {
 		host:   cli.DaemonHost(),
 	}
 	c.status.Store(&readiness{reason: "not connected to the docker daemon yet"})
+	if opts.Logs != nil {
+		c.logs = newLogManager(c, *opts.Logs)
+	}
 	return c, nil
 }
 
@@ -108,6 +115,12 @@ func (c *Collector) setReady(ready bool, reason string) {
 // only when ctx is done.
 func (c *Collector) Run(ctx context.Context) error {
 	defer c.docker.Close()
+	if c.logs != nil {
+		// The tailers outlive sessions: each retries its own stream.
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { c.logs.run(ctx) })
+	}
 	bo := newBackoff(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
 	for {
 		started := time.Now()
@@ -217,13 +230,14 @@ func (c *Collector) connect(ctx context.Context) error {
 
 // inspect reads one container and stores it, or removes it from the store
 // when it is gone or not selected. It returns the stored state.
-func (c *Collector) inspect(ctx context.Context, id string) (pipeline.ContainerState, bool, error) {
+// event is the action that prompted the inspect, "" for a resync.
+func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.ContainerState, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
 	defer cancel()
 	res, err := c.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			c.store.Remove(id)
+			c.forget(id)
 			return pipeline.ContainerState{}, false, nil
 		}
 		c.tel.InspectErrors.Add(1)
@@ -240,7 +254,19 @@ func (c *Collector) inspect(ctx context.Context, id string) (pipeline.ContainerS
 		return state, false, nil
 	}
 	c.store.Upsert(meta, state, spec)
+	if c.logs != nil {
+		c.logs.observe(meta, state, labels, event)
+	}
 	return state, true, nil
+}
+
+// forget drops a container that no longer exists: its series and, once
+// its last lines are read, its log position.
+func (c *Collector) forget(id string) {
+	c.store.Remove(id)
+	if c.logs != nil {
+		c.logs.destroyed(id)
+	}
 }
 
 // reconcile lists every container and brings the store in line with it:
@@ -270,7 +296,7 @@ func (c *Collector) reconcile(ctx context.Context, full bool) error {
 			c.store.Touch(s.ID)
 			continue
 		}
-		if _, _, err := c.inspect(ctx, s.ID); err != nil {
+		if _, _, err := c.inspect(ctx, s.ID, ""); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -281,7 +307,7 @@ func (c *Collector) reconcile(ctx context.Context, full bool) error {
 	}
 	for _, id := range c.store.IDs() {
 		if !seen[id] {
-			c.store.Remove(id)
+			c.forget(id)
 		}
 	}
 	return nil

@@ -151,12 +151,12 @@ func (c *Collector) handleEvent(ctx context.Context, m events.Message, sampler *
 	action, detail := splitAction(m.Action)
 	switch {
 	case action == "destroy":
-		c.store.Remove(id)
+		c.forget(id)
 	case action == "health_status":
 		// Refreshed on every event, never only at start (an Alloy bug).
 		c.store.SetHealth(id, detail)
 	case reinspectActions[action]:
-		state, kept, err := c.inspect(ctx, id)
+		state, kept, err := c.inspect(ctx, id, action)
 		if err != nil {
 			counters.Dropped.Add(1)
 			c.log.Debug("inspect after event failed", "container", shortID(id), "action", action, "err", err)

@@ -91,7 +91,7 @@ func (s *statsSampler) sampleOne(ctx context.Context, id string) {
 		}
 		counters.Dropped.Add(1)
 		if cerrdefs.IsNotFound(err) {
-			s.c.store.Remove(id)
+			s.c.forget(id)
 			return
 		}
 		s.c.log.Debug("stats sample failed", "container", shortID(id), "err", err)

@@ -50,6 +50,14 @@ type Telemetry struct {
 	// ExportFailures counts failed OTLP export requests.
 	ExportFailures atomic.Uint64
 
+	// Log path health.
+	LogReconnects       atomic.Uint64 // log streams reopened after an error
+	LogGaps             atomic.Uint64 // resumes that found their records rotated away
+	LogResumeMismatches atomic.Uint64 // resumes that found other records than expected
+	LogsUnreadable      atomic.Uint64 // containers whose log driver the API cannot read
+
+	logQueue atomic.Pointer[LogQueue]
+
 	reloadFailed atomic.Bool
 	reloadTime   atomic.Int64 // unix seconds of the last reload attempt
 }
@@ -110,4 +118,15 @@ func (t *Telemetry) ConfigReload() (ok bool, at time.Time) {
 		at = time.Unix(sec, 0)
 	}
 	return !t.reloadFailed.Load(), at
+}
+
+// SetLogQueue publishes the log queue so its fill level can be reported.
+func (t *Telemetry) SetLogQueue(q *LogQueue) { t.logQueue.Store(q) }
+
+// LogQueueBytes is what the log queue holds now (0 when logs are off).
+func (t *Telemetry) LogQueueBytes() int64 {
+	if q := t.logQueue.Load(); q != nil {
+		return q.Bytes()
+	}
+	return 0
 }

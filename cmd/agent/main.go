@@ -138,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for {
 		logger := newLogger(cfg.Agent, stderr)
 		logger.Info("starting dockscope", "version", build.Version, "config", f.configFile)
-		next, err := runAgent(ctx, cfg, hup, f, store, tel, logger, build)
+		next, err := runAgent(ctx, cfg, hup, f, agentState{store: store, tel: tel, build: build, logger: logger})
 		if err != nil {
 			logger.Error("dockscope stopped", "err", err)
 			return exitFailed
@@ -154,10 +154,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runAgent runs one configuration until a signal ends the process (nil,
 // nil) or SIGHUP brings a valid new configuration (next, nil). An invalid
 // new configuration is logged and the running one kept.
-func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *flags,
-	store *pipeline.Store, tel *pipeline.Telemetry, logger *slog.Logger, build promexp.BuildInfo,
-) (*config.Config, error) {
-	coll, err := collector.New(collector.Options{Config: *cfg, Store: store, Telemetry: tel, Logger: logger.With("component", "collector")})
+func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *flags, st agentState) (*config.Config, error) {
+	store, tel, logger, build := st.store, st.tel, st.logger, st.build
+	logs, err := newLogPath(cfg, tel, logger)
+	if err != nil {
+		return nil, err
+	}
+	collOpts := collector.Options{Config: *cfg, Store: store, Telemetry: tel, Logger: logger.With("component", "collector")}
+	if logs != nil {
+		collOpts.Logs = &logs.collector
+	}
+	coll, err := collector.New(collOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +209,11 @@ func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *
 		g.Go(func() error { return exp.Run(gctx) })
 	}
 
+	if logs != nil {
+		logger.Info("shipping container logs over OTLP", "target", logs.exporter.Target(), "state_dir", cfg.Agent.StateDir)
+		g.Go(func() error { return logs.exporter.Run(gctx, cfg.Exporters.OTLP.Timeout) })
+	}
+
 	var next *config.Config
 	g.Go(func() error {
 		for {
@@ -227,6 +239,52 @@ func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *
 		return nil, err
 	}
 	return next, nil
+}
+
+// agentState is what survives configuration reloads.
+type agentState struct {
+	store  *pipeline.Store
+	tel    *pipeline.Telemetry
+	logger *slog.Logger
+	build  promexp.BuildInfo
+}
+
+// logPath is the log pipeline's wiring: readers (in the collector) push into
+// the queue, the exporter drains it and acknowledges to the checkpointer.
+type logPath struct {
+	collector collector.LogOptions
+	exporter  *otlp.LogExporter
+}
+
+// newLogPath returns nil when logs are off or no OTLP endpoint is set.
+func newLogPath(cfg *config.Config, tel *pipeline.Telemetry, logger *slog.Logger) (*logPath, error) {
+	if !cfg.Logs.Enabled || !otlp.LogsEnabled(cfg.Exporters.OTLP, os.Getenv) {
+		return nil, nil
+	}
+	cps, err := pipeline.OpenCheckpointer(cfg.Agent.StateDir)
+	if cps == nil {
+		return nil, fmt.Errorf("opening log state in agent.state_dir: %w", err)
+	}
+	if err != nil {
+		logger.Warn("log checkpoints were unreadable; logs are read from the start", "err", err)
+	}
+	overflow := pipeline.Block
+	if cfg.Logs.Overflow == "drop" {
+		overflow = pipeline.Drop
+	}
+	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, tel.Stage(pipeline.StageLogs))
+	tel.SetLogQueue(queue)
+	exp, err := otlp.NewLogExporter(otlp.LogOptions{
+		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Telemetry: tel,
+		Logger: logger.With("component", "otlp-logs"), Version: version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &logPath{
+		collector: collector.LogOptions{Queue: queue, Checkpoints: cps, MaxLineBytes: cfg.Logs.MaxLineBytes},
+		exporter:  exp,
+	}, nil
 }
 
 func newLogger(c config.AgentConfig, w io.Writer) *slog.Logger {

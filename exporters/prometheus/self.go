@@ -21,6 +21,8 @@ type SelfCollector struct {
 	recordsIn, recordsOut, recordsDropped          *prometheus.Desc
 	reconnects, resyncs, inspectErrors, statsRound *prometheus.Desc
 	exportFailures, reloadOK, reloadTime           *prometheus.Desc
+	logReconnects, logGaps, logMismatches          *prometheus.Desc
+	logsUnreadable, logQueueBytes                  *prometheus.Desc
 }
 
 // NewSelfCollector returns a collector of the agent's self-metrics.
@@ -42,6 +44,11 @@ func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build Buil
 		inspectErrors:  d("inspect_errors_total", "Container inspect requests that failed."),
 		statsRound:     d("stats_round_duration_seconds", "How long the last round of stats sampling took."),
 		exportFailures: d("export_failures_total", "Export requests that failed after retries.", "exporter"),
+		logReconnects:  d("log_stream_reconnects_total", "Container log streams reopened after an error."),
+		logGaps:        d("log_gaps_total", "Log resumes that found the records after their checkpoint rotated away by Docker: lines were lost."),
+		logMismatches:  d("log_resume_mismatches_total", "Log resumes that found other records than expected; lines may have been shipped twice."),
+		logsUnreadable: d("logs_unreadable_total", "Containers whose log driver the Engine API cannot read."),
+		logQueueBytes:  d("log_queue_bytes", "Bytes of log records read but not yet exported."),
 		reloadOK:       d("config_last_reload_successful", "1 when the last configuration reload (SIGHUP) succeeded or none was tried."),
 		reloadTime:     d("config_last_reload_timestamp_seconds", "When the configuration was last reloaded; 0 if never."),
 	}
@@ -51,7 +58,8 @@ func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build Buil
 func (c *SelfCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.dockerInfo, c.dockerUp, c.containers,
 		c.recordsIn, c.recordsOut, c.recordsDropped, c.reconnects, c.resyncs, c.inspectErrors,
-		c.statsRound, c.exportFailures, c.reloadOK, c.reloadTime} {
+		c.statsRound, c.exportFailures, c.reloadOK, c.reloadTime,
+		c.logReconnects, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes} {
 		ch <- d
 	}
 }
@@ -81,6 +89,11 @@ func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.inspectErrors, c.tel.InspectErrors.Load())
 	gauge(c.statsRound, c.tel.StatsRound().Seconds())
 	counter(c.exportFailures, c.tel.ExportFailures.Load(), "otlp")
+	counter(c.logReconnects, c.tel.LogReconnects.Load())
+	counter(c.logGaps, c.tel.LogGaps.Load())
+	counter(c.logMismatches, c.tel.LogResumeMismatches.Load())
+	counter(c.logsUnreadable, c.tel.LogsUnreadable.Load())
+	gauge(c.logQueueBytes, float64(c.tel.LogQueueBytes()))
 	ok, at := c.tel.ConfigReload()
 	gauge(c.reloadOK, b2f(ok))
 	reloaded := 0.0

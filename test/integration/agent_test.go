@@ -6,6 +6,7 @@
 package integration
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,6 +40,8 @@ type agentOpts struct {
 	discovery string
 	env       []string // extra environment
 	noWait    bool     // do not wait for /readyz
+	// stateDir is agent.state_dir; a fresh temporary one when empty.
+	stateDir string
 }
 
 // startAgent builds the agent once per process and starts it with a fast
@@ -55,7 +58,7 @@ stats:
   resync_interval: 5s
   include:
     labels: ["dockscope.scope=%s"]
-%s`, t.TempDir(), o.extra, o.scope, o.discovery)
+%s`, cmp.Or(o.stateDir, t.TempDir()), o.extra, o.scope, o.discovery)
 	cfgPath := filepath.Join(t.TempDir(), "dockscope.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

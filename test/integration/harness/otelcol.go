@@ -26,6 +26,7 @@ type Collector struct {
 	HTTPEndpoint string // "http://127.0.0.1:port", for OTLP/HTTP (paths /v1/metrics, /v1/logs)
 	OutputPath   string // the file exporter's output
 	Config       string // path of the collector's configuration
+	bin          string
 	Proc         *Process
 }
 
@@ -111,7 +112,17 @@ service:
 	if err := os.WriteFile(c.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.Proc = StartProcess(t, bin, nil, "--config", c.Config)
+	c.bin = bin
+	c.Start(t)
+	return c
+}
+
+// Start (re)starts a stopped collector with the same configuration, ports
+// and output file, and waits until both receivers accept connections: a
+// backend that went away and came back.
+func (c *Collector) Start(t testing.TB) {
+	t.Helper()
+	c.Proc = StartProcess(t, c.bin, nil, "--config", c.Config)
 	WaitFor(t, 60*time.Second, 50*time.Millisecond, func() (bool, string) {
 		if code, exited := c.Proc.Exited(); exited {
 			t.Fatalf("harness: otelcol exited with code %d:\n%s", code, c.Proc.Output())
@@ -125,7 +136,6 @@ service:
 		}
 		return true, ""
 	})
-	return c
 }
 
 // Stop stops the collector (SIGTERM), which flushes the file exporter.

@@ -1,0 +1,324 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/dockscope/dockscope/collector/logparse"
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// LogOptions turn on log collection.
+type LogOptions struct {
+	Queue        *pipeline.LogQueue
+	Checkpoints  *pipeline.Checkpointer
+	MaxLineBytes int
+}
+
+// logManager runs one tailer per container whose logs are followed. It
+// lives as long as Collector.Run, across daemon reconnects: each tailer
+// retries its own stream.
+type logManager struct {
+	c       *Collector
+	opts    LogOptions
+	started time.Time // this run's start: containers that exit later are read in full
+
+	mu         sync.Mutex
+	ctx        context.Context
+	tailers    map[string]*tailer
+	done       map[string]bool // read to the end since their last start
+	unreadable map[string]bool // reported once; retried on the next start
+	// reads are this run's read positions, kept across a container's
+	// stops and starts: a new tailer resumes after the last record read,
+	// which may still be in the queue, not after the last one delivered.
+	reads map[string]*pipeline.LogCursor
+	wg    sync.WaitGroup
+}
+
+func newLogManager(c *Collector, opts LogOptions) *logManager {
+	return &logManager{
+		c:          c,
+		opts:       opts,
+		started:    time.Now(),
+		tailers:    map[string]*tailer{},
+		done:       map[string]bool{},
+		unreadable: map[string]bool{},
+		reads:      map[string]*pipeline.LogCursor{},
+	}
+}
+
+// run owns the tailers: it returns when ctx ends and every tailer stopped.
+func (m *logManager) run(ctx context.Context) {
+	m.mu.Lock()
+	m.ctx = ctx
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.wg.Wait()
+}
+
+// engine24 reports whether the daemon stops `since` filtering at the first
+// matching line (Engine 24 and later), which changes how many re-read
+// records a resume skips.
+func (m *logManager) engine24() bool {
+	d, ok := m.c.tel.Daemon()
+	if !ok {
+		return false
+	}
+	major := 0
+	fmt.Sscanf(d.Version, "%d", &major)
+	return major >= 24
+}
+
+// observe is called with every inspect of a followed container: it starts a
+// tailer when the container has logs nobody is reading.
+func (m *logManager) observe(meta pipeline.ContainerMeta, state pipeline.ContainerState, labels map[string]string, event string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx == nil || m.ctx.Err() != nil {
+		return
+	}
+	id := meta.ID
+	if event == "start" || event == "restart" {
+		// A new run of the container: whatever was finished or refused
+		// before may have changed.
+		delete(m.done, id)
+		delete(m.unreadable, id)
+	}
+	if t, ok := m.tailers[id]; ok {
+		t.meta.Store(&meta) // renamed, or new identity labels
+		return
+	}
+	if !m.c.sel.LogsSelected(labels) || m.done[id] || m.unreadable[id] {
+		return
+	}
+	if state.LogDriver == "none" {
+		m.unreadable[id] = true
+		m.c.tel.LogsUnreadable.Add(1)
+		m.c.log.Warn("container's log driver cannot be read through the Engine API; its logs are not collected",
+			"container", meta.Name, "driver", state.LogDriver)
+		return
+	}
+	_, hasCheckpoint := m.opts.Checkpoints.Get(id)
+	if !state.Running() && !hasCheckpoint {
+		// A stopped container nobody read before: read it only if it ran
+		// while an agent was (or should have been) watching — since the
+		// last checkpoint save, or since this run started. Otherwise every
+		// old container on the host would be shipped at first start.
+		since := m.opts.Checkpoints.SavedAt()
+		if since.IsZero() || m.started.Before(since) {
+			since = m.started
+		}
+		if state.FinishedAt.IsZero() || state.FinishedAt.Before(since) && state.StartedAt.Before(since) {
+			return
+		}
+	}
+	read, ok := m.reads[id]
+	if !ok {
+		read = &pipeline.LogCursor{}
+		m.reads[id] = read
+	}
+	t := &tailer{m: m, id: id, tty: state.Tty, log: m.c.log.With("container", meta.Name), read: read, done: make(chan struct{})}
+	t.meta.Store(&meta)
+	m.tailers[id] = t
+	m.wg.Go(func() {
+		finished := t.run(m.ctx)
+		m.mu.Lock()
+		delete(m.tailers, id)
+		if finished {
+			m.done[id] = true
+		}
+		m.mu.Unlock()
+	})
+}
+
+// destroyed forgets a removed container's position once its tailer is done.
+func (m *logManager) destroyed(id string) {
+	m.mu.Lock()
+	t, running := m.tailers[id]
+	delete(m.done, id)
+	delete(m.unreadable, id)
+	delete(m.reads, id)
+	m.mu.Unlock()
+	if running {
+		// The tailer still drains what Docker returns; forget the position
+		// when it ends, or the checkpoint would come back on its acks.
+		go func() {
+			<-t.done
+			m.opts.Checkpoints.Forget(id)
+		}()
+		return
+	}
+	m.opts.Checkpoints.Forget(id)
+}
+
+// tailer follows one container's log stream.
+type tailer struct {
+	m    *logManager
+	id   string
+	tty  bool
+	log  *slog.Logger
+	meta atomic.Pointer[pipeline.ContainerMeta]
+	// read is the container's read position in this run; only this
+	// tailer touches it while it runs.
+	read *pipeline.LogCursor
+
+	done chan struct{} // closed when run returns
+}
+
+// run reads until the container has stopped and its log is read to the
+// end (true), or ctx ends (false). Stream errors reopen the stream from the
+// last record read, never from the start.
+func (t *tailer) run(ctx context.Context) bool {
+	defer close(t.done)
+	m := t.m
+	read := t.read
+	var resume *pipeline.Resume
+	since := ""
+	seeding := false
+	if !read.Empty() {
+		// Read earlier in this run: continue after the last record read.
+		cp := read.Checkpoint()
+		resume, since = pipeline.NewResume(cp, m.engine24()), cp.SinceParam()
+	} else if cp, ok := m.opts.Checkpoints.Get(t.id); ok {
+		// First read in this run: continue after the last record
+		// delivered, and count the re-read ones as delivered.
+		resume, since = pipeline.NewResume(cp, m.engine24()), cp.SinceParam()
+		seeding = true
+	}
+	bo := newBackoff(500*time.Millisecond, m.c.cfg.Docker.MaxBackoff)
+	for {
+		err := t.follow(ctx, since, resume, read, seeding)
+		if ctx.Err() != nil {
+			return false
+		}
+		if resume != nil {
+			if resume.Gap {
+				m.c.tel.LogGaps.Add(1)
+				t.log.Warn("log gap: the records after the last checkpoint are no longer in Docker's log (rotated away while nobody read them)")
+			}
+			if resume.Mismatch {
+				m.c.tel.LogResumeMismatches.Add(1)
+				t.log.Warn("log resume did not find the records it expected; some lines may be shipped twice")
+			}
+		}
+		seeding = false
+		if err == nil {
+			// The stream ended: the container stopped, or the daemon went
+			// away. Only an inspect tells which.
+			if running, gone := t.stillRunning(ctx); gone || !running {
+				return true
+			}
+		} else {
+			if errors.Is(err, errUnreadable) {
+				m.mu.Lock()
+				m.unreadable[t.id] = true
+				m.mu.Unlock()
+				m.c.tel.LogsUnreadable.Add(1)
+				t.log.Warn("container's logs cannot be read through the Engine API; not retrying until it restarts", "err", err)
+				return false
+			}
+			m.c.tel.LogReconnects.Add(1)
+			t.log.Debug("log stream failed; reopening from the last record read", "err", err)
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(bo.next()):
+			}
+		}
+		if !read.Empty() {
+			cp := read.Checkpoint()
+			since = cp.SinceParam()
+			resume = pipeline.NewResume(cp, m.engine24())
+		}
+	}
+}
+
+var errUnreadable = errors.New("log driver does not support reading")
+
+func (t *tailer) stillRunning(ctx context.Context) (running, gone bool) {
+	ctx, cancel := context.WithTimeout(ctx, t.m.c.cfg.Docker.Timeout)
+	defer cancel()
+	res, err := t.m.c.docker.ContainerInspect(ctx, t.id, client.ContainerInspectOptions{})
+	if err != nil {
+		return false, cerrdefs.IsNotFound(err)
+	}
+	s := res.Container.State
+	return s != nil && (s.Running || s.Restarting), false
+}
+
+// follow reads one stream until it ends (nil) or fails.
+func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resume, read *pipeline.LogCursor, seeding bool) error {
+	m := t.m
+	body, err := m.c.docker.ContainerLogs(ctx, t.id, client.ContainerLogsOptions{
+		ShowStdout: true, ShowStderr: true, Follow: true, Timestamps: true, Since: since,
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not support reading") {
+			return fmt.Errorf("following logs of %s: %w: %v", shortID(t.id), errUnreadable, err)
+		}
+		return fmt.Errorf("following logs of %s: %w", shortID(t.id), err)
+	}
+	defer body.Close()
+
+	lines := logparse.NewReader(body, t.tty, m.opts.MaxLineBytes)
+	var slab []byte
+	emit := func(line logparse.Line) error {
+		// Bodies are carved out of a shared slab: one allocation per
+		// 64 KiB of log instead of one per line.
+		n := len(line.Body)
+		if cap(slab)-len(slab) < n {
+			slab = make([]byte, 0, max(64<<10, n))
+		}
+		start := len(slab)
+		slab = append(slab, line.Body...)
+		rec := pipeline.LogRecord{
+			ContainerID: t.id,
+			Container:   t.meta.Load(),
+			Time:        line.Time,
+			Observed:    time.Now(),
+			Stream:      line.Stream,
+			Body:        slab[start:len(slab):len(slab)],
+			Truncated:   line.Truncated,
+		}
+		p := pipeline.PrintOf(&rec)
+		if resume != nil && !resume.Keep(p) {
+			read.Advance(p)
+			if seeding {
+				m.opts.Checkpoints.Seed(t.id, p)
+			}
+			return nil
+		}
+		read.Advance(p)
+		_, err := m.opts.Queue.Push(ctx, rec)
+		return err
+	}
+	for {
+		line, err := lines.Next()
+		if err != nil {
+			var engineErr *logparse.EngineError
+			switch {
+			case errors.As(err, &engineErr):
+				// The daemon reported a problem inside the stream (e.g. a
+				// corrupt log file entry); the stream goes on.
+				t.log.Warn("docker reported an error in the log stream", "err", err)
+				continue
+			case errors.Is(err, io.EOF):
+				return nil
+			}
+			return fmt.Errorf("reading logs of %s: %w", shortID(t.id), err)
+		}
+		if err := emit(line); err != nil {
+			return err
+		}
+	}
+}

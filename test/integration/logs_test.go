@@ -1,0 +1,300 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dockscope/dockscope/test/integration/harness"
+)
+
+// logsConfig points the agent's OTLP exporter (logs and metrics) at the
+// test collector over OTLP/HTTP, with small batches.
+func logsConfig(col *harness.Collector, batch int) string {
+	return fmt.Sprintf(`exporters:
+  otlp:
+    endpoint: %s
+    protocol: http/protobuf
+    interval: 60s
+    retry:
+      initial_interval: 200ms
+      max_interval: 1s
+logs:
+  batch:
+    max_records: %d
+    timeout: 200ms
+`, col.HTTPEndpoint, batch)
+}
+
+// startLogAgent starts an agent shipping logs to col, keeping its
+// checkpoints in stateDir (so a test can restart it on the same state).
+func startLogAgent(t *testing.T, col *harness.Collector, scope, stateDir string, batch int) *agent {
+	t.Helper()
+	return startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, batch), stateDir: stateDir})
+}
+
+// restartAgent starts a stopped agent again with the same configuration.
+func restartAgent(t *testing.T, old *agent) *agent {
+	t.Helper()
+	bin := harness.BuildStatic(t, "./cmd/agent")
+	addr := strings.TrimPrefix(old.url, "http://")
+	p := harness.StartProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT="},
+		"--config.file", old.cfgPath, "--web.listen-address", addr, "--log.level", "debug")
+	a := &agent{proc: p, url: old.url, cfgPath: old.cfgPath}
+	harness.WaitFor(t, 20*time.Second, 100*time.Millisecond, func() (bool, string) {
+		code, body := a.get("/readyz")
+		return code == 200, fmt.Sprintf("/readyz: %d %s", code, body)
+	})
+	return a
+}
+
+// shipped returns the bodies the collector received for a container, in
+// arrival order, with their streams.
+type shippedLine struct {
+	body, stream string
+	truncated    bool
+}
+
+func shipped(t *testing.T, col *harness.Collector, container string) []shippedLine {
+	t.Helper()
+	var out []shippedLine
+	for _, r := range col.LogRecords(t) {
+		if r.Resource.Str("container.name") != container {
+			continue
+		}
+		out = append(out, shippedLine{body: r.BodyString(), stream: r.Attrs.Str("log.iostream"), truncated: r.Attrs.Has("log.truncated")})
+	}
+	return out
+}
+
+// waitShipped waits until at least n records of the container arrived.
+func waitShipped(t *testing.T, col *harness.Collector, container string, n int, timeout time.Duration) []shippedLine {
+	t.Helper()
+	var got []shippedLine
+	harness.WaitFor(t, timeout, 500*time.Millisecond, func() (bool, string) {
+		got = shipped(t, col, container)
+		return len(got) >= n, fmt.Sprintf("%s: %d of %d records shipped", container, len(got), n)
+	})
+	return got
+}
+
+// checkNumbered checks that lines 1..n of the workload's `log` output each
+// arrived exactly once (beyond maxDup duplicated lines), on the right
+// stream when stderrEvery > 0.
+func checkNumbered(t *testing.T, container string, got []shippedLine, n, stderrEvery, maxDup int) {
+	t.Helper()
+	seen := make(map[int]int, n)
+	for _, l := range got {
+		f := strings.Fields(l.body)
+		if len(f) < 2 || f[0] != "line" {
+			t.Fatalf("%s: unexpected record %q", container, l.body)
+		}
+		i, err := strconv.Atoi(f[1])
+		if err != nil || i < 1 || i > n {
+			t.Fatalf("%s: unexpected record %q", container, l.body)
+		}
+		seen[i]++
+		wantStream := "stdout"
+		if stderrEvery > 0 && i%stderrEvery == 0 {
+			wantStream = "stderr"
+		}
+		if l.stream != wantStream {
+			t.Fatalf("%s: line %d on %s, want %s", container, i, l.stream, wantStream)
+		}
+	}
+	missing, dups := 0, 0
+	for i := 1; i <= n; i++ {
+		switch c := seen[i]; {
+		case c == 0:
+			missing++
+		case c > 1:
+			dups += c - 1
+		}
+	}
+	if missing > 0 || dups > maxDup {
+		t.Fatalf("%s: %d of %d lines missing, %d duplicated (at most %d allowed)", container, missing, n, dups, maxDup)
+	}
+	t.Logf("%s: %d lines, none lost, %d duplicated", container, n, dups)
+}
+
+func TestLogsEveryLineOnceFromTenContainers(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-many"
+	startLogAgent(t, col, scope, "", 2048)
+	const containers, lines, stderrEvery = 10, 10000, 3
+	names := make([]string, containers)
+	for i := range names {
+		names[i] = uniq(t, fmt.Sprintf("many%d", i))
+		harness.RunContainer(t, append(scopeArgs(scope, names[i]), harness.WorkloadImage(t),
+			"log", "-lines", strconv.Itoa(lines), "-stderr-every", strconv.Itoa(stderrEvery), "-line-bytes", "70", "-then", "exit")...)
+	}
+	var wg sync.WaitGroup
+	for _, name := range names {
+		got := waitShipped(t, col, name, lines, 90*time.Second)
+		wg.Go(func() { checkNumbered(t, name, got, lines, stderrEvery, 0) })
+	}
+	wg.Wait()
+	// The Resource is the metrics' one.
+	for _, r := range col.LogRecords(t) {
+		if r.Resource.Str("container.name") == names[0] {
+			if !r.Resource.Has("container.id") || r.Resource.Str("container.image.name") != "dockscope-workload" || !r.Resource.Has("host.name") {
+				t.Fatalf("log resource lacks container identity: %v", r.Resource)
+			}
+			if r.Time.IsZero() || r.ObservedTime.IsZero() {
+				t.Fatalf("record without timestamps: %+v", r.LogRecord)
+			}
+			break
+		}
+	}
+}
+
+func TestLogsLongLineTTYAndShortLived(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-shapes"
+	startLogAgent(t, col, scope, "", 512)
+
+	long := uniq(t, "long")
+	harness.RunContainer(t, append(scopeArgs(scope, long), harness.WorkloadImage(t), "log", "-lines", "3", "-line-bytes", "102400", "-then", "exit")...)
+	tty := uniq(t, "tty")
+	harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", "20000", "-then", "exit")...)
+	short := uniq(t, "short")
+	started := time.Now()
+	harness.RunContainer(t, append(scopeArgs(scope, short), harness.WorkloadImage(t), "log", "-lines", "1000", "-stderr-every", "2", "-then", "exit")...)
+	t.Logf("short-lived container ran for %v including docker run", time.Since(started))
+
+	got := waitShipped(t, col, long, 3, 30*time.Second)
+	for i, l := range got {
+		if len(l.body) != 102400 || l.truncated || !strings.HasPrefix(l.body, fmt.Sprintf("line %d ", i+1)) {
+			t.Fatalf("100 KiB line %d arrived as %d bytes (truncated %v): %.30q", i+1, len(l.body), l.truncated, l.body)
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("100 KiB lines arrived as %d records, want 3", len(got))
+	}
+
+	ttyGot := waitShipped(t, col, tty, 50, 30*time.Second)
+	for _, l := range ttyGot {
+		if len(l.body) != 20000 || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
+			t.Fatalf("TTY line: %d bytes, stream %s, CR/LF %v", len(l.body), l.stream, strings.ContainsAny(l.body, "\r\n"))
+		}
+	}
+	checkNumbered(t, tty, ttyGot, 50, 0, 0)
+
+	checkNumbered(t, short, waitShipped(t, col, short, 1000, 30*time.Second), 1000, 2, 0)
+}
+
+func TestLogsTruncateOverMaxLineBytes(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-trunc"
+	startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 100) + "  max_line_bytes: 10000\n"})
+	name := uniq(t, "trunc")
+	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "log", "-lines", "3", "-line-bytes", "40000", "-then", "exit")...)
+	got := waitShipped(t, col, name, 3, 30*time.Second)
+	time.Sleep(time.Second) // a phantom record from the remainder would arrive now
+	got = shipped(t, col, name)
+	if len(got) != 3 {
+		t.Fatalf("%d records for 3 long lines; the cut remainder must not start records", len(got))
+	}
+	for i, l := range got {
+		if len(l.body) != 10000 || !l.truncated || !strings.HasPrefix(l.body, fmt.Sprintf("line %d ", i+1)) {
+			t.Fatalf("line %d: %d bytes, truncated=%v", i+1, len(l.body), l.truncated)
+		}
+	}
+}
+
+func TestLogsSurviveAgentSIGKILLAndDowntime(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-kill"
+	stateDir := filepath.Join(t.TempDir(), "state")
+	const batch = 200
+	a := startLogAgent(t, col, scope, stateDir, batch)
+
+	// A steady writer, killed-agent in the middle of it.
+	steady := uniq(t, "steady")
+	const lines = 6000
+	harness.RunContainer(t, append(scopeArgs(scope, steady), harness.WorkloadImage(t),
+		"log", "-lines", strconv.Itoa(lines), "-rate", "1500", "-stderr-every", "5", "-then", "sleep")...)
+	waitShipped(t, col, steady, 1000, 30*time.Second)
+	a.proc.Kill()
+
+	// While no agent runs, a container prints and exits.
+	whileDown := uniq(t, "down")
+	harness.RunContainer(t, append(scopeArgs(scope, whileDown), harness.WorkloadImage(t), "log", "-lines", "500", "-then", "exit")...)
+	harness.WaitFor(t, 20*time.Second, 200*time.Millisecond, func() (bool, string) {
+		state := harness.Docker(t, "inspect", "-f", "{{.State.Status}}", whileDown)
+		return state == "exited", "container state " + state
+	})
+	time.Sleep(time.Second)
+
+	a = restartAgent(t, a)
+	checkNumbered(t, steady, waitShipped(t, col, steady, lines, 60*time.Second), lines, 5, batch)
+	checkNumbered(t, whileDown, waitShipped(t, col, whileDown, 500, 30*time.Second), 500, 0, 0)
+
+	// A clean stop and start repeats nothing.
+	before := len(shipped(t, col, steady))
+	if err := a.proc.Stop(); err != nil {
+		t.Fatalf("agent stop: %v", err)
+	}
+	restartAgent(t, a)
+	time.Sleep(3 * time.Second)
+	if after := len(shipped(t, col, steady)); after != before {
+		t.Fatalf("a clean restart shipped %d records again", after-before)
+	}
+}
+
+func TestLogsBackendDownThenUp(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-backend"
+	a := startLogAgent(t, col, scope, "", 500)
+	name := uniq(t, "backend")
+	const lines = 60000 // 2,000 lines/s for 30 s
+	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t),
+		"log", "-lines", strconv.Itoa(lines), "-rate", "2000", "-line-bytes", "100", "-then", "sleep")...)
+	waitShipped(t, col, name, 500, 30*time.Second)
+
+	if err := col.Stop(); err != nil {
+		t.Logf("collector stop: %v", err)
+	}
+	var peakRSS int64
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		peakRSS = max(peakRSS, rssOf(t, a.proc.Pid()))
+		time.Sleep(time.Second)
+	}
+	col.Start(t)
+	checkNumbered(t, name, waitShipped(t, col, name, lines, 90*time.Second), lines, 0, 0)
+	// The default 64 MiB buffer holds these 30 s of logs entirely; what is
+	// checked is that memory stays bounded while the backend is away.
+	if limit := int64(64+40) << 20; peakRSS > limit {
+		t.Fatalf("agent RSS reached %d MiB while the backend was down, want under %d MiB", peakRSS>>20, limit>>20)
+	}
+	t.Logf("agent peak RSS while the backend was down: %d MiB", peakRSS>>20)
+}
+
+// rssOf reads a process's resident set size.
+func rssOf(t *testing.T, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
