@@ -27,6 +27,9 @@ type Collector struct {
 	OutputPath   string // the file exporter's output
 	Config       string // path of the collector's configuration
 	bin          string
+	// earlier holds the outputs of previous runs: the file exporter
+	// truncates its file when it starts, so Start moves the old one aside.
+	earlier []string
 	Proc         *Process
 }
 
@@ -122,6 +125,12 @@ service:
 // backend that went away and came back.
 func (c *Collector) Start(t testing.TB) {
 	t.Helper()
+	if c.Proc != nil {
+		prev := fmt.Sprintf("%s.%d", c.OutputPath, len(c.earlier))
+		if err := os.Rename(c.OutputPath, prev); err == nil {
+			c.earlier = append(c.earlier, prev)
+		}
+	}
 	c.Proc = StartProcess(t, c.bin, nil, "--config", c.Config)
 	WaitFor(t, 60*time.Second, 50*time.Millisecond, func() (bool, string) {
 		if code, exited := c.Proc.Exited(); exited {
@@ -267,22 +276,35 @@ func (l LogRecord) BodyString() string {
 // returns the resource metrics of all export requests, in arrival order.
 func (c *Collector) ResourceMetrics(t testing.TB) []ResourceMetrics {
 	t.Helper()
-	rm, _, err := ReadOTLPJSONFile(c.OutputPath)
-	if err != nil {
-		t.Fatalf("harness: %v", err)
+	var all []ResourceMetrics
+	for _, path := range c.outputs() {
+		rm, _, err := ReadOTLPJSONFile(path)
+		if err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+		all = append(all, rm...)
 	}
-	return rm
+	return all
+}
+
+// outputs lists every run's output file, oldest first.
+func (c *Collector) outputs() []string {
+	return append(append([]string(nil), c.earlier...), c.OutputPath)
 }
 
 // ResourceLogs reads everything the collector has written so far and returns
 // the resource logs of all export requests, in arrival order.
 func (c *Collector) ResourceLogs(t testing.TB) []ResourceLogs {
 	t.Helper()
-	_, rl, err := ReadOTLPJSONFile(c.OutputPath)
-	if err != nil {
-		t.Fatalf("harness: %v", err)
+	var all []ResourceLogs
+	for _, path := range c.outputs() {
+		_, rl, err := ReadOTLPJSONFile(path)
+		if err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+		all = append(all, rl...)
 	}
-	return rl
+	return all
 }
 
 // LogRecords returns all log records received so far with their resources,
