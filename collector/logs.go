@@ -38,6 +38,7 @@ type logManager struct {
 	tailers    map[string]*tailer
 	done       map[string]bool // read to the end since their last start
 	unreadable map[string]bool // reported once; retried on the next start
+	noDriver   map[string]bool // log driver "none": reported once, for good
 	// reads are this run's read positions, kept across a container's
 	// stops and starts: a new tailer resumes after the last record read,
 	// which may still be in the queue, not after the last one delivered.
@@ -53,6 +54,7 @@ func newLogManager(c *Collector, opts LogOptions) *logManager {
 		tailers:    map[string]*tailer{},
 		done:       map[string]bool{},
 		unreadable: map[string]bool{},
+		noDriver:   map[string]bool{},
 		reads:      map[string]*pipeline.LogCursor{},
 	}
 }
@@ -102,7 +104,11 @@ func (m *logManager) observe(meta pipeline.ContainerMeta, state pipeline.Contain
 		return
 	}
 	if state.LogDriver == "none" {
-		m.unreadable[id] = true
+		// A container's log driver is fixed at creation: say so once.
+		if m.noDriver[id] {
+			return
+		}
+		m.noDriver[id] = true
 		m.c.tel.LogsUnreadable.Add(1)
 		m.c.log.Warn("container's log driver cannot be read through the Engine API; its logs are not collected",
 			"container", meta.Name, "driver", state.LogDriver)
@@ -147,6 +153,7 @@ func (m *logManager) destroyed(id string) {
 	t, running := m.tailers[id]
 	delete(m.done, id)
 	delete(m.unreadable, id)
+	delete(m.noDriver, id)
 	delete(m.reads, id)
 	m.mu.Unlock()
 	if running {
@@ -271,6 +278,7 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 	defer body.Close()
 
 	lines := logparse.NewReader(body, t.tty, m.opts.MaxLineBytes)
+	counts := m.c.store.LogCounters(t.id)
 	var slab []byte
 	emit := func(line logparse.Line) error {
 		// Bodies are carved out of a shared slab: one allocation per
@@ -299,7 +307,15 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			return nil
 		}
 		read.Advance(p)
-		_, err := m.opts.Queue.Push(ctx, rec)
+		queued, err := m.opts.Queue.Push(ctx, rec)
+		switch {
+		case queued:
+			counts.LinesRead.Add(1)
+			counts.BytesRead.Add(uint64(len(rec.Body)))
+			counts.LastRead.Store(rec.Time.UnixNano())
+		case err == nil:
+			counts.LinesDropped.Add(1)
+		}
 		return err
 	}
 	for {

@@ -18,10 +18,19 @@ import (
 // logsConfig points the agent's OTLP exporter (logs and metrics) at the
 // test collector over OTLP/HTTP, with small batches.
 func logsConfig(col *harness.Collector, batch int) string {
+	return logsConfigProto(col, batch, "http/protobuf")
+}
+
+// logsConfigProto is logsConfig over the given protocol.
+func logsConfigProto(col *harness.Collector, batch int, protocol string) string {
+	endpoint := col.HTTPEndpoint
+	if protocol == "grpc" {
+		endpoint = "http://" + col.GRPCEndpoint
+	}
 	return fmt.Sprintf(`exporters:
   otlp:
     endpoint: %s
-    protocol: http/protobuf
+    protocol: %s
     interval: 60s
     retry:
       initial_interval: 200ms
@@ -30,7 +39,7 @@ logs:
   batch:
     max_records: %d
     timeout: 200ms
-`, col.HTTPEndpoint, batch)
+`, endpoint, protocol, batch)
 }
 
 // startLogAgent starts an agent shipping logs to col, keeping its
@@ -138,7 +147,8 @@ func TestLogsEveryLineOnceFromTenContainers(t *testing.T) {
 	t.Parallel()
 	col := harness.Otelcol(t)
 	scope := "logs-many"
-	startLogAgent(t, col, scope, "", 2048)
+	// Over gRPC (with gzip, the default); the other tests use HTTP.
+	startAgent(t, agentOpts{scope: scope, extra: logsConfigProto(col, 2048, "grpc")})
 	const containers, lines, stderrEvery = 10, 10000, 3
 	names := make([]string, containers)
 	for i := range names {
@@ -313,4 +323,76 @@ func rssOf(t *testing.T, pid int) int64 {
 		}
 	}
 	return 0
+}
+
+func TestLogsOptOutUnreadableDriverAndBinary(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-optout"
+	a := startLogAgent(t, col, scope, "", 100)
+
+	optOut := uniq(t, "nologs")
+	harness.RunContainer(t, append(scopeArgs(scope, optOut), "--label", "dockscope.logs=false", harness.WorkloadImage(t), "log", "-lines", "10")...)
+	none := uniq(t, "drivernone")
+	harness.RunContainer(t, append(scopeArgs(scope, none), "--log-driver", "none", harness.WorkloadImage(t), "log", "-lines", "10")...)
+	// json-file (the default driver) itself replaces invalid UTF-8 with
+	// U+FFFD when it stores a line; the local driver keeps the bytes, and
+	// then they must reach the backend unchanged (as an OTLP bytes body).
+	jsonFile, local := uniq(t, "binjson"), uniq(t, "binlocal")
+	harness.RunContainer(t, append(scopeArgs(scope, jsonFile), harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
+	harness.RunContainer(t, append(scopeArgs(scope, local), "--log-driver", "local", harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
+	for _, tc := range []struct{ name, tail string }{
+		{jsonFile, "\uFFFD\uFFFD\x00\x1b"},
+		{local, "\xff\xfe\x00\x1b"},
+	} {
+		got := waitShipped(t, col, tc.name, 20, 30*time.Second)
+		for i, l := range got {
+			want := fmt.Sprintf("line %d", i+1)
+			if (i+1)%4 == 0 {
+				want += tc.tail
+			}
+			if l.body != want {
+				t.Fatalf("%s: record %d = %q, want %q", tc.name, i+1, l.body, want)
+			}
+		}
+	}
+	// Opted-out containers are still followed for metrics, but ship nothing.
+	a.waitValue(t, 10*time.Second, "container_info", optOut, nil, func(float64) bool { return true })
+	time.Sleep(2 * time.Second)
+	if n := len(shipped(t, col, optOut)); n != 0 {
+		t.Errorf("dockscope.logs=false container shipped %d records", n)
+	}
+	if n := len(shipped(t, col, none)); n != 0 {
+		t.Errorf("log driver none shipped %d records", n)
+	}
+	if c := strings.Count(a.proc.Output(), "log driver cannot be read"); c != 1 {
+		t.Errorf("the unreadable log driver was reported %d times, want once", c)
+	}
+	if s, ok := a.scrape(t).Find("dockscope_logs_unreadable_total", nil); !ok || s.Value != 1 {
+		t.Errorf("dockscope_logs_unreadable_total = %v", s.Value)
+	}
+}
+
+func TestLogsSurviveStreamCuts(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-cut"
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	proxy := startSocketProxy(t, sock, "/var/run/docker.sock")
+	a := startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 300) + "docker:\n  max_backoff: 1s\n",
+		env: []string{"DOCKER_HOST=unix://" + sock}})
+	name := uniq(t, "cut")
+	const lines = 15000
+	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t),
+		"log", "-lines", strconv.Itoa(lines), "-rate", "3000", "-stderr-every", "7", "-then", "sleep")...)
+	for cut := range 2 {
+		waitShipped(t, col, name, 3000*(cut+1), 30*time.Second)
+		proxy.close() // every stream to the daemon breaks mid-line
+		time.Sleep(time.Second)
+		proxy = startSocketProxy(t, sock, "/var/run/docker.sock")
+	}
+	checkNumbered(t, name, waitShipped(t, col, name, lines, 60*time.Second), lines, 7, 0)
+	if s, ok := a.scrape(t).Find("dockscope_log_stream_reconnects_total", nil); !ok || s.Value < 1 {
+		t.Errorf("dockscope_log_stream_reconnects_total = %v after two cuts", s.Value)
+	}
 }

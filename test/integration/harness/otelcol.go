@@ -30,7 +30,7 @@ type Collector struct {
 	// earlier holds the outputs of previous runs: the file exporter
 	// truncates its file when it starts, so Start moves the old one aside.
 	earlier []string
-	Proc         *Process
+	Proc    *Process
 }
 
 var (
