@@ -178,6 +178,8 @@ type tailer struct {
 	// read is the container's read position in this run; only this
 	// tailer touches it while it runs.
 	read *pipeline.LogCursor
+	// unterminated holds the lines a cleanly ended stream stopped inside.
+	unterminated []pipeline.LogRecord
 
 	done chan struct{} // closed when run returns
 }
@@ -203,7 +205,9 @@ func (t *tailer) run(ctx context.Context) bool {
 		seeding = true
 	}
 	bo := newBackoff(500*time.Millisecond, m.c.cfg.Docker.MaxBackoff)
+	finalPass := false
 	for {
+		t.unterminated = t.unterminated[:0]
 		err := t.follow(ctx, since, resume, read, seeding)
 		if ctx.Err() != nil {
 			return false
@@ -222,7 +226,21 @@ func (t *tailer) run(ctx context.Context) bool {
 		if err == nil {
 			// The stream ended: the container stopped, or the daemon went
 			// away. Only an inspect tells which.
-			if running, gone := t.stillRunning(ctx); gone || !running {
+			running, gone := t.stillRunning(ctx)
+			if !gone && !running && !finalPass {
+				// Docker can end a follow stream before the copier has
+				// written the container's last output; one more read of
+				// the stopped container's log, from the last record read,
+				// picks it up (design §4 rule 3).
+				finalPass = true
+			} else if gone || !running {
+				// Stopped: a last line without newline is complete.
+				counts := m.c.store.LogCounters(t.id)
+				for _, rec := range t.unterminated {
+					if t.deliver(ctx, read, counts, rec, pipeline.PrintOf(&rec)) != nil {
+						return false
+					}
+				}
 				return true
 			}
 		} else {
@@ -261,6 +279,24 @@ func (t *tailer) stillRunning(ctx context.Context) (running, gone bool) {
 	}
 	s := res.Container.State
 	return s != nil && (s.Running || s.Restarting), false
+}
+
+// deliver queues a record and advances the read position past it. A
+// record that could not be queued (shutdown) leaves the position alone.
+func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *pipeline.LogCounters, rec pipeline.LogRecord, p pipeline.RecordPrint) error {
+	queued, err := t.m.opts.Queue.Push(ctx, rec)
+	if err != nil {
+		return err
+	}
+	read.Advance(p)
+	if queued {
+		counts.LinesRead.Add(1)
+		counts.BytesRead.Add(uint64(len(rec.Body)))
+		counts.LastRead.Store(rec.Time.UnixNano())
+	} else {
+		counts.LinesDropped.Add(1)
+	}
+	return nil
 }
 
 // follow reads one stream until it ends (nil) or fails.
@@ -306,17 +342,15 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			}
 			return nil
 		}
-		read.Advance(p)
-		queued, err := m.opts.Queue.Push(ctx, rec)
-		switch {
-		case queued:
-			counts.LinesRead.Add(1)
-			counts.BytesRead.Add(uint64(len(rec.Body)))
-			counts.LastRead.Store(rec.Time.UnixNano())
-		case err == nil:
-			counts.LinesDropped.Add(1)
+		if line.Unterminated {
+			// The stream ended inside this line. If the daemon closed it
+			// while the container still runs, the whole line comes again
+			// when the stream is reopened; only a stopped container's last
+			// line really lacks its newline. run decides.
+			t.unterminated = append(t.unterminated, rec)
+			return nil
 		}
-		return err
+		return t.deliver(ctx, read, counts, rec, p)
 	}
 	for {
 		line, err := lines.Next()

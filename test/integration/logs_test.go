@@ -210,6 +210,11 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 	checkNumbered(t, tty, ttyGot, 50, 0, 0)
 
 	checkNumbered(t, short, waitShipped(t, col, short, 1000, 30*time.Second), 1000, 2, 0)
+
+	// A stopped container's last line without a newline is still a line.
+	noNL := uniq(t, "nonl")
+	harness.RunContainer(t, append(scopeArgs(scope, noNL), harness.WorkloadImage(t), "log", "-lines", "5", "-no-final-newline", "-then", "exit")...)
+	checkNumbered(t, noNL, waitShipped(t, col, noNL, 5, 30*time.Second), 5, 0, 0)
 }
 
 func TestLogsTruncateOverMaxLineBytes(t *testing.T) {

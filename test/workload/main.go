@@ -8,7 +8,7 @@
 //	workload burn [-cores N]                busy-loop on N goroutines (default 1)
 //	workload alloc -mb N                    allocate and touch N MiB, print "allocated N MiB", idle
 //	workload exit -code N [-after D]        exit with code N after duration D (default 0s)
-//	workload log [-lines N] [-stderr-every K] [-line-bytes B] [-rate R] [-binary-every K] [-then exit|sleep]
+//	workload log [-lines N] [-stderr-every K] [-line-bytes B] [-rate R] [-binary-every K] [-no-final-newline] [-then exit|sleep]
 //	                                        print lines "line <n> <padding>" (n from 1) to stdout,
 //	                                        every K-th to stderr; each line is B bytes long without
 //	                                        its newline (never shorter than "line <n>"); R lines/s
@@ -100,6 +100,7 @@ func run(args []string) int {
 		fl.IntVar(&o.stderrEvery, "stderr-every", 0, "write every K-th line to stderr (0: none)")
 		fl.IntVar(&o.lineBytes, "line-bytes", 0, "pad each line to this many bytes, newline excluded")
 		fl.Float64Var(&o.rate, "rate", 0, "lines per second (0: as fast as possible)")
+		fl.BoolVar(&o.noFinalNewline, "no-final-newline", false, "leave the newline off the last line")
 		fl.IntVar(&o.binaryEvery, "binary-every", 0, "end every K-th line with the invalid UTF-8 bytes FF FE 00 1B (0: none)")
 		then := fl.String("then", "sleep", "after the last line: exit (code 0) or sleep")
 		if fl.Parse(args) != nil {
@@ -180,11 +181,12 @@ func alloc(mb int) {
 }
 
 type logOpts struct {
-	lines       int
-	stderrEvery int
-	lineBytes   int
-	rate        float64
-	binaryEvery int
+	lines          int
+	stderrEvery    int
+	lineBytes      int
+	rate           float64
+	binaryEvery    int
+	noFinalNewline bool
 }
 
 // logLines writes the numbered lines. Each stream is buffered, and a buffer is
@@ -222,7 +224,9 @@ func logLines(stdout, stderr io.Writer, o logOpts) error {
 		if o.binaryEvery > 0 && n%o.binaryEvery == 0 {
 			line = append(line, 0xff, 0xfe, 0x00, 0x1b)
 		}
-		line = append(line, '\n')
+		if n < o.lines || !o.noFinalNewline {
+			line = append(line, '\n')
+		}
 		if _, err := w.Write(line); err != nil {
 			return err
 		}
