@@ -212,16 +212,6 @@ func (t *tailer) run(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		if resume != nil {
-			if resume.Gap {
-				m.c.tel.LogGaps.Add(1)
-				t.log.Warn("log gap: the records after the last checkpoint are no longer in Docker's log (rotated away while nobody read them)")
-			}
-			if resume.Mismatch {
-				m.c.tel.LogResumeMismatches.Add(1)
-				t.log.Warn("log resume did not find the records it expected; some lines may be shipped twice")
-			}
-		}
 		seeding = false
 		if err == nil {
 			// The stream ended: the container stopped, or the daemon went
@@ -281,6 +271,19 @@ func (t *tailer) stillRunning(ctx context.Context) (running, gone bool) {
 	return s != nil && (s.Running || s.Restarting), false
 }
 
+// reportResume says, as soon as a resume is decided, whether it found the
+// records it expected.
+func (t *tailer) reportResume(r *pipeline.Resume) {
+	if r.Gap {
+		t.m.c.tel.LogGaps.Add(1)
+		t.log.Warn("log gap: the records after the last checkpoint are no longer in Docker's log (rotated away while nobody read them); lines were lost")
+	}
+	if r.Mismatch {
+		t.m.c.tel.LogResumeMismatches.Add(1)
+		t.log.Warn("log resume did not find the records it expected; some lines may be shipped twice")
+	}
+}
+
 // deliver queues a record and advances the read position past it. A
 // record that could not be queued (shutdown) leaves the position alone.
 func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *pipeline.LogCounters, rec pipeline.LogRecord, p pipeline.RecordPrint) error {
@@ -335,12 +338,18 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			Truncated:   line.Truncated,
 		}
 		p := pipeline.PrintOf(&rec)
-		if resume != nil && !resume.Keep(p) {
-			read.Advance(p)
-			if seeding {
-				m.opts.Checkpoints.Seed(t.id, p)
+		if resume != nil && resume.Pending() {
+			keep := resume.Keep(p)
+			if !resume.Pending() {
+				t.reportResume(resume)
 			}
-			return nil
+			if !keep {
+				read.Advance(p)
+				if seeding {
+					m.opts.Checkpoints.Seed(t.id, p)
+				}
+				return nil
+			}
 		}
 		if line.Unterminated {
 			// The stream ended inside this line. If the daemon closed it

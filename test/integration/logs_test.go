@@ -401,3 +401,33 @@ func TestLogsSurviveStreamCuts(t *testing.T) {
 		t.Errorf("dockscope_log_stream_reconnects_total = %v after two cuts", s.Value)
 	}
 }
+
+func TestLogsGapWhenDockerRotatedAwayWhileDown(t *testing.T) {
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope := "logs-gap"
+	stateDir := filepath.Join(t.TempDir(), "state")
+	a := startLogAgent(t, col, scope, stateDir, 200)
+	name := uniq(t, "rotate")
+	const lines = 24000
+	// Docker keeps at most ~2 × 64 KiB of this container's log.
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--log-opt", "max-size=64k", "--log-opt", "max-file=2",
+		harness.WorkloadImage(t), "log", "-lines", strconv.Itoa(lines), "-rate", "3000", "-line-bytes", "70", "-then", "sleep")...)
+	waitShipped(t, col, name, 500, 30*time.Second)
+	a.proc.Kill()
+	time.Sleep(4 * time.Second) // ~12,000 lines, far more than Docker keeps
+	a = restartAgent(t, a)
+
+	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		s, ok := a.scrape(t).Find("dockscope_log_gaps_total", nil)
+		return ok && s.Value >= 1, fmt.Sprintf("dockscope_log_gaps_total = %v", s.Value)
+	})
+	if !strings.Contains(a.proc.Output(), "log gap") {
+		t.Error("the gap was not logged")
+	}
+	// After the gap, shipping goes on to the last line.
+	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		got := shipped(t, col, name)
+		return len(got) > 0 && strings.HasPrefix(got[len(got)-1].body, fmt.Sprintf("line %d ", lines)), "last line not shipped yet"
+	})
+}
