@@ -34,9 +34,11 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration ./test/...
 
-## fuzz: a short run of every fuzz target
+## fuzz: a short run of every fuzz target (the config parser, the log demuxer and merger)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDemux$$' -fuzztime $(FUZZTIME) ./collector/logparse/
+	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' -fuzztime $(FUZZTIME) ./collector/logparse/
 
 ## bench: the overhead benchmark (see README, Performance)
 bench: build

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,32 @@ type Snapshot struct {
 	Events   map[string]uint64
 	OOMKills uint64
 	LastSeen time.Time // when the Engine last told us anything about it
+	// Logs counts the container's log path; nil until its logs are read.
+	Logs *LogCounters
+}
+
+// LogCounters are one container's log-path counters. The reader and the
+// exporter update them with atomics (no store lock on the hot path); the
+// scrape reads them.
+type LogCounters struct {
+	LinesRead, BytesRead       atomic.Uint64
+	LinesShipped, BytesShipped atomic.Uint64
+	LinesDropped               atomic.Uint64
+	// Timestamps (Docker's, unix ns) of the newest line read and of the
+	// newest line delivered: their difference is the checkpoint lag.
+	LastRead, LastShipped atomic.Int64
+}
+
+// Lag is how far delivery is behind reading, in Docker timestamps.
+func (l *LogCounters) Lag() time.Duration {
+	r, s := l.LastRead.Load(), l.LastShipped.Load()
+	if r == 0 || s >= r {
+		return 0
+	}
+	if s == 0 {
+		return 0 // nothing delivered yet: no position to lag from
+	}
+	return time.Duration(r - s)
 }
 
 // Store holds the latest snapshot of every container the collector follows.
@@ -100,6 +127,21 @@ func (s *Store) SetHealth(id, health string) {
 		c.State.Health = health
 		c.LastSeen = s.now()
 	}
+}
+
+// LogCounters returns the container's log counters, creating them; a
+// container the store does not know gets a detached set.
+func (s *Store) LogCounters(id string) *LogCounters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return new(LogCounters)
+	}
+	if c.Logs == nil {
+		c.Logs = new(LogCounters)
+	}
+	return c.Logs
 }
 
 // Touch records that the Engine still reports a container.

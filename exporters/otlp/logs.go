@@ -37,10 +37,12 @@ type Acker interface {
 
 // LogOptions configure the OTLP log exporter.
 type LogOptions struct {
-	Config    config.OTLPConfig
-	Batch     config.LogBatchConfig
-	Queue     *pipeline.LogQueue
-	Acker     Acker
+	Config config.OTLPConfig
+	Batch  config.LogBatchConfig
+	Queue  *pipeline.LogQueue
+	Acker  Acker
+	// Store receives per-container delivery counts.
+	Store     *pipeline.Store
 	Telemetry *pipeline.Telemetry
 	Logger    *slog.Logger
 	Version   string
@@ -130,6 +132,7 @@ func (e *LogExporter) export(ctx context.Context, batch []pipeline.LogRecord) bo
 				e.opts.Logger.Warn("OTLP backend rejected log records", "rejected", rejected)
 			}
 			counters.Out.Add(uint64(int64(len(batch)) - rejected))
+			e.countShipped(batch)
 			e.ack(batch)
 			return true
 		}
@@ -162,6 +165,27 @@ func (e *LogExporter) export(ctx context.Context, batch []pipeline.LogRecord) bo
 	}
 }
 
+// countShipped updates the per-container counters, one store lookup per
+// container and batch.
+func (e *LogExporter) countShipped(batch []pipeline.LogRecord) {
+	if e.opts.Store == nil {
+		return
+	}
+	var counts *pipeline.LogCounters
+	last := ""
+	for i := range batch {
+		r := &batch[i]
+		if r.ContainerID != last {
+			counts, last = e.opts.Store.LogCounters(r.ContainerID), r.ContainerID
+		}
+		counts.LinesShipped.Add(1)
+		counts.BytesShipped.Add(uint64(len(r.Body)))
+		if ts := r.Time.UnixNano(); ts > counts.LastShipped.Load() {
+			counts.LastShipped.Store(ts)
+		}
+	}
+}
+
 func (e *LogExporter) ack(batch []pipeline.LogRecord) {
 	if err := e.opts.Acker.Ack(batch); err != nil {
 		e.opts.Logger.Error("saving log checkpoints failed; lines may be shipped again after a restart", "err", err)
@@ -173,6 +197,9 @@ var (
 	attrStdout    = &commonpb.KeyValue{Key: "log.iostream", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "stdout"}}}
 	attrStderr    = &commonpb.KeyValue{Key: "log.iostream", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "stderr"}}}
 	attrTruncated = &commonpb.KeyValue{Key: "log.truncated", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}}}
+
+	attrsStdout = []*commonpb.KeyValue{attrStdout}
+	attrsStderr = []*commonpb.KeyValue{attrStderr}
 )
 
 // request groups a batch by container, keeping each container's order.
@@ -200,14 +227,14 @@ func (e *LogExporter) request(batch []pipeline.LogRecord) *collogspb.ExportLogsS
 		lr.ObservedTimeUnixNano = uint64(r.Observed.UnixNano())
 		lr.Body = &bodies[i]
 		setBody(lr.Body, r.Body)
-		attrs := []*commonpb.KeyValue{attrStdout}
+		// Untruncated records share one read-only attribute list per stream.
+		lr.Attributes = attrsStdout
 		if r.Stream == pipeline.Stderr {
-			attrs[0] = attrStderr
+			lr.Attributes = attrsStderr
 		}
 		if r.Truncated {
-			attrs = append(attrs, attrTruncated)
+			lr.Attributes = []*commonpb.KeyValue{lr.Attributes[0], attrTruncated}
 		}
-		lr.Attributes = attrs
 		sl.LogRecords = append(sl.LogRecords, lr)
 	}
 	return req

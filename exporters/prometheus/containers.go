@@ -70,6 +70,10 @@ var (
 	famFsWriteBytes = family{"container_fs_writes_bytes_total", "Cumulative count of bytes written.", prometheus.CounterValue, []string{"device"}}
 	famFsReads      = family{"container_fs_reads_total", "Cumulative count of reads completed.", prometheus.CounterValue, []string{"device"}}
 	famFsWrites     = family{"container_fs_writes_total", "Cumulative count of writes completed.", prometheus.CounterValue, []string{"device"}}
+
+	famLogLines  = family{"dockscope_container_log_lines_total", "Log lines of the container read from Docker, shipped (acknowledged by the backend) and dropped (logs.overflow: drop).", prometheus.CounterValue, []string{"outcome"}}
+	famLogBytes  = family{"dockscope_container_log_bytes_total", "Bytes of log line bodies read from Docker and shipped.", prometheus.CounterValue, []string{"outcome"}}
+	famLogLagSec = family{"dockscope_container_log_checkpoint_lag_seconds", "How far the delivered (checkpointed) position is behind the newest line read, in Docker timestamps.", prometheus.GaugeValue, nil}
 )
 
 // ContainerCollector builds the container metrics at scrape time from the
@@ -215,6 +219,14 @@ func (e *emitter) container(s *pipeline.Snapshot) {
 	}
 	if s.Stats != nil {
 		e.stats(s.Stats)
+	}
+	if l := s.Logs; l != nil {
+		e.emit(famLogLines, float64(l.LinesRead.Load()), "read")
+		e.emit(famLogLines, float64(l.LinesShipped.Load()), "shipped")
+		e.emit(famLogLines, float64(l.LinesDropped.Load()), "dropped")
+		e.emit(famLogBytes, float64(l.BytesRead.Load()), "read")
+		e.emit(famLogBytes, float64(l.BytesShipped.Load()), "shipped")
+		e.emit(famLogLagSec, l.Lag().Seconds())
 	}
 }
 

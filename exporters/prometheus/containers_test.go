@@ -38,6 +38,13 @@ func testStore(t *testing.T) *pipeline.Store {
 		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 10, RxPackets: 1, TxBytes: 20, TxPackets: 2}},
 		Disks:    []pipeline.DiskStats{{Device: "8:0", ReadBytes: 4096, WriteBytes: 8192, Reads: 1, Writes: 2, HasOps: true}},
 	})
+	logs := s.LogCounters("aaa")
+	logs.LinesRead.Add(10)
+	logs.BytesRead.Add(700)
+	logs.LinesShipped.Add(8)
+	logs.BytesShipped.Add(560)
+	logs.LastRead.Store(started.Add(3 * time.Second).UnixNano())
+	logs.LastShipped.Store(started.Add(time.Second).UnixNano())
 	s.RecordEvent("aaa", "start")
 	s.RecordEvent("aaa", "oom")
 	s.Upsert(pipeline.ContainerMeta{
