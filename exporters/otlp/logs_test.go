@@ -1,0 +1,171 @@
+package otlp
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/dockscope/dockscope/config"
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+func testRecords() []pipeline.LogRecord {
+	web := &pipeline.ContainerMeta{ID: "w", Name: "web", ImageName: "nginx", ImageTag: "1"}
+	db := &pipeline.ContainerMeta{ID: "d", Name: "db", ImageName: "pg"}
+	now := time.Unix(1_800_000_000, 5)
+	return []pipeline.LogRecord{
+		{ContainerID: "w", Container: web, Time: now, Observed: now, Stream: pipeline.Stdout, Body: []byte("w1")},
+		{ContainerID: "d", Container: db, Time: now, Observed: now, Stream: pipeline.Stderr, Body: []byte("d1")},
+		{ContainerID: "w", Container: web, Time: now, Observed: now, Stream: pipeline.Stderr, Body: []byte("w2\xff"), Truncated: true},
+	}
+}
+
+func TestLogRequestGroupsByContainer(t *testing.T) {
+	e := &LogExporter{}
+	req := e.request(testRecords())
+	if len(req.ResourceLogs) != 2 {
+		t.Fatalf("%d resources, want one per container", len(req.ResourceLogs))
+	}
+	web := req.ResourceLogs[0]
+	if web.Resource.Attributes[0].Value.GetStringValue() != "w" || len(web.ScopeLogs[0].LogRecords) != 2 {
+		t.Fatalf("first resource = %v", web)
+	}
+	r1, r2 := web.ScopeLogs[0].LogRecords[0], web.ScopeLogs[0].LogRecords[1]
+	if r1.Body.GetStringValue() != "w1" || r1.Attributes[0].Value.GetStringValue() != "stdout" || r1.TimeUnixNano != 1_800_000_000_000_000_005 {
+		t.Errorf("record 1 = %v", r1)
+	}
+	// Invalid UTF-8 travels as bytes, unchanged; the cut line is marked.
+	if string(r2.Body.GetBytesValue()) != "w2\xff" || r2.Attributes[0].Value.GetStringValue() != "stderr" ||
+		len(r2.Attributes) != 2 || r2.Attributes[1].Key != "log.truncated" {
+		t.Errorf("record 2 = %v", r2)
+	}
+	if _, err := proto.Marshal(req); err != nil {
+		t.Fatalf("request does not marshal: %v", err)
+	}
+}
+
+type recordingAcker struct {
+	mu    sync.Mutex
+	acked int
+}
+
+func (a *recordingAcker) Ack(rs []pipeline.LogRecord) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acked += len(rs)
+	return nil
+}
+
+func TestLogExporterRetriesUnavailableThenAcks(t *testing.T) {
+	var calls atomic.Int32
+	var got collogspb.ExportLogsServiceRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		proto.Unmarshal(body, &got)
+	}))
+	defer srv.Close()
+
+	tel := pipeline.NewTelemetry()
+	q := pipeline.NewLogQueue(1<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
+	acker := &recordingAcker{}
+	cfg := config.Default().Exporters.OTLP
+	cfg.Endpoint, cfg.Protocol, cfg.Compression = srv.URL, ProtocolHTTP, "none"
+	cfg.Retry.InitialInterval = 10 * time.Millisecond
+	e, err := NewLogExporter(LogOptions{Config: cfg, Batch: config.LogBatchConfig{MaxRecords: 10, MaxBytes: 1 << 20, Timeout: 10 * time.Millisecond},
+		Queue: q, Acker: acker, Telemetry: tel, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range testRecords() {
+		q.Push(context.Background(), r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx, time.Second); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for tel.Stage(pipeline.StageLogs).Out.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if calls.Load() != 3 || acker.acked != 3 || len(got.ResourceLogs) != 2 {
+		t.Fatalf("calls %d, acked %d, resources %d; want 3 attempts, 3 acked, 2 resources", calls.Load(), acker.acked, len(got.ResourceLogs))
+	}
+	if f := tel.ExportFailures.Load(); f != 2 {
+		t.Errorf("export failures = %d, want 2", f)
+	}
+}
+
+func TestLogExporterDropsOnPermanentError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "bad payload", http.StatusBadRequest)
+	}))
+	defer srv.Close()
+	tel := pipeline.NewTelemetry()
+	q := pipeline.NewLogQueue(1<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
+	acker := &recordingAcker{}
+	cfg := config.Default().Exporters.OTLP
+	cfg.Endpoint, cfg.Protocol = srv.URL, ProtocolHTTP
+	e, err := NewLogExporter(LogOptions{Config: cfg, Batch: config.LogBatchConfig{MaxRecords: 10, MaxBytes: 1 << 20, Timeout: time.Millisecond},
+		Queue: q, Acker: acker, Telemetry: tel, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := testRecords()
+	if !e.export(context.Background(), batch) {
+		t.Fatal("a permanent refusal must not stall the pipeline")
+	}
+	if d := tel.Stage(pipeline.StageLogs).Dropped.Load(); d != 3 || acker.acked != 3 {
+		t.Fatalf("dropped %d, acked %d; want the batch counted as dropped and acknowledged", d, acker.acked)
+	}
+}
+
+func TestResolveLogTarget(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	cfg := config.Default().Exporters.OTLP
+	if LogsEnabled(cfg, getenv) {
+		t.Fatal("logs enabled without any endpoint")
+	}
+	env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://col:4318"
+	env["OTEL_EXPORTER_OTLP_HEADERS"] = "authorization=Bearer%20x,team=a"
+	tg, err := resolveLogTarget(cfg, getenv)
+	if err != nil || tg.endpoint != "http://col:4318/v1/logs" || !tg.insecure || tg.headers["authorization"] != "Bearer x" {
+		t.Fatalf("from the generic variable: %+v %v", tg, err)
+	}
+	env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] = "https://logs.example/custom"
+	if tg, _ := resolveLogTarget(cfg, getenv); tg.endpoint != "https://logs.example/custom" || tg.insecure {
+		t.Fatalf("the signal variable is used as is: %+v", tg)
+	}
+	cfg.Endpoint, cfg.Protocol = "col:4317", ProtocolGRPC
+	cfg.Insecure = true
+	cfg.Headers = map[string]string{"team": "b"}
+	if tg, _ := resolveLogTarget(cfg, getenv); tg.endpoint != "col:4317" || tg.protocol != ProtocolGRPC || tg.headers["team"] != "b" {
+		t.Fatalf("the config file wins: %+v", tg)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"": 0, "7": 7 * time.Second, "Thu, 01 Jan 2026 00:00:30 GMT": 30 * time.Second, "soon": 0,
+	} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
