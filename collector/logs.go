@@ -159,10 +159,11 @@ func (m *logManager) destroyed(id string) {
 	if running {
 		// The tailer still drains what Docker returns; forget the position
 		// when it ends, or the checkpoint would come back on its acks.
-		go func() {
+		// Owned by the manager like the tailer it waits for.
+		m.wg.Go(func() {
 			<-t.done
 			m.opts.Checkpoints.Forget(id)
-		}()
+		})
 		return
 	}
 	m.opts.Checkpoints.Forget(id)

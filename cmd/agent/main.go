@@ -156,7 +156,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // new configuration is logged and the running one kept.
 func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *flags, st agentState) (*config.Config, error) {
 	store, tel, logger, build := st.store, st.tel, st.logger, st.build
-	logs, err := newLogPath(cfg, tel, logger)
+	logs, err := newLogPath(cfg, store, tel, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ type logPath struct {
 }
 
 // newLogPath returns nil when logs are off or no OTLP endpoint is set.
-func newLogPath(cfg *config.Config, tel *pipeline.Telemetry, logger *slog.Logger) (*logPath, error) {
+func newLogPath(cfg *config.Config, store *pipeline.Store, tel *pipeline.Telemetry, logger *slog.Logger) (*logPath, error) {
 	if !cfg.Logs.Enabled || !otlp.LogsEnabled(cfg.Exporters.OTLP, os.Getenv) {
 		return nil, nil
 	}
@@ -275,7 +275,7 @@ func newLogPath(cfg *config.Config, tel *pipeline.Telemetry, logger *slog.Logger
 	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, tel.Stage(pipeline.StageLogs))
 	tel.SetLogQueue(queue)
 	exp, err := otlp.NewLogExporter(otlp.LogOptions{
-		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Telemetry: tel,
+		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Store: store, Telemetry: tel,
 		Logger: logger.With("component", "otlp-logs"), Version: version,
 	})
 	if err != nil {
