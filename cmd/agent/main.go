@@ -23,8 +23,6 @@ import (
 	"github.com/dockscope/dockscope/exporters/otlp"
 	promexp "github.com/dockscope/dockscope/exporters/prometheus"
 	"github.com/dockscope/dockscope/pipeline"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -168,15 +166,16 @@ func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *
 	if err != nil {
 		return nil, err
 	}
-	promCollectors := []prometheus.Collector{promexp.NewSelfCollector(tel, store, build)}
+	var containers *promexp.ContainerCollector
 	if cfg.Exporters.Prometheus.Enabled {
-		promCollectors = append(promCollectors, promexp.NewContainerCollector(store))
+		containers = promexp.NewContainerCollector(store)
 	}
 	srv, err := promexp.NewServer(promexp.ServerOptions{
 		ListenAddress: cfg.Web.ListenAddress,
 		MetricsPath:   cfg.Web.TelemetryPath,
 		WebConfigFile: cfg.Web.ConfigFile,
-		Collectors:    promCollectors,
+		Containers:    containers,
+		Collectors:    []promexp.Collector{promexp.NewSelfCollector(tel, store, build)},
 		Ready:         coll.Ready,
 		Logger:        logger.With("component", "web"),
 		Version:       build.Version,

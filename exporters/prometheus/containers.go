@@ -3,9 +3,15 @@
 package prometheus
 
 import (
+	"fmt"
+	"io"
 	"maps"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -76,11 +82,20 @@ var (
 	famLogLagSec = family{"dockscope_container_log_checkpoint_lag_seconds", "How far the delivered (checkpointed) position is behind the newest line read, in Docker timestamps.", prometheus.GaugeValue, nil}
 )
 
-// ContainerCollector builds the container metrics at scrape time from the
+// ContainerCollector renders the container metrics at scrape time from the
 // store's latest snapshots, so a removed container's series are simply not
 // emitted any more: nothing goes stale.
+//
+// It writes the text exposition format itself instead of going through
+// client_golang's const metrics: at 200 containers (~7,600 series) the
+// const-metric path allocated 150,000 objects and took ~60 ms per scrape,
+// over the 50 ms budget; writing the lines directly costs a few
+// milliseconds. The agent's own metrics still go through client_golang.
 type ContainerCollector struct {
 	store *pipeline.Store
+	// emitters are reused across scrapes so the family buffers keep their
+	// capacity instead of being regrown (and cleared) every time.
+	emitters sync.Pool
 }
 
 // NewContainerCollector returns a collector reading store.
@@ -88,24 +103,74 @@ func NewContainerCollector(store *pipeline.Store) *ContainerCollector {
 	return &ContainerCollector{store: store}
 }
 
-// Describe sends nothing: the label set depends on the allow-listed
-// container labels present at scrape time, so this is an unchecked collector.
-func (*ContainerCollector) Describe(chan<- *prometheus.Desc) {}
-
-// Collect emits every container's series.
-func (c *ContainerCollector) Collect(ch chan<- prometheus.Metric) {
+// WriteText writes every container's series in the Prometheus text format
+// (version 0.0.4), one block per family, families sorted by name.
+func (c *ContainerCollector) WriteText(w io.Writer) error {
 	snaps := c.store.Snapshot()
-	labelKeys := labelColumns(snaps)
-	e := &emitter{ch: ch, labelNames: append([]string{"id", "name", "image"}, labelKeys.names...), descs: make(map[string]*prometheus.Desc)}
+	cols := labelColumns(snaps)
+	e, _ := c.emitters.Get().(*emitter)
+	if e == nil {
+		e = &emitter{families: make(map[string]*familyBuf)}
+	}
+	defer c.emitters.Put(e)
+	for _, fb := range e.families {
+		fb.lines = fb.lines[:0]
+	}
 	for i := range snaps {
 		s := &snaps[i]
 		e.base = e.base[:0]
-		e.base = append(e.base, s.Meta.CgroupPath, s.Meta.Name, s.Meta.Image)
-		for _, k := range labelKeys.keys {
-			e.base = append(e.base, s.Meta.Labels[k])
+		e.base = appendLabel(e.base, "id", s.Meta.CgroupPath)
+		e.base = appendLabel(append(e.base, ','), "name", s.Meta.Name)
+		e.base = appendLabel(append(e.base, ','), "image", s.Meta.Image)
+		for j, k := range cols.keys {
+			e.base = appendLabel(append(e.base, ','), cols.names[j], s.Meta.Labels[k])
 		}
 		e.container(s)
 	}
+	names := slices.Sorted(maps.Keys(e.families))
+	for _, name := range names {
+		fb := e.families[name]
+		if len(fb.lines) == 0 {
+			continue // emitted in an earlier scrape, not in this one
+		}
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, fb.f.help, name, typeName(fb.f.typ)); err != nil {
+			return err
+		}
+		if _, err := w.Write(fb.lines); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func typeName(t prometheus.ValueType) string {
+	if t == prometheus.CounterValue {
+		return "counter"
+	}
+	return "gauge"
+}
+
+// appendLabel appends name="value" with the text format's escaping; invalid
+// UTF-8 (possible in container labels) is replaced so the scrape parses.
+func appendLabel(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, '=', '"')
+	if !utf8.ValidString(value) {
+		value = strings.ToValidUTF8(value, "\uFFFD")
+	}
+	for i := 0; i < len(value); i++ {
+		switch c := value[i]; c {
+		case '\\':
+			b = append(b, '\\', '\\')
+		case '"':
+			b = append(b, '\\', '"')
+		case '\n':
+			b = append(b, '\\', 'n')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // columns maps the union of allow-listed label keys to their sanitized
@@ -146,28 +211,47 @@ func sanitizeLabelName(s string) string {
 	}, s)
 }
 
+// emitter accumulates the series of one scrape, grouped by family: the
+// text format wants each family's series together, while the snapshots
+// come container by container.
 type emitter struct {
-	ch         chan<- prometheus.Metric
-	labelNames []string
-	base       []string
-	descs      map[string]*prometheus.Desc
-	values     []string
+	families map[string]*familyBuf
+	base     []byte // the current container's labels, rendered
+}
+
+type familyBuf struct {
+	f     family
+	lines []byte
 }
 
 func (e *emitter) emit(f family, v float64, extra ...string) {
-	d, ok := e.descs[f.name]
+	fb, ok := e.families[f.name]
 	if !ok {
-		d = prometheus.NewDesc(f.name, f.help, append(slices.Clone(e.labelNames), f.extra...), nil)
-		e.descs[f.name] = d
+		fb = &familyBuf{f: f}
+		e.families[f.name] = fb
 	}
-	e.values = append(append(e.values[:0], e.base...), extra...)
-	m, err := prometheus.NewConstMetric(d, f.typ, v, e.values...)
-	if err != nil {
-		// Label values are validated UTF-8 by NewConstMetric; a container
-		// label with invalid bytes must not fail the whole scrape.
-		m = prometheus.NewInvalidMetric(d, err)
+	b := append(fb.lines, f.name...)
+	b = append(b, '{')
+	b = append(b, e.base...)
+	for i, val := range extra {
+		b = appendLabel(append(b, ','), f.extra[i], val)
 	}
-	e.ch <- m
+	b = append(b, '}', ' ')
+	b = appendFloat(b, v)
+	fb.lines = append(b, '\n')
+}
+
+// appendFloat formats a sample value as the text format expects.
+func appendFloat(b []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(b, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-Inf"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }
 
 func b2f(b bool) float64 {

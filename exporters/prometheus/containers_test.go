@@ -10,7 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -55,9 +57,25 @@ func testStore(t *testing.T) *pipeline.Store {
 	return s
 }
 
-// scrape renders the collector's output in the text format, with
-// container_last_seen removed because it holds the wall clock.
-func scrape(t *testing.T, c prometheus.Collector) string {
+// scrape renders the container series, with container_last_seen removed
+// because it holds the wall clock.
+func scrape(t *testing.T, c *ContainerCollector) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := c.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.SplitAfter(buf.String(), "\n") {
+		if !strings.Contains(line, "container_last_seen") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
+}
+
+// gather renders a client_golang collector in the text format.
+func gather(t *testing.T, c prometheus.Collector) string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
@@ -94,13 +112,44 @@ func TestContainerMetricsGolden(t *testing.T) {
 	}
 }
 
-func TestContainerMetricsLint(t *testing.T) {
-	problems, err := testutil.CollectAndLint(NewContainerCollector(testStore(t)))
+func TestContainerMetricsParseAndLint(t *testing.T) {
+	var buf bytes.Buffer
+	if err := NewContainerCollector(testStore(t)).WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	// The standard parser must accept it (one block per family, escaping).
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := parser.TextToMetricFamilies(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatalf("text output does not parse: %v", err)
+	}
+	if got := len(mfs["container_state"].GetMetric()); got != 14 {
+		t.Errorf("container_state has %d series, want 7 states × 2 containers", got)
+	}
+	problems, err := promlint.New(bytes.NewReader(buf.Bytes())).Lint()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestOddLabelValuesAreEscaped(t *testing.T) {
+	s := pipeline.NewStore()
+	s.Upsert(pipeline.ContainerMeta{ID: "x", CgroupPath: "/docker/x", Name: "odd", Image: "i",
+		Labels: map[string]string{"note": "a \"quoted\" \\ back\nslash \xff"}}, pipeline.ContainerState{Status: "exited"}, pipeline.ContainerSpec{})
+	var buf bytes.Buffer
+	NewContainerCollector(s).WriteText(&buf)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := parser.TextToMetricFamilies(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatalf("odd label does not parse: %v", err)
+	}
+	for _, lp := range mfs["container_info"].GetMetric()[0].GetLabel() {
+		if lp.GetName() == "container_label_note" && lp.GetValue() != "a \"quoted\" \\ back\nslash \uFFFD" {
+			t.Errorf("label value round-tripped as %q", lp.GetValue())
+		}
 	}
 }
 
@@ -142,7 +191,7 @@ func TestSelfMetrics(t *testing.T) {
 	tel.Stage(pipeline.StageStats).In.Add(5)
 	tel.Stage(pipeline.StageStats).Dropped.Add(1)
 	c := NewSelfCollector(tel, testStore(t), BuildInfo{Version: "1.0.0", Revision: "abc", GoVersion: "go1.26"})
-	out := scrape(t, c)
+	out := gather(t, c)
 	for _, want := range []string{
 		`dockscope_build_info{goversion="go1.26",revision="abc",version="1.0.0"} 1`,
 		`dockscope_docker_info{api_version="1.41",cgroup_version="1",os_type="linux",version="20.10.24"} 1`,

@@ -1,17 +1,22 @@
 package prometheus
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/exporter-toolkit/web"
 )
 
@@ -25,10 +30,13 @@ type ServerOptions struct {
 	// WebConfigFile is an exporter-toolkit web configuration (TLS, basic
 	// auth); empty serves plain HTTP.
 	WebConfigFile string
-	Collectors    []Collector
-	Ready         ReadyFunc
-	Logger        *slog.Logger
-	Version       string
+	// Containers renders the container series; nil serves none.
+	Containers *ContainerCollector
+	// Collectors are the agent's own metrics, gathered with client_golang.
+	Collectors []Collector
+	Ready      ReadyFunc
+	Logger     *slog.Logger
+	Version    string
 }
 
 // Server serves /metrics, /healthz and /readyz.
@@ -59,13 +67,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(opts.MetricsPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError),
-		ErrorHandling: promhttp.ContinueOnError,
-		// Scrapes are cheap, but a stuck client must not pile them up.
-		MaxRequestsInFlight: 4,
-		Timeout:             30 * time.Second,
-	}))
+	mux.Handle(opts.MetricsPath, &metricsHandler{
+		reg:        reg,
+		containers: opts.Containers,
+		log:        opts.Logger,
+		// Scrapes are cheap, but stuck clients must not pile them up.
+		inflight: make(chan struct{}, 4),
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -143,3 +151,63 @@ func (s *Server) Run(ctx context.Context) error {
 // Collector is a prometheus.Collector, named here so callers need not
 // import client_golang.
 type Collector = prometheus.Collector
+
+// metricsHandler serves the container series, written directly, followed
+// by the registry's (the agent's own, Go runtime and process metrics), in
+// the text format.
+type metricsHandler struct {
+	reg        *prometheus.Registry
+	containers *ContainerCollector
+	log        *slog.Logger
+	inflight   chan struct{}
+	bufs       sync.Pool // response buffers, reused across scrapes
+}
+
+var textFormat = expfmt.NewFormat(expfmt.TypeTextPlain)
+
+func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.inflight <- struct{}{}:
+		defer func() { <-h.inflight }()
+	default:
+		http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
+		return
+	}
+	buf, _ := h.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	defer h.bufs.Put(buf)
+	if h.containers != nil {
+		if err := h.containers.WriteText(buf); err != nil {
+			http.Error(w, "rendering container metrics: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		// Like promhttp's ContinueOnError: serve what could be gathered.
+		h.log.Error("gathering agent metrics", "err", err)
+	}
+	enc := expfmt.NewEncoder(buf, textFormat)
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			http.Error(w, "encoding agent metrics: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", string(textFormat))
+	var out io.Writer = w
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		// BestSpeed: the scrape is usually local, and the agent's CPU is
+		// what users watch.
+		w.Header().Set("Content-Encoding", "gzip")
+		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		defer zw.Close()
+		out = zw
+	}
+	if _, err := out.Write(buf.Bytes()); err != nil {
+		h.log.Debug("writing scrape response", "err", err)
+	}
+}

@@ -39,7 +39,8 @@ func TestServerEndpoints(t *testing.T) {
 	srv, err := NewServer(ServerOptions{
 		ListenAddress: "127.0.0.1:0",
 		MetricsPath:   "/metrics",
-		Collectors:    []Collector{NewContainerCollector(store), NewSelfCollector(pipeline.NewTelemetry(), store, BuildInfo{Version: "t"})},
+		Containers:    NewContainerCollector(store),
+		Collectors:    []Collector{NewSelfCollector(pipeline.NewTelemetry(), store, BuildInfo{Version: "t"})},
 		Ready: func() (bool, string) {
 			if ready.Load() {
 				return true, ""

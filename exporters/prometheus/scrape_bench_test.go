@@ -1,0 +1,57 @@
+package prometheus
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// benchStore holds n running containers with a full sample each, like the
+// overhead benchmark's hosts.
+func benchStore(n int) *pipeline.Store {
+	s := pipeline.NewStore()
+	now := time.Now()
+	for i := range n {
+		id := fmt.Sprintf("%064x", i)
+		s.Upsert(pipeline.ContainerMeta{ID: id, CgroupPath: "/docker/" + id, Name: fmt.Sprintf("bench-%d", i), Image: "dockscope-bench-workload:latest",
+			ImageName: "dockscope-bench-workload", ImageTag: "latest", ImageID: "sha256:" + id, Hostname: "vm"},
+			pipeline.ContainerState{Status: "running", StartedAt: now}, pipeline.ContainerSpec{CPUShares: 1024})
+		s.SetStats(id, pipeline.Stats{Read: now, CPUTotal: time.Second, MemoryUsage: 1 << 20, Pids: 3,
+			Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 100}}})
+	}
+	return s
+}
+
+func BenchmarkScrape(b *testing.B) {
+	for _, gzip := range []bool{false, true} {
+		b.Run(fmt.Sprintf("containers=210/gzip=%v", gzip), func(b *testing.B) {
+			store := benchStore(210)
+			srv, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics",
+				Containers: NewContainerCollector(store), Ready: func() (bool, string) { return true, "" },
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.listener.Close()
+			h := srv.srv.Handler
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+				if gzip {
+					req.Header.Set("Accept-Encoding", "gzip")
+				}
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatal(w.Code)
+				}
+			}
+		})
+	}
+}
