@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -61,12 +62,29 @@ type readiness struct {
 // New builds a collector. It does no I/O: an unreachable daemon is not an
 // error here, Run keeps retrying.
 func New(opts Options) (*Collector, error) {
-	clientOpts := []client.Opt{client.FromEnv}
+	// A transport of our own: the default keeps only 2 idle connections
+	// per host, so a round of stats requests at concurrency 8 would dial
+	// (and make dockerd accept) a new connection for most requests.
+	transport := &http.Transport{
+		MaxIdleConns:        opts.Config.Stats.Concurrency + 8,
+		MaxIdleConnsPerHost: opts.Config.Stats.Concurrency + 8,
+		IdleConnTimeout:     2 * opts.Config.Stats.Interval,
+	}
+	clientOpts := []client.Opt{
+		client.WithHTTPClient(&http.Client{Transport: transport}),
+		client.WithHost(client.DefaultDockerHost), // DOCKER_HOST or the config override it
+		client.FromEnv,
+	}
 	if h := opts.Config.Docker.Host; h != "" {
 		clientOpts = append(clientOpts, client.WithHost(h))
 	}
 	if v := opts.Config.Docker.APIVersion; v != "" {
 		clientOpts = append(clientOpts, client.WithAPIVersion(v))
+	}
+	if os.Getenv("DOCKER_CERT_PATH") == "" && os.Getenv("DOCKER_TLS_VERIFY") == "" {
+		// The client infers https from a cloned transport's TLS settings;
+		// without TLS variables it is plain HTTP (unix socket or tcp).
+		clientOpts = append(clientOpts, client.WithScheme("http"))
 	}
 	cli, err := client.New(clientOpts...)
 	if err != nil {

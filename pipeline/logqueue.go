@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Overflow is what a full LogQueue does with a new record.
@@ -17,9 +18,20 @@ const (
 	Drop
 )
 
-// recordOverhead approximates a record's memory beyond its body, so that a
-// queue of empty lines is bounded too.
-const recordOverhead = 96
+// recordOverhead is a queued record's memory beyond its body, so that a
+// queue of empty lines is bounded too. The queue stores records in
+// fixed-size blocks, so there is no growth slack to add.
+const recordOverhead = int64(unsafe.Sizeof(LogRecord{}))
+
+// blockRecords is how many records one queue block holds.
+const blockRecords = 512
+
+// block is one link of the queue's FIFO: records[head:tail] are queued.
+type block struct {
+	records    [blockRecords]LogRecord
+	head, tail int
+	next       *block
+}
 
 // RecordSize is what a record counts against the queue's byte bound.
 func RecordSize(r *LogRecord) int64 { return int64(len(r.Body)) + recordOverhead }
@@ -32,11 +44,12 @@ type LogQueue struct {
 	overflow Overflow
 	counters *StageCounters
 
-	mu      sync.Mutex
-	records []LogRecord // FIFO: records[head:]
-	head    int
-	bytes   int64
-	closed  bool
+	mu          sync.Mutex
+	first, last *block // FIFO of blocks, oldest first
+	spare       *block // one emptied block kept for reuse
+	count       int
+	bytes       int64
+	closed      bool
 
 	notEmpty chan struct{} // signalled when records arrive
 	notFull  chan struct{} // signalled when records leave
@@ -75,7 +88,7 @@ func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
 			return false, context.Canceled
 		}
 		if q.bytes+size <= q.limit || q.bytes == 0 {
-			q.records = append(q.records, r)
+			q.append(r)
 			q.bytes += size
 			room := q.bytes < q.limit
 			q.mu.Unlock()
@@ -112,7 +125,27 @@ func (q *LogQueue) Bytes() int64 {
 func (q *LogQueue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.records) - q.head
+	return q.count
+}
+
+// append adds a record at the tail; q.mu is held.
+func (q *LogQueue) append(r LogRecord) {
+	if q.last == nil || q.last.tail == blockRecords {
+		b := q.spare
+		q.spare = nil
+		if b == nil {
+			b = new(block)
+		}
+		if q.last == nil {
+			q.first = b
+		} else {
+			q.last.next = b
+		}
+		q.last = b
+	}
+	q.last.records[q.last.tail] = r
+	q.last.tail++
+	q.count++
 }
 
 // Close wakes every waiter; Push fails from then on, PopBatch drains what is
@@ -164,32 +197,42 @@ func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64,
 func (q *LogQueue) full(maxRecords int, maxBytes int64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.records)-q.head >= maxRecords || q.bytes >= maxBytes || q.closed
+	return q.count >= maxRecords || q.bytes >= maxBytes || q.closed
 }
 
 func (q *LogQueue) take(maxRecords int, maxBytes int64) []LogRecord {
 	q.mu.Lock()
-	n, size := 0, int64(0)
-	for i := q.head; i < len(q.records) && n < maxRecords; i++ {
-		s := RecordSize(&q.records[i])
-		if n > 0 && size+s > maxBytes {
+	var out []LogRecord
+	size := int64(0)
+	for q.first != nil && len(out) < maxRecords {
+		b := q.first
+		if b.head == b.tail {
+			if b.tail < blockRecords {
+				break // the tail block, empty for now
+			}
+			q.first = b.next
+			if q.first == nil {
+				q.last = nil
+			}
+			*b = block{} // let the bodies be collected
+			q.spare = b
+			continue
+		}
+		s := RecordSize(&b.records[b.head])
+		if len(out) > 0 && size+s > maxBytes {
 			break
 		}
-		n++
+		if out == nil {
+			out = make([]LogRecord, 0, min(maxRecords, q.count))
+		}
+		out = append(out, b.records[b.head])
+		b.records[b.head] = LogRecord{}
+		b.head++
 		size += s
 	}
-	out := make([]LogRecord, n)
-	copy(out, q.records[q.head:q.head+n])
-	clear(q.records[q.head : q.head+n]) // let the bodies be collected
-	q.head += n
+	q.count -= len(out)
 	q.bytes -= size
-	// Compact when the consumed prefix dominates, so the backing array
-	// does not grow without bound.
-	if q.head > len(q.records)/2 {
-		q.records = append(q.records[:0], q.records[q.head:]...)
-		q.head = 0
-	}
-	remaining := len(q.records) - q.head
+	remaining := q.count
 	q.mu.Unlock()
 	signal(q.notFull)
 	if remaining > 0 {

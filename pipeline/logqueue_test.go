@@ -137,3 +137,30 @@ func TestLogQueueCancelAndClose(t *testing.T) {
 		t.Fatal("PopBatch on a closed, empty queue must return at once")
 	}
 }
+
+func TestLogQueueOrderAcrossBlocks(t *testing.T) {
+	q := NewLogQueue(1<<30, Block, new(StageCounters))
+	ctx := context.Background()
+	next := 0
+	pushed := 0
+	for round := range 5 {
+		for range 700 + round*300 { // spans several blocks, refilling the spare
+			q.Push(ctx, rec(pushed, ""))
+			pushed++
+		}
+		for q.Len() > 0 {
+			for _, r := range q.PopBatch(ctx, 300, 1<<30, 0) {
+				if want := fmt.Sprintf("%d ", next); string(r.Body) != want {
+					t.Fatalf("got %q, want %q", r.Body, want)
+				}
+				next++
+			}
+		}
+		if q.Bytes() != 0 {
+			t.Fatalf("empty queue holds %d bytes", q.Bytes())
+		}
+	}
+	if next != pushed {
+		t.Fatalf("popped %d of %d", next, pushed)
+	}
+}
