@@ -64,7 +64,9 @@ type Filter struct {
 // StatsConfig controls resource sampling.
 type StatsConfig struct {
 	Interval time.Duration `yaml:"interval"`
-	// Concurrency bounds the stats requests in flight at once.
+	// Concurrency bounds the stats requests in flight at once. Engine 20.10
+	// answers a repeated one-shot request on its next 1 s stats tick, so a
+	// round takes about containers/Concurrency seconds.
 	Concurrency int `yaml:"concurrency"`
 }
 
@@ -165,7 +167,7 @@ func Default() Config {
 		},
 		Stats: StatsConfig{
 			Interval:    10 * time.Second,
-			Concurrency: 8,
+			Concurrency: 64,
 		},
 		Logs: LogsConfig{
 			Enabled:      true,
