@@ -1,0 +1,265 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// Every object the benchmark creates carries benchLabel; runLabel tells this
+// run's containers from those of another run, so that cleanup never touches
+// anything it did not create.
+const (
+	benchLabel = "dockscope.bench"
+	runLabel   = "dockscope.bench.run"
+	imageTag   = "dockscope-bench-workload:latest"
+)
+
+// engine is the benchmark's handle on the Docker Engine.
+type engine struct {
+	cli        *client.Client
+	runID      string
+	log        *slog.Logger
+	builtImage bool // removeImage has something to remove
+}
+
+func newEngine(runID string, log *slog.Logger) (*engine, error) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, fmt.Errorf("creating the Docker client: %w", err)
+	}
+	return &engine{cli: cli, runID: runID, log: log}, nil
+}
+
+// buildImage makes the workload image FROM scratch with the legacy builder,
+// which needs no registry (nothing is pulled for scratch).
+func (e *engine) buildImage(ctx context.Context, workloadBin string) error {
+	bin, err := os.ReadFile(workloadBin)
+	if err != nil {
+		return fmt.Errorf("reading the workload binary: %w", err)
+	}
+	dockerfile := fmt.Sprintf("FROM scratch\nLABEL %s=1\nCOPY workload /workload\nENTRYPOINT [\"/workload\"]\n", benchLabel)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range []struct {
+		name string
+		mode int64
+		data []byte
+	}{{"Dockerfile", 0o644, []byte(dockerfile)}, {"workload", 0o755, bin}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
+			return fmt.Errorf("writing the build context: %w", err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return fmt.Errorf("writing the build context: %w", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("writing the build context: %w", err)
+	}
+
+	res, err := e.cli.ImageBuild(ctx, &buf, client.ImageBuildOptions{
+		Tags:        []string{imageTag},
+		Remove:      true,
+		ForceRemove: true,
+		Version:     build.BuilderV1,
+	})
+	if err != nil {
+		return fmt.Errorf("building %s: %w", imageTag, err)
+	}
+	defer res.Body.Close()
+	// The build reports failure inside its JSON stream, not by status code.
+	dec := json.NewDecoder(res.Body)
+	for {
+		var msg struct {
+			Error string `json:"error"`
+		}
+		if err := dec.Decode(&msg); err == io.EOF {
+			e.builtImage = true
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("reading the build output of %s: %w", imageTag, err)
+		}
+		if msg.Error != "" {
+			return fmt.Errorf("building %s: %s", imageTag, msg.Error)
+		}
+	}
+}
+
+// removeImage removes the workload image. Containers of other runs may
+// still use it; then it stays, which is harmless.
+func (e *engine) removeImage(ctx context.Context) {
+	if !e.builtImage {
+		return
+	}
+	if _, err := e.cli.ImageRemove(ctx, imageTag, client.ImageRemoveOptions{PruneChildren: true}); err != nil {
+		e.log.Warn("removing the workload image", "image", imageTag, "err", err)
+	}
+}
+
+// containerSpec is one container to start.
+type containerSpec struct {
+	name string
+	cmd  []string
+}
+
+// benchSpecs lists n idle and m chatty containers. The chatty ones log 20
+// 70-byte lines a second for as long as the benchmark could run.
+func benchSpecs(runID string, n, m int) []containerSpec {
+	specs := make([]containerSpec, 0, n+m)
+	for i := range n {
+		specs = append(specs, containerSpec{
+			name: fmt.Sprintf("dockscope-bench-%s-idle-%03d", runID, i),
+			cmd:  []string{"sleep"},
+		})
+	}
+	for i := range m {
+		specs = append(specs, containerSpec{
+			name: fmt.Sprintf("dockscope-bench-%s-chatty-%03d", runID, i),
+			cmd:  []string{"log", "-lines", "100000000", "-rate", "20", "-line-bytes", "70", "-then", "sleep"},
+		})
+	}
+	return specs
+}
+
+// startContainers creates and starts every spec, at most parallel at a time
+// (the daemon serialises much of container start; more only queues).
+func (e *engine) startContainers(ctx context.Context, specs []containerSpec, parallel int) error {
+	// The log driver is pinned so the chatty containers are read the same
+	// way whatever the daemon's default, and bounded so a forgotten run
+	// cannot fill the disk.
+	hostCfg := &container.HostConfig{
+		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
+	}
+	labels := map[string]string{benchLabel: "1", runLabel: e.runID}
+	return forEachLimited(ctx, len(specs), parallel, func(ctx context.Context, i int) error {
+		s := specs[i]
+		created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+			Name:       s.name,
+			Config:     &container.Config{Image: imageTag, Cmd: s.cmd, Labels: labels},
+			HostConfig: hostCfg,
+		})
+		if err != nil {
+			return fmt.Errorf("creating container %s: %w", s.name, err)
+		}
+		if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+			return fmt.Errorf("starting container %s: %w", s.name, err)
+		}
+		return nil
+	})
+}
+
+// listOwn lists this run's containers, running or not.
+func (e *engine) listOwn(ctx context.Context) ([]container.Summary, error) {
+	res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", runLabel+"="+e.runID),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the benchmark's containers: %w", err)
+	}
+	return res.Items, nil
+}
+
+// waitRunning waits until want of this run's containers are running. A
+// container that exited is an error at once: it will not come back.
+func (e *engine) waitRunning(ctx context.Context, want int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		items, err := e.listOwn(ctx)
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, c := range items {
+			switch c.State {
+			case container.StateRunning:
+				running++
+			case container.StateExited, container.StateDead:
+				return fmt.Errorf("container %s is %s (%s)", strings.Join(c.Names, ","), c.State, c.Status)
+			}
+		}
+		if running >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d running containers (%d running): %w", want, running, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// removeOwn force-removes this run's containers.
+func (e *engine) removeOwn(ctx context.Context, parallel int) error {
+	items, err := e.listOwn(ctx)
+	if err != nil {
+		return err
+	}
+	return forEachLimited(ctx, len(items), parallel, func(ctx context.Context, i int) error {
+		_, err := e.cli.ContainerRemove(ctx, items[i].ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil {
+			return fmt.Errorf("removing container %s: %w", strings.Join(items[i].Names, ","), err)
+		}
+		return nil
+	})
+}
+
+// foreignRunning counts running containers that are not this run's: other
+// work on the host that loads the daemon and skews the daemon figures.
+func (e *engine) foreignRunning(ctx context.Context) (int, error) {
+	res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("listing running containers: %w", err)
+	}
+	n := 0
+	for _, c := range res.Items {
+		if c.Labels[runLabel] != e.runID {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// forEachLimited runs fn(0..n-1) with at most limit in flight. It does not
+// stop at the first error (so a cleanup removes all it can) and returns all
+// errors joined.
+func forEachLimited(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, max(limit, 1))
+	)
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
