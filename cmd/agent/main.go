@@ -133,10 +133,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// series do not vanish when the configuration is reloaded.
 	store := pipeline.NewStore()
 	tel := pipeline.NewTelemetry()
+	var web *webServer
+	defer func() {
+		if web != nil {
+			web.stop()
+		}
+	}()
 	for {
 		logger := newLogger(cfg.Agent, stderr)
 		logger.Info("starting dockscope", "version", build.Version, "config", f.configFile)
-		next, err := runAgent(ctx, cfg, hup, f, agentState{store: store, tel: tel, build: build, logger: logger})
+		// The listener survives reloads that leave the web section alone,
+		// so Prometheus never sees a refused scrape because of a SIGHUP.
+		if web == nil || web.cfg != cfg.Web {
+			if web != nil {
+				web.stop()
+			}
+			if web, err = startWeb(cfg.Web, tel, store, build, logger); err != nil {
+				logger.Error("dockscope stopped", "err", err)
+				return exitFailed
+			}
+		}
+		next, err := runAgent(ctx, cfg, hup, f, agentState{store: store, tel: tel, build: build, logger: logger, web: web})
 		if err != nil {
 			logger.Error("dockscope stopped", "err", err)
 			return exitFailed
@@ -147,6 +164,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg = next
 	}
+}
+
+// webServer is the HTTP endpoint and the goroutine serving it, owned by run.
+type webServer struct {
+	cfg    config.WebConfig
+	srv    *promexp.Server
+	cancel context.CancelFunc
+	done   chan struct{} // closed when serving ends; err is set before
+	err    error
+}
+
+func startWeb(cfg config.WebConfig, tel *pipeline.Telemetry, store *pipeline.Store, build promexp.BuildInfo, logger *slog.Logger) (*webServer, error) {
+	srv, err := promexp.NewServer(promexp.ServerOptions{
+		ListenAddress: cfg.ListenAddress,
+		MetricsPath:   cfg.TelemetryPath,
+		WebConfigFile: cfg.ConfigFile,
+		Collectors:    []promexp.Collector{promexp.NewSelfCollector(tel, store, build)},
+		Logger:        logger.With("component", "web"),
+		Version:       build.Version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("serving metrics", "address", srv.Addr().String(), "path", cfg.TelemetryPath)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &webServer{cfg: cfg, srv: srv, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.err = srv.Run(ctx)
+	}()
+	return w, nil
+}
+
+func (w *webServer) stop() {
+	w.cancel()
+	<-w.done
 }
 
 // runAgent runs one configuration until a signal ends the process (nil,
@@ -170,26 +223,20 @@ func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *
 	if cfg.Exporters.Prometheus.Enabled {
 		containers = promexp.NewContainerCollector(store)
 	}
-	srv, err := promexp.NewServer(promexp.ServerOptions{
-		ListenAddress: cfg.Web.ListenAddress,
-		MetricsPath:   cfg.Web.TelemetryPath,
-		WebConfigFile: cfg.Web.ConfigFile,
-		Containers:    containers,
-		Collectors:    []promexp.Collector{promexp.NewSelfCollector(tel, store, build)},
-		Ready:         coll.Ready,
-		Logger:        logger.With("component", "web"),
-		Version:       build.Version,
-	})
-	if err != nil {
-		return nil, err
-	}
-	logger.Info("serving metrics", "address", srv.Addr().String(), "path", cfg.Web.TelemetryPath)
+	st.web.srv.SetSources(containers, coll.Ready)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return coll.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-st.web.done:
+			return st.web.err
+		}
+	})
 	if cfg.Exporters.OTLP.Enabled(os.Getenv) {
 		interval := cfg.Exporters.OTLP.Interval
 		if interval == 0 {
@@ -246,6 +293,7 @@ type agentState struct {
 	tel    *pipeline.Telemetry
 	logger *slog.Logger
 	build  promexp.BuildInfo
+	web    *webServer
 }
 
 // logPath is the log pipeline's wiring: readers (in the collector) push into

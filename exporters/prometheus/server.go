@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,12 +32,14 @@ type ServerOptions struct {
 	// auth); empty serves plain HTTP.
 	WebConfigFile string
 	// Containers renders the container series; nil serves none.
+	// SetSources replaces it and Ready while the server runs.
 	Containers *ContainerCollector
 	// Collectors are the agent's own metrics, gathered with client_golang.
 	Collectors []Collector
-	Ready      ReadyFunc
-	Logger     *slog.Logger
-	Version    string
+	// Ready answers /readyz; nil reads as not ready.
+	Ready   ReadyFunc
+	Logger  *slog.Logger
+	Version string
 }
 
 // Server serves /metrics, /healthz and /readyz.
@@ -44,6 +47,20 @@ type Server struct {
 	opts     ServerOptions
 	listener net.Listener
 	srv      *http.Server
+	sources  atomic.Pointer[sources]
+}
+
+// sources are what a configuration reload replaces; the listener and the
+// agent's own metrics outlive reloads so scrapes are never refused.
+type sources struct {
+	containers *ContainerCollector
+	ready      ReadyFunc
+}
+
+// SetSources swaps the container series and the readiness check, for a
+// configuration reload. A nil ready reads as not ready.
+func (s *Server) SetSources(containers *ContainerCollector, ready ReadyFunc) {
+	s.sources.Store(&sources{containers: containers, ready: ready})
 }
 
 // NewServer validates the web configuration and binds the listen address,
@@ -66,11 +83,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 	}
 
+	s := &Server{opts: opts}
+	s.SetSources(opts.Containers, opts.Ready)
 	mux := http.NewServeMux()
 	mux.Handle(opts.MetricsPath, &metricsHandler{
-		reg:        reg,
-		containers: opts.Containers,
-		log:        opts.Logger,
+		reg:     reg,
+		sources: &s.sources,
+		log:     opts.Logger,
 		// Scrapes are cheap, but stuck clients must not pile them up.
 		inflight: make(chan struct{}, 4),
 	})
@@ -78,7 +97,10 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, reason := opts.Ready()
+		ok, reason := false, "starting"
+		if ready := s.sources.Load().ready; ready != nil {
+			ok, reason = ready()
+		}
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: %s\n", reason)
@@ -106,14 +128,12 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", opts.ListenAddress, err)
 	}
-	return &Server{
-		opts:     opts,
-		listener: l,
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
-		},
-	}, nil
+	s.listener = l
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return s, nil
 }
 
 // Addr is the bound address (useful with port 0).
@@ -156,11 +176,11 @@ type Collector = prometheus.Collector
 // by the registry's (the agent's own, Go runtime and process metrics), in
 // the text format.
 type metricsHandler struct {
-	reg        *prometheus.Registry
-	containers *ContainerCollector
-	log        *slog.Logger
-	inflight   chan struct{}
-	bufs       sync.Pool // response buffers, reused across scrapes
+	reg      *prometheus.Registry
+	sources  *atomic.Pointer[sources]
+	log      *slog.Logger
+	inflight chan struct{}
+	bufs     sync.Pool // response buffers, reused across scrapes
 }
 
 var textFormat = expfmt.NewFormat(expfmt.TypeTextPlain)
@@ -179,8 +199,8 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	buf.Reset()
 	defer h.bufs.Put(buf)
-	if h.containers != nil {
-		if err := h.containers.WriteText(buf); err != nil {
+	if containers := h.sources.Load().containers; containers != nil {
+		if err := containers.WriteText(buf); err != nil {
 			http.Error(w, "rendering container metrics: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
