@@ -433,3 +433,8 @@ func (b *bench) noteForeign(ctx context.Context, r *result, when string) {
 		r.notes = append(r.notes, fmt.Sprintf("%d other container(s) running on the host %s (they load the daemon too)", n, when))
 	}
 }
+
+// sinceSeconds is a small helper for progress lines.
+func sinceSeconds(t time.Time) string {
+	return fmt.Sprintf("%.1fs", time.Since(t).Seconds())
+}

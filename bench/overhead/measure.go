@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dockscope/dockscope/bench/internal/procfs"
 	"sync"
 	"time"
 )
@@ -11,19 +12,19 @@ import (
 // reading is the CPU counters at one instant.
 type reading struct {
 	at     time.Time
-	host   hostTicks
-	daemon cpuSnapshot
-	agent  cpuSnapshot // nil without an agent
+	host   procfs.HostTicks
+	daemon procfs.CPUSnapshot
+	agent  procfs.CPUSnapshot // nil without an agent
 }
 
 // read takes a reading. agent is nil for none; it reads a whole process
 // tree or one process. The scan of /proc can take a while on a loaded host,
 // so the reading is stamped with the middle of it.
-func read(agent func() (cpuSnapshot, error)) (reading, error) {
+func read(agent func() (procfs.CPUSnapshot, error)) (reading, error) {
 	start := time.Now()
 	var r reading
 	var err error
-	if r.host, err = readHostTicks(); err != nil {
+	if r.host, err = procfs.ReadHostTicks(); err != nil {
 		return r, fmt.Errorf("reading the host's CPU: %w", err)
 	}
 	if agent != nil {
@@ -31,7 +32,7 @@ func read(agent func() (cpuSnapshot, error)) (reading, error) {
 			return r, fmt.Errorf("reading the agent's CPU: %w", err)
 		}
 	}
-	if r.daemon, err = daemonCPU(); err != nil {
+	if r.daemon, err = procfs.DaemonCPU(); err != nil {
 		return r, fmt.Errorf("reading the daemon's CPU: %w", err)
 	}
 	r.at = start.Add(time.Since(start) / 2)
@@ -61,8 +62,8 @@ func measureBaseline(ctx context.Context, window time.Duration) (baseline, error
 	took := end.at.Sub(start.at)
 	return baseline{
 		took:      took,
-		daemonCPU: cpuSecondsBetween(start.daemon, end.daemon),
-		hostBusy:  busyCores(start.host, end.host, took),
+		daemonCPU: procfs.SecondsBetween(start.daemon, end.daemon),
+		hostBusy:  procfs.BusyCores(start.host, end.host, took),
 	}, nil
 }
 
@@ -83,9 +84,9 @@ type agentWindow struct {
 // (sh -c) rather than one process.
 func measureAgent(ctx context.Context, a *agentProc, tree bool, s *scraper, scrapeEvery, window time.Duration) (agentWindow, error) {
 	var w agentWindow
-	agentCPU := func() (cpuSnapshot, error) { return ownCPU(a.pid()) }
+	agentCPU := func() (procfs.CPUSnapshot, error) { return procfs.OwnCPU(a.pid()) }
 	if tree {
-		agentCPU = func() (cpuSnapshot, error) { return treeCPU(a.pid()) }
+		agentCPU = func() (procfs.CPUSnapshot, error) { return procfs.TreeCPU(a.pid()) }
 	}
 	start, err := read(agentCPU)
 	if err != nil {
@@ -99,7 +100,7 @@ func measureAgent(ctx context.Context, a *agentProc, tree bool, s *scraper, scra
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
-			if rss, _, err := treeMemKiB(a.pid()); err == nil {
+			if rss, _, err := procfs.TreeMemKiB(a.pid()); err == nil {
 				mu.Lock()
 				w.maxRSSKiB = max(w.maxRSSKiB, rss)
 				mu.Unlock()
@@ -148,12 +149,12 @@ func measureAgent(ctx context.Context, a *agentProc, tree bool, s *scraper, scra
 		var end reading
 		end, err = read(agentCPU)
 		var hwmErr error
-		_, w.hwmKiB, hwmErr = treeMemKiB(a.pid())
+		_, w.hwmKiB, hwmErr = procfs.TreeMemKiB(a.pid())
 		if err = errors.Join(err, hwmErr); err == nil {
 			w.took = end.at.Sub(start.at)
-			w.agentCPU = cpuSecondsBetween(start.agent, end.agent)
-			w.daemonCPU = cpuSecondsBetween(start.daemon, end.daemon)
-			w.hostBusy = busyCores(start.host, end.host, w.took)
+			w.agentCPU = procfs.SecondsBetween(start.agent, end.agent)
+			w.daemonCPU = procfs.SecondsBetween(start.daemon, end.daemon)
+			w.hostBusy = procfs.BusyCores(start.host, end.host, w.took)
 		} else {
 			err = fmt.Errorf("at the end of the window: %w", err)
 		}
