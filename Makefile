@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build setup test unit integration lint fuzz bench clean
+.PHONY: all build setup test unit integration lint fuzz bench bench-logs clean
 
 all: build
 
@@ -40,9 +40,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDemux$$' -fuzztime $(FUZZTIME) ./collector/logparse/
 	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' -fuzztime $(FUZZTIME) ./collector/logparse/
 
-## bench: the overhead benchmark (see README, Performance)
-bench: build
+## bench: the overhead benchmark (see README, Performance); about 10 minutes
+bench:
 	$(GO) run ./bench/overhead
+
+## bench-logs: the log throughput benchmark (see README, Performance); about 10 minutes
+bench-logs: setup
+	$(GO) run ./bench/logs
 
 clean:
 	rm -rf bin
