@@ -317,7 +317,7 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 	}
 	defer body.Close()
 
-	lines := logparse.NewReader(body, t.tty, m.opts.MaxLineBytes)
+	lines := logparse.NewReader(&coalescingReader{r: body}, t.tty, m.opts.MaxLineBytes)
 	counts := m.c.store.LogCounters(t.id)
 	var slab []byte
 	emit := func(line logparse.Line) error {

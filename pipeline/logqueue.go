@@ -50,6 +50,11 @@ type LogQueue struct {
 	count       int
 	bytes       int64
 	closed      bool
+	// While PopBatch lingers it needs waking only when a batch is ready:
+	// a wake-up per record would cost the exporter a goroutine switch per
+	// line. Zero wakes it on every record.
+	wakeRecords int
+	wakeBytes   int64
 
 	notEmpty chan struct{} // signalled when records arrive
 	notFull  chan struct{} // signalled when records leave
@@ -91,9 +96,12 @@ func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
 			q.append(r)
 			q.bytes += size
 			room := q.bytes < q.limit
+			wake := q.count >= q.wakeRecords || q.bytes >= q.wakeBytes
 			q.mu.Unlock()
 			q.counters.In.Add(1)
-			signal(q.notEmpty)
+			if wake {
+				signal(q.notEmpty)
+			}
 			if room {
 				// notFull wakes one waiter; pass the wake-up on to the
 				// next blocked reader while there is room.
@@ -177,6 +185,14 @@ func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64,
 		}
 	}
 	if linger > 0 && !q.full(maxRecords, maxBytes) {
+		q.mu.Lock()
+		q.wakeRecords, q.wakeBytes = maxRecords, maxBytes
+		q.mu.Unlock()
+		defer func() {
+			q.mu.Lock()
+			q.wakeRecords, q.wakeBytes = 0, 0
+			q.mu.Unlock()
+		}()
 		timer := time.NewTimer(linger)
 	wait:
 		for !q.full(maxRecords, maxBytes) {

@@ -44,10 +44,26 @@ func TestLogQueueLingerWaitsForMore(t *testing.T) {
 		q.Push(ctx, rec(1, ""))
 		q.Push(ctx, rec(2, ""))
 	}()
+	t0 := time.Now()
 	b := q.PopBatch(ctx, 3, 1<<20, 2*time.Second)
 	if len(b) != 3 {
 		t.Fatalf("linger returned %d records, want the 3 that arrived", len(b))
 	}
+	// The record that completes the batch wakes the lingering exporter.
+	if took := time.Since(t0); took > time.Second {
+		t.Fatalf("a full batch was returned after %v, not when it filled", took)
+	}
+	// So does the record that reaches the byte bound.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		q.Push(ctx, rec(10, "a long enough body"))
+	}()
+	t0 = time.Now()
+	q.Push(ctx, rec(9, ""))
+	if b := q.PopBatch(ctx, 100, RecordSize(&LogRecord{Body: []byte("9 ")})+1, 2*time.Second); len(b) != 1 || time.Since(t0) > time.Second {
+		t.Fatalf("byte-bounded linger: %d records after %v", len(b), time.Since(t0))
+	}
+	q.PopBatch(ctx, 100, 1<<20, 0)
 	start := time.Now()
 	q.Push(ctx, rec(3, ""))
 	if b := q.PopBatch(ctx, 3, 1<<20, 50*time.Millisecond); len(b) != 1 || time.Since(start) < 50*time.Millisecond {
