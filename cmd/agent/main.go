@@ -40,7 +40,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // flags are the command line; values given explicitly override the file.
 type flags struct {
 	configFile, listenAddress, webConfigFile, logLevel, logFormat string
-	check, printDefault, showVersion                              bool
+	check, printDefault, showVersion, pprof                       bool
 	set                                                           map[string]bool
 }
 
@@ -54,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&f.listenAddress, "web.listen-address", "", "address for /metrics, /healthz and /readyz (overrides web.listen_address; default :9817)")
 	fs.StringVar(&f.webConfigFile, "web.config.file", "", "exporter-toolkit web configuration for TLS and basic auth (overrides web.config_file)")
+	fs.BoolVar(&f.pprof, "web.enable-pprof", false, "serve Go profiles at /debug/pprof/ on the metrics endpoint (for diagnosing the agent's own cost)")
 	fs.StringVar(&f.logLevel, "log.level", "", "debug, info, warn or error (overrides agent.log_level)")
 	fs.StringVar(&f.logFormat, "log.format", "", "logfmt or json (overrides agent.log_format)")
 	if err := fs.Parse(args); err != nil {
@@ -148,7 +149,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if web != nil {
 				web.stop()
 			}
-			if web, err = startWeb(cfg.Web, tel, store, build, logger); err != nil {
+			if web, err = startWeb(cfg.Web, f.pprof, tel, store, build, logger); err != nil {
 				logger.Error("dockscope stopped", "err", err)
 				return exitFailed
 			}
@@ -175,11 +176,12 @@ type webServer struct {
 	err    error
 }
 
-func startWeb(cfg config.WebConfig, tel *pipeline.Telemetry, store *pipeline.Store, build promexp.BuildInfo, logger *slog.Logger) (*webServer, error) {
+func startWeb(cfg config.WebConfig, pprof bool, tel *pipeline.Telemetry, store *pipeline.Store, build promexp.BuildInfo, logger *slog.Logger) (*webServer, error) {
 	srv, err := promexp.NewServer(promexp.ServerOptions{
 		ListenAddress: cfg.ListenAddress,
 		MetricsPath:   cfg.TelemetryPath,
 		WebConfigFile: cfg.ConfigFile,
+		EnablePprof:   pprof,
 		Collectors:    []promexp.Collector{promexp.NewSelfCollector(tel, store, build)},
 		Logger:        logger.With("component", "web"),
 		Version:       build.Version,

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,9 +38,11 @@ type ServerOptions struct {
 	// Collectors are the agent's own metrics, gathered with client_golang.
 	Collectors []Collector
 	// Ready answers /readyz; nil reads as not ready.
-	Ready   ReadyFunc
-	Logger  *slog.Logger
-	Version string
+	Ready ReadyFunc
+	// EnablePprof serves net/http/pprof under /debug/pprof/.
+	EnablePprof bool
+	Logger      *slog.Logger
+	Version     string
 }
 
 // Server serves /metrics, /healthz and /readyz.
@@ -108,6 +111,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if opts.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if opts.MetricsPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "dockscope",

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,5 +143,27 @@ func TestServerBasicAuthFromWebConfig(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("with credentials: %d, want 200", resp.StatusCode)
+	}
+}
+
+func TestServerPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		srv, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics", EnablePprof: enabled,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		srv.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/heap?debug=1", nil))
+		srv.listener.Close()
+		if got := rec.Code == http.StatusOK && strings.Contains(rec.Body.String(), "heap profile"); got != enabled {
+			t.Errorf("pprof enabled=%v: status %d", enabled, rec.Code)
+		}
+		// Without a readiness source the agent is not ready.
+		rec = httptest.NewRecorder()
+		srv.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz with no source: %d", rec.Code)
+		}
 	}
 }
