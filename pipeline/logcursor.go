@@ -12,6 +12,13 @@ import (
 // engines that filter `since` line by line.
 const ResumeSlack = time.Second
 
+// MaxResumeWindow caps the records a cursor remembers. A container logging
+// faster than this many lines per second gets a slack shorter than
+// ResumeSlack (about 170 ms at the Engine's ~190k lines/s ceiling), still
+// far more than the stdout/stderr stamping skew; without the cap, each of
+// its two cursors (read and acknowledged) held megabytes.
+const MaxResumeWindow = 32 << 10
+
 // RecordPrint identifies a record well enough to recognise it when a stream
 // is read again: its timestamp, stream and a hash of its body.
 type RecordPrint struct {
@@ -67,6 +74,9 @@ func (c *LogCursor) Advance(p RecordPrint) {
 	limit := c.latest - int64(ResumeSlack)
 	for c.head < len(c.window) && c.window[c.head].TimeNanos < limit {
 		c.head++
+	}
+	if n := len(c.window) - c.head; n > MaxResumeWindow {
+		c.head += n - MaxResumeWindow
 	}
 	// Reuse the array once the consumed prefix dominates it.
 	if c.head > 1024 && c.head > len(c.window)/2 {

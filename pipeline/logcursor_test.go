@@ -128,6 +128,44 @@ func TestCursorWindowStaysBounded(t *testing.T) {
 	}
 }
 
+// A container logging faster than MaxResumeWindow lines per second keeps a
+// shorter slack, and resuming from it still loses and repeats nothing.
+func TestCursorWindowCappedAtHighRates(t *testing.T) {
+	var cur LogCursor
+	var file []LogRecord
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	for i := range 4 * MaxResumeWindow {
+		// 200,000 lines per second.
+		r := LogRecord{Time: base.Add(time.Duration(i) * 5 * time.Microsecond), Stream: Stdout, Body: []byte{byte(i), byte(i >> 8), byte(i >> 16)}}
+		file = append(file, r)
+		cur.Advance(PrintOf(&r))
+	}
+	if n := len(cur.window) - cur.head; n != MaxResumeWindow {
+		t.Fatalf("window holds %d records, want %d", n, MaxResumeWindow)
+	}
+	if cap(cur.window) > 4*MaxResumeWindow {
+		t.Fatalf("window array grew to %d", cap(cur.window))
+	}
+	cp := cur.Checkpoint()
+	if cp.SkipAtOrAfter != MaxResumeWindow {
+		t.Fatalf("checkpoint %+v", cp)
+	}
+	more := LogRecord{Time: base.Add(time.Second), Stream: Stdout, Body: []byte("next")}
+	file = append(file, more)
+	for _, engine24 := range []bool{false, true} {
+		res := NewResume(cp, engine24)
+		var kept []LogRecord
+		for _, r := range engineRead(file, cp.Since, engine24) {
+			if res.Keep(PrintOf(&r)) {
+				kept = append(kept, r)
+			}
+		}
+		if len(kept) != 1 || string(kept[0].Body) != "next" {
+			t.Fatalf("engine24=%v: resumed with %d records", engine24, len(kept))
+		}
+	}
+}
+
 func TestEmptyCheckpointReadsFromStart(t *testing.T) {
 	var cur LogCursor
 	if !cur.Empty() || cur.Checkpoint().SinceParam() != "" {
