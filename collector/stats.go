@@ -18,17 +18,27 @@ import (
 // interval, a bounded number at a time. One-shot costs the daemon ~4 ms of
 // CPU per call; a long-lived stream per container costs far more
 // (moby#21837), and the non-one-shot form blocks 1–2 s per call.
+//
+// The samples are taken by a fixed set of workers rather than a goroutine
+// per sample: decoding a stats document grows a goroutine's stack, and a
+// fresh goroutine per sample paid for that growth every time.
 type statsSampler struct {
 	c        *Collector
-	sem      chan struct{}
+	work     chan statsJob
 	triggers chan string
 	wg       sync.WaitGroup
+}
+
+// statsJob is one container to sample; done (if set) is told when it is.
+type statsJob struct {
+	id   string
+	done *sync.WaitGroup
 }
 
 func newStatsSampler(c *Collector) *statsSampler {
 	return &statsSampler{
 		c:        c,
-		sem:      make(chan struct{}, c.cfg.Stats.Concurrency),
+		work:     make(chan statsJob),
 		triggers: make(chan string, 64),
 	}
 }
@@ -43,8 +53,23 @@ func (s *statsSampler) trigger(id string) {
 	}
 }
 
-// run samples until ctx is cancelled, then waits for its requests to end.
+// run samples until ctx is cancelled, then waits for its workers to end.
 func (s *statsSampler) run(ctx context.Context) {
+	for range s.c.cfg.Stats.Concurrency {
+		s.wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case job := <-s.work:
+					s.sampleOne(ctx, job.id)
+					if job.done != nil {
+						job.done.Done()
+					}
+				}
+			}
+		})
+	}
 	defer s.wg.Wait()
 	tick := time.NewTicker(s.c.cfg.Stats.Interval)
 	defer tick.Stop()
@@ -56,7 +81,18 @@ func (s *statsSampler) run(ctx context.Context) {
 		case <-tick.C:
 			s.round(ctx)
 		case id := <-s.triggers:
-			s.wg.Go(func() { s.sampleOne(ctx, id) })
+			select {
+			case s.work <- statsJob{id: id}:
+			default:
+				// All workers busy with a round that may predate this
+				// container: queue behind it rather than wait an interval.
+				s.wg.Go(func() {
+					select {
+					case s.work <- statsJob{id: id}:
+					case <-ctx.Done():
+					}
+				})
+			}
 		}
 	}
 }
@@ -64,24 +100,24 @@ func (s *statsSampler) run(ctx context.Context) {
 // round samples every running container and waits for all of them.
 func (s *statsSampler) round(ctx context.Context) {
 	start := time.Now()
-	var wg sync.WaitGroup
+	var done sync.WaitGroup
 	for _, snap := range s.c.store.Snapshot() {
 		if !snap.State.Running() || snap.State.Status == "restarting" {
 			continue
 		}
-		wg.Go(func() { s.sampleOne(ctx, snap.Meta.ID) })
+		done.Add(1)
+		select {
+		case s.work <- statsJob{id: snap.Meta.ID, done: &done}:
+		case <-ctx.Done():
+			done.Done()
+			return
+		}
 	}
-	wg.Wait()
+	done.Wait()
 	s.c.tel.SetStatsRound(time.Since(start))
 }
 
 func (s *statsSampler) sampleOne(ctx context.Context, id string) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return
-	}
-	defer func() { <-s.sem }()
 	counters := s.c.tel.Stage(pipeline.StageStats)
 	counters.In.Add(1)
 	st, err := s.c.fetchStats(ctx, id)
