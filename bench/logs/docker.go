@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dockscope/dockscope/bench/internal/procfs"
+	"github.com/dockscope/dockscope/internal/procfs"
 )
 
 const (

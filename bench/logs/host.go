@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dockscope/dockscope/bench/internal/procfs"
+	"github.com/dockscope/dockscope/internal/procfs"
 )
 
 // memBytes is a process's VmRSS and VmHWM in bytes.

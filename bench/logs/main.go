@@ -46,8 +46,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,7 +58,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dockscope/dockscope/bench/internal/procfs"
+	"github.com/dockscope/dockscope/bench/internal/benchenv"
+
+	"github.com/dockscope/dockscope/internal/procfs"
 )
 
 type options struct {
@@ -139,19 +139,13 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal kills at once
 	}()
-	b := &bench{o: o, runID: newRunID()}
+	b := &bench{o: o, runID: benchenv.NewRunID()}
 	err = b.run(ctx)
 	b.cleanup()
 	if err != nil {
 		progress("FAILED: %v", err)
 		os.Exit(1)
 	}
-}
-
-func newRunID() string {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // progress writes one timestamped line to stderr.
@@ -176,7 +170,7 @@ func (b *bench) run(ctx context.Context) error {
 	env := hostInfo(ctx)
 	progress("load before: %s", env.loadBefore)
 
-	root, err := moduleRoot(ctx)
+	root, err := benchenv.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -231,13 +225,13 @@ func (b *bench) build(ctx context.Context) error {
 	if b.agent == "" {
 		b.agent = filepath.Join(b.tmp, "dockscope")
 		progress("building the agent")
-		if err := goBuild(ctx, b.root, b.agent, "./cmd/agent"); err != nil {
+		if err := benchenv.GoBuild(ctx, b.root, "./cmd/agent", b.agent); err != nil {
 			return err
 		}
 	}
 	wl := filepath.Join(b.tmp, "image", "workload")
 	progress("building the workload image %s", imageTag)
-	if err := goBuild(ctx, b.root, wl, "./test/workload"); err != nil {
+	if err := benchenv.GoBuild(ctx, b.root, "./test/workload", wl); err != nil {
 		return err
 	}
 	if err := buildImage(ctx, filepath.Dir(wl)); err != nil {
@@ -258,28 +252,6 @@ func (b *bench) build(ctx context.Context) error {
 		return fmt.Errorf("collector binary: %w", err)
 	}
 	return nil
-}
-
-func goBuild(ctx context.Context, dir, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-	}
-	return nil
-}
-
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run from inside the dockscope module (go run ./bench/logs)")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // cleanup removes what the run created: the scenarios' containers and the

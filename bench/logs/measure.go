@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dockscope/dockscope/bench/internal/procfs"
+	"github.com/dockscope/dockscope/bench/internal/benchenv"
+
+	"github.com/dockscope/dockscope/internal/procfs"
 )
 
 type scenarioResult struct {
@@ -172,19 +173,10 @@ func rawRead(ctx context.Context, ids []string, dockerd, lineBytes int, expected
 	return r, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func freePorts(n int) ([]int, error) {
 	ps := make([]int, n)
 	for i := range ps {
-		p, err := freePort()
+		p, err := benchenv.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -246,18 +238,6 @@ func (p *process) stop(sig os.Signal) {
 		_ = p.cmd.Process.Kill()
 		<-p.exited
 	}
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // scrape fetches a Prometheus text exposition and returns every sample by
@@ -416,7 +396,7 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 	defer sink.stop(syscall.SIGTERM)
 	sinkURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", sinkMetrics)
 	if err := waitReady(ctx, sinkURL, sink, 30*time.Second); err != nil {
-		return r, fmt.Errorf("%w\n%s", err, tail(filepath.Join(dir, "sink.log"), 20))
+		return r, fmt.Errorf("%w\n%s", err, benchenv.Tail(filepath.Join(dir, "sink.log"), 20))
 	}
 
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
@@ -466,7 +446,7 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 
 	fail := func(format string, args ...any) (agentResult, error) {
 		msg := fmt.Sprintf(format, args...)
-		return r, fmt.Errorf("%s\nlast agent log lines (%s):\n%s", msg, agentLog, tail(agentLog, 15))
+		return r, fmt.Errorf("%s\nlast agent log lines (%s):\n%s", msg, agentLog, benchenv.Tail(agentLog, 15))
 	}
 
 	tick := time.NewTicker(b.o.poll)

@@ -7,15 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dockscope/dockscope/bench/internal/benchenv"
 )
 
 // agentProc is the agent under test, running as its own process group so
@@ -56,7 +56,7 @@ func (a *agentProc) pid() int { return a.cmd.Process.Pid }
 func (a *agentProc) exitErr() error {
 	select {
 	case <-a.done:
-		return fmt.Errorf("the agent exited early (%v); its log is %s:\n%s", a.waitErr, a.logPath, tail(a.logPath, 20))
+		return fmt.Errorf("the agent exited early (%v); its log is %s:\n%s", a.waitErr, a.logPath, benchenv.Tail(a.logPath, 20))
 	default:
 		return nil
 	}
@@ -84,19 +84,6 @@ func (a *agentProc) stop(grace time.Duration) error {
 	return fmt.Errorf("the agent did not exit within %s of SIGTERM and was killed", grace)
 }
 
-// tail returns the last n lines of a file, for error messages.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // logProblems counts the warning and error lines of a logfmt or JSON agent
 // log and returns the first, so that a misbehaving agent shows in the report
 // even after its log is deleted.
@@ -119,18 +106,6 @@ func logProblems(path string) (n int, first string) {
 		}
 	}
 	return n, first
-}
-
-// freePort asks the kernel for a port nobody listens on. Another process
-// could take it before the agent binds it; on this benchmark host that
-// race is not worth more code.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // writeAgentConfig writes dockscope's YAML configuration for one run.
@@ -278,28 +253,4 @@ func waitContainers(ctx context.Context, a *agentProc, s *scraper, want int, exa
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// buildBinary runs `go build` for a main package of the module in dir.
-func buildBinary(ctx context.Context, dir, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building %s: %w\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// moduleRoot is the directory of the go.mod governing the working directory.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("finding the module root: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("finding the module root: not inside a Go module (run from the dockscope repository)")
-	}
-	return filepath.Dir(gomod), nil
 }

@@ -20,8 +20,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dockscope/dockscope/bench/internal/benchenv"
 )
 
 type options struct {
@@ -198,7 +198,7 @@ type bench struct {
 // newBench builds the binaries and the workload image. On error the
 // returned bench (if any) still needs close.
 func newBench(ctx context.Context, o *options, log *slog.Logger) (*bench, error) {
-	root, err := moduleRoot()
+	root, err := benchenv.ModuleRoot(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func newBench(ctx context.Context, o *options, log *slog.Logger) (*bench, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating a temporary directory: %w", err)
 	}
-	b := &bench{o: o, log: log, tmp: tmp, runID: newRunID()}
+	b := &bench{o: o, log: log, tmp: tmp, runID: benchenv.NewRunID()}
 	log.Info("benchmark run", "run", b.runID, "tmp", tmp)
 
 	b.eng, err = newEngine(b.runID, log)
@@ -215,7 +215,7 @@ func newBench(ctx context.Context, o *options, log *slog.Logger) (*bench, error)
 	}
 	workload := filepath.Join(tmp, "workload")
 	log.Info("building the workload")
-	if err := buildBinary(ctx, root, "./test/workload", workload); err != nil {
+	if err := benchenv.GoBuild(ctx, root, "./test/workload", workload); err != nil {
 		return b, err
 	}
 	switch {
@@ -225,7 +225,7 @@ func newBench(ctx context.Context, o *options, log *slog.Logger) (*bench, error)
 	default:
 		b.agentBin = filepath.Join(tmp, "dockscope")
 		log.Info("building dockscope")
-		if err := buildBinary(ctx, root, "./cmd/agent", b.agentBin); err != nil {
+		if err := benchenv.GoBuild(ctx, root, "./cmd/agent", b.agentBin); err != nil {
 			return b, err
 		}
 	}
@@ -234,12 +234,6 @@ func newBench(ctx context.Context, o *options, log *slog.Logger) (*bench, error)
 		return b, err
 	}
 	return b, nil
-}
-
-func newRunID() string {
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	return hex.EncodeToString(r[:])
 }
 
 func (b *bench) agentName() string {
@@ -394,7 +388,7 @@ func (b *bench) startAgent(ctx context.Context, n int) (*agentProc, *scraper, er
 		return a, s, nil
 	}
 
-	port, err := freePort()
+	port, err := benchenv.FreePort()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dockscope/dockscope/bench/internal/procfs"
 	"sync"
 	"time"
+
+	"github.com/dockscope/dockscope/internal/procfs"
 )
 
 // reading is the CPU counters at one instant.

@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dockscope/dockscope/internal/procfs"
 	"github.com/dockscope/dockscope/test/integration/harness"
 )
 
@@ -21,13 +23,24 @@ func TestCPUBurnReadsAsOneCore(t *testing.T) {
 	scope, name := "cpu", uniq(t, "burn")
 	a := startAgent(t, agentOpts{scope: scope})
 	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "burn", "-cores", "1")...)
-	pid := harness.Docker(t, "inspect", "-f", "{{.State.Pid}}", name)
+	pid, err := strconv.Atoi(strings.TrimSpace(harness.Docker(t, "inspect", "-f", "{{.State.Pid}}", name)))
+	if err != nil {
+		t.Fatalf("the container's pid: %v", err)
+	}
+	procCPU := func() float64 {
+		t.Helper()
+		s, err := procfs.CPUSeconds(pid)
+		if err != nil {
+			t.Fatalf("reading the container's process stats: %v", err)
+		}
+		return s
+	}
 
 	first := a.waitValue(t, 15*time.Second, "container_cpu_usage_seconds_total", name, map[string]string{"cpu": "total"}, func(v float64) bool { return v > 0 })
-	truth0, t0 := procCPUSeconds(t, pid), time.Now()
+	truth0, t0 := procCPU(), time.Now()
 	time.Sleep(10 * time.Second)
 	second, _ := a.value(t, "container_cpu_usage_seconds_total", name, map[string]string{"cpu": "total"})
-	truth1, elapsed := procCPUSeconds(t, pid), time.Since(t0).Seconds()
+	truth1, elapsed := procCPU(), time.Since(t0).Seconds()
 	// Samples are taken once a second, so the window is known to ±1 s;
 	// the kernel's own account of the process is the reference.
 	rate, want := (second-first)/elapsed, (truth1-truth0)/elapsed
@@ -38,27 +51,6 @@ func TestCPUBurnReadsAsOneCore(t *testing.T) {
 	if d := rate - want; d < -0.2 || d > 0.2 {
 		t.Errorf("agent's rate %.2f differs from the kernel's %.2f by more than 0.2 cores", rate, want)
 	}
-}
-
-// procCPUSeconds is user+system CPU time of a host process (all threads),
-// from /proc/<pid>/stat, in seconds (USER_HZ is 100 on Linux).
-func procCPUSeconds(t *testing.T, pid string) float64 {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(pid), "stat"))
-	if err != nil {
-		t.Fatalf("reading the container's process stats: %v", err)
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line.
-	rest := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	var utime, stime float64
-	if _, err := fmt.Sscan(rest[11], &utime); err != nil {
-		t.Fatalf("parsing utime from %q: %v", b, err)
-	}
-	if _, err := fmt.Sscan(rest[12], &stime); err != nil {
-		t.Fatalf("parsing stime from %q: %v", b, err)
-	}
-	return (utime + stime) / 100
 }
 
 func TestMemoryLimitAndWorkingSet(t *testing.T) {
