@@ -31,7 +31,7 @@ func readJSON[T any](t *testing.T, path string) T {
 }
 
 func TestStatsCgroupV1(t *testing.T) {
-	r := readJSON[container.StatsResponse](t, filepath.Join(v1Dir, "stats-oneshot.json"))
+	r := readJSON[engineStats](t, filepath.Join(v1Dir, "stats-oneshot.json"))
 	got, err := statsFromResponse(r)
 	if err != nil {
 		t.Fatal(err)
@@ -60,11 +60,12 @@ func TestStatsCgroupV1(t *testing.T) {
 }
 
 func TestStatsCgroupV1WorkingSetSubtractsInactiveFile(t *testing.T) {
-	r := readJSON[container.StatsResponse](t, filepath.Join(v1Dir, "stats-oneshot.json"))
+	r := readJSON[engineStats](t, filepath.Join(v1Dir, "stats-oneshot.json"))
 	r.MemoryStats.Usage = 10_000
-	r.MemoryStats.Stats["total_inactive_file"] = 4_000
-	r.MemoryStats.Stats["inactive_file"] = 9_999 // the non-hierarchical key must be ignored on v1
-	r.MemoryStats.Stats["total_swap"] = 123
+	r.MemoryStats.Stats.TotalInactiveFile = 4_000
+	r.MemoryStats.Stats.InactiveFile = 9_999 // the non-hierarchical key must be ignored on v1
+	swap := uint64(123)
+	r.MemoryStats.Stats.TotalSwap = &swap
 	got, err := statsFromResponse(r)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +79,7 @@ func TestStatsCgroupV1WorkingSetSubtractsInactiveFile(t *testing.T) {
 
 	// Inactive file above usage (seen while the kernel updates counters)
 	// must clamp to zero, not wrap around.
-	r.MemoryStats.Stats["total_inactive_file"] = 20_000
+	r.MemoryStats.Stats.TotalInactiveFile = 20_000
 	got, _ = statsFromResponse(r)
 	if got.MemoryWorkingSet != 0 {
 		t.Errorf("working set = %d, want 0 when inactive_file > usage", got.MemoryWorkingSet)
@@ -86,18 +87,16 @@ func TestStatsCgroupV1WorkingSetSubtractsInactiveFile(t *testing.T) {
 }
 
 func TestStatsCgroupV1Blkio(t *testing.T) {
-	r := readJSON[container.StatsResponse](t, filepath.Join(v1Dir, "stats-oneshot.json"))
-	r.BlkioStats = container.BlkioStats{
-		IoServiceBytesRecursive: []container.BlkioStatEntry{
-			{Major: 8, Minor: 0, Op: "Read", Value: 100},
-			{Major: 8, Minor: 0, Op: "Write", Value: 200},
-			{Major: 8, Minor: 0, Op: "Sync", Value: 300},
-			{Major: 8, Minor: 0, Op: "Total", Value: 300},
-		},
-		IoServicedRecursive: []container.BlkioStatEntry{
-			{Major: 8, Minor: 0, Op: "Read", Value: 3},
-			{Major: 8, Minor: 0, Op: "Write", Value: 4},
-		},
+	r := readJSON[engineStats](t, filepath.Join(v1Dir, "stats-oneshot.json"))
+	r.BlkioStats.IoServiceBytesRecursive = []container.BlkioStatEntry{
+		{Major: 8, Minor: 0, Op: "Read", Value: 100},
+		{Major: 8, Minor: 0, Op: "Write", Value: 200},
+		{Major: 8, Minor: 0, Op: "Sync", Value: 300},
+		{Major: 8, Minor: 0, Op: "Total", Value: 300},
+	}
+	r.BlkioStats.IoServicedRecursive = []container.BlkioStatEntry{
+		{Major: 8, Minor: 0, Op: "Read", Value: 3},
+		{Major: 8, Minor: 0, Op: "Write", Value: 4},
 	}
 	got, _ := statsFromResponse(r)
 	want := []pipeline.DiskStats{{Device: "8:0", ReadBytes: 100, WriteBytes: 200, Reads: 3, Writes: 4, HasOps: true}}
@@ -107,7 +106,7 @@ func TestStatsCgroupV1Blkio(t *testing.T) {
 }
 
 func TestStatsCgroupV2(t *testing.T) {
-	r := readJSON[container.StatsResponse](t, "testdata/cgroupv2-constructed/stats-oneshot.json")
+	r := readJSON[engineStats](t, "testdata/cgroupv2-constructed/stats-oneshot.json")
 	got, err := statsFromResponse(r)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +142,7 @@ func TestStatsCgroupV2(t *testing.T) {
 
 func TestStatsOfStoppedContainerIsAnError(t *testing.T) {
 	// A stopped container's stats come back zeroed with no read time.
-	if _, err := statsFromResponse(container.StatsResponse{}); err == nil {
+	if _, err := statsFromResponse(engineStats{}); err == nil {
 		t.Fatal("want an error for a response without read time")
 	}
 }

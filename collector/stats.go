@@ -8,7 +8,6 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/dockscope/dockscope/pipeline"
@@ -147,7 +146,7 @@ func (c *Collector) fetchStats(ctx context.Context, id string) (pipeline.Stats, 
 		return pipeline.Stats{}, fmt.Errorf("reading stats of %s: %w", shortID(id), err)
 	}
 	defer res.Body.Close()
-	var raw container.StatsResponse
+	var raw engineStats
 	if err := json.NewDecoder(res.Body).Decode(&raw); err != nil {
 		return pipeline.Stats{}, fmt.Errorf("decoding stats of %s: %w", shortID(id), err)
 	}
