@@ -20,11 +20,33 @@ type Snapshot struct {
 	Stats *Stats
 	// Events counts the lifecycle events seen for the container since the
 	// agent started, by action (start, die, oom, health_status, ...).
-	Events   map[string]uint64
+	Events map[string]uint64
+	// OOMKills counts processes of the container the kernel's OOM killer
+	// ended, seen since the agent started: every `oom` event, plus a run
+	// that ended OOM-killed (State.OOMKilled) without one, e.g. while the
+	// agent was down.
 	OOMKills uint64
 	LastSeen time.Time // when the Engine last told us anything about it
 	// Logs counts the container's log path; nil until its logs are read.
 	Logs *LogCounters
+
+	oom oomRun
+}
+
+// oomRun is the OOM bookkeeping of the container's current run, so that an
+// `oom` event and the OOMKilled flag of the same death count once.
+type oomRun struct {
+	started      time.Time // StartedAt of the run this describes
+	events       int       // oom events seen in the run
+	byState      bool      // the run's OOMKilled flag was counted
+	countedDeath time.Time // FinishedAt of the last OOM death counted
+}
+
+// forRun resets the bookkeeping when the container has started again.
+func (o *oomRun) forRun(started time.Time) {
+	if !o.started.Equal(started) {
+		*o = oomRun{started: started, countedDeath: o.countedDeath}
+	}
 }
 
 // LogCounters are one container's log-path counters. The reader and the
@@ -78,6 +100,14 @@ func (s *Store) Upsert(meta ContainerMeta, state ContainerState, spec ContainerS
 		s.containers[meta.ID] = c
 	}
 	c.Meta, c.State, c.Spec = meta, state, spec
+	if state.OOMKilled && !state.FinishedAt.Equal(c.oom.countedDeath) {
+		c.oom.forRun(state.StartedAt)
+		c.oom.countedDeath = state.FinishedAt
+		if c.oom.events == 0 && !c.oom.byState {
+			c.OOMKills++
+			c.oom.byState = true
+		}
+	}
 	if !state.Running() {
 		// A stopped container's last sample would otherwise be exported as
 		// if it were current.
@@ -114,7 +144,13 @@ func (s *Store) RecordEvent(id, action string) {
 	}
 	c.Events[action]++
 	if action == "oom" {
-		c.OOMKills++
+		c.oom.forRun(c.State.StartedAt)
+		c.oom.events++
+		// The first event of a run whose OOM death an inspect already
+		// counted is that same kill.
+		if !c.oom.byState || c.oom.events > 1 {
+			c.OOMKills++
+		}
 	}
 	c.LastSeen = s.now()
 }

@@ -48,6 +48,67 @@ func TestStoreStoppedContainerLosesStats(t *testing.T) {
 	}
 }
 
+func TestStoreOOMKillsCountEachKillOnce(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	meta := ContainerMeta{ID: "a", Name: "web"}
+	run := func(started time.Time) ContainerState {
+		return ContainerState{Status: "running", StartedAt: started}
+	}
+	died := func(started time.Time, oom bool) ContainerState {
+		return ContainerState{Status: "exited", StartedAt: started, FinishedAt: started.Add(time.Minute), OOMKilled: oom, ExitCode: 137}
+	}
+	kills := func(s *Store) uint64 {
+		snap, _ := s.Get("a")
+		return snap.OOMKills
+	}
+
+	s := NewStore()
+	// Seen first after an OOM death that happened while the agent was down.
+	s.Upsert(meta, died(t0, true), ContainerSpec{})
+	if got := kills(s); got != 1 {
+		t.Fatalf("OOM-killed at first sight: %d kills, want 1", got)
+	}
+	// Resyncs of the same dead container do not count it again.
+	s.Upsert(meta, died(t0, true), ContainerSpec{})
+	if got := kills(s); got != 1 {
+		t.Fatalf("re-inspected death counted again: %d kills", got)
+	}
+
+	// Second run: the oom event's inspect already sees the dead, OOM-killed
+	// container, then the event itself is recorded: one kill, not two.
+	t1 := t0.Add(time.Hour)
+	s.Upsert(meta, run(t1), ContainerSpec{})
+	s.Upsert(meta, died(t1, true), ContainerSpec{})
+	s.RecordEvent("a", "oom")
+	s.Upsert(meta, died(t1, true), ContainerSpec{}) // the die event's inspect
+	if got := kills(s); got != 2 {
+		t.Fatalf("oom event + OOMKilled of one death: %d kills, want 2", got)
+	}
+
+	// Third run: a child process is killed twice (two oom events, the
+	// container lives on), then the main process: three kills.
+	t2 := t1.Add(time.Hour)
+	s.Upsert(meta, run(t2), ContainerSpec{})
+	s.RecordEvent("a", "oom")
+	s.RecordEvent("a", "oom")
+	s.RecordEvent("a", "oom")
+	s.Upsert(meta, died(t2, true), ContainerSpec{})
+	if got := kills(s); got != 5 {
+		t.Fatalf("three oom events in a run: %d kills, want 5", got)
+	}
+
+	// A run that ends without OOM adds nothing.
+	t3 := t2.Add(time.Hour)
+	s.Upsert(meta, run(t3), ContainerSpec{})
+	s.Upsert(meta, died(t3, false), ContainerSpec{})
+	if got := kills(s); got != 5 {
+		t.Fatalf("a clean exit counted: %d kills", got)
+	}
+	if snap, _ := s.Get("a"); snap.Events["oom"] != 4 {
+		t.Fatalf("oom events = %d, want 4", snap.Events["oom"])
+	}
+}
+
 func TestStoreUnknownContainer(t *testing.T) {
 	s := NewStore()
 	if s.SetStats("nope", Stats{}) {

@@ -47,6 +47,7 @@ var (
 	famCPUPeriod     = family{"container_spec_cpu_period", "CPU period of the container, in microseconds.", prometheus.GaugeValue, nil}
 	famCPUShares     = family{"container_spec_cpu_shares", "CPU shares of the container.", prometheus.GaugeValue, nil}
 	famOOMEvents     = family{"container_oom_events_total", "Count of out of memory events observed for the container.", prometheus.CounterValue, nil}
+	famOOMKills      = family{"container_memory_oom_kills_total", "Processes of the container killed by the kernel's OOM killer, seen since the agent started (oom events, and runs that ended OOM-killed).", prometheus.CounterValue, nil}
 	famEvents        = family{"container_events_total", "Lifecycle events of the container seen since the agent started, by action.", prometheus.CounterValue, []string{"action"}}
 	famCPUUsage      = family{"container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", prometheus.CounterValue, []string{"cpu"}}
 	famCPUUser       = family{"container_cpu_user_seconds_total", "Cumulative user cpu time consumed in seconds.", prometheus.CounterValue, nil}
@@ -122,6 +123,11 @@ func (c *ContainerCollector) WriteText(w io.Writer) error {
 		e.base = appendLabel(e.base, "id", s.Meta.CgroupPath)
 		e.base = appendLabel(append(e.base, ','), "name", s.Meta.Name)
 		e.base = appendLabel(append(e.base, ','), "image", s.Meta.Image)
+		for _, l := range identityLabels {
+			if v := l.value(&s.Meta); v != "" {
+				e.base = appendLabel(append(e.base, ','), l.name, v)
+			}
+		}
 		for j, k := range cols.keys {
 			e.base = appendLabel(append(e.base, ','), cols.names[j], s.Meta.Labels[k])
 		}
@@ -173,6 +179,25 @@ func appendLabel(b []byte, name, value string) []byte {
 	return append(b, '"')
 }
 
+// identityLabels are the orchestrator identities put on every series of a
+// container that has them, under the names cAdvisor uses, so that Swarm
+// dashboards (which group by container_label_com_docker_swarm_service_name)
+// and Kubernetes ones (namespace, pod, container) work unchanged. They hold
+// one value per container id, so they add bytes, not series; a container
+// without them gets no empty labels, which Prometheus treats the same.
+var identityLabels = []struct {
+	name  string
+	value func(*pipeline.ContainerMeta) string
+}{
+	{"container_label_com_docker_stack_namespace", func(m *pipeline.ContainerMeta) string { return m.SwarmStack }},
+	{"container_label_com_docker_swarm_node_id", func(m *pipeline.ContainerMeta) string { return m.SwarmNodeID }},
+	{"container_label_com_docker_swarm_service_name", func(m *pipeline.ContainerMeta) string { return m.SwarmService }},
+	{"container_label_com_docker_swarm_task_name", func(m *pipeline.ContainerMeta) string { return m.SwarmTask }},
+	{"namespace", func(m *pipeline.ContainerMeta) string { return m.K8sNamespace }},
+	{"pod", func(m *pipeline.ContainerMeta) string { return m.K8sPod }},
+	{"container", func(m *pipeline.ContainerMeta) string { return m.K8sContainer }},
+}
+
 // columns maps the union of allow-listed label keys to their sanitized
 // Prometheus names. Every container gets every column (empty when it lacks
 // the label) because a metric family must have one label set.
@@ -182,9 +207,16 @@ type columns struct {
 
 func labelColumns(snaps []pipeline.Snapshot) columns {
 	byName := make(map[string]string)
+	taken := make(map[string]bool, len(identityLabels))
+	for _, l := range identityLabels {
+		taken[l.name] = true
+	}
 	for i := range snaps {
 		for k := range snaps[i].Meta.Labels {
 			n := "container_label_" + sanitizeLabelName(k)
+			if taken[n] {
+				continue // an identity label, on every series already
+			}
 			// Two keys can sanitize to one name ("a.b", "a_b"): keep the
 			// lexically first so the choice is stable across scrapes.
 			if old, ok := byName[n]; !ok || k < old {
@@ -297,7 +329,8 @@ func (e *emitter) container(s *pipeline.Snapshot) {
 		e.emit(famCPUQuota, float64(spec.CPUQuota))
 		e.emit(famCPUPeriod, float64(spec.CPUPeriod))
 	}
-	e.emit(famOOMEvents, float64(s.OOMKills))
+	e.emit(famOOMEvents, float64(s.Events["oom"]))
+	e.emit(famOOMKills, float64(s.OOMKills))
 	for _, action := range slices.Sorted(maps.Keys(s.Events)) {
 		e.emit(famEvents, float64(s.Events[action]), action)
 	}

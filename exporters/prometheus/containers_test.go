@@ -54,6 +54,17 @@ func testStore(t *testing.T) *pipeline.Store {
 		Labels: map[string]string{"team": "data"},
 	}, pipeline.ContainerState{Status: "exited", ExitCode: 3, StartedAt: started, FinishedAt: started.Add(time.Second)},
 		pipeline.ContainerSpec{CPUShares: 1024})
+	// A Swarm task whose identity label is also allow-listed: it must
+	// appear once. And a Kubernetes container (cri-dockerd).
+	s.Upsert(pipeline.ContainerMeta{
+		ID: "ccc", CgroupPath: "/docker/ccc", Name: "shop_api.1.x7", Image: "api:2", ImageName: "api", ImageTag: "2", Hostname: "node-1",
+		SwarmStack: "shop", SwarmService: "shop_api", SwarmTask: "shop_api.1.x7", SwarmNodeID: "n0de",
+		Labels: map[string]string{"com.docker.swarm.service.name": "shop_api"},
+	}, pipeline.ContainerState{Status: "running", StartedAt: started}, pipeline.ContainerSpec{CPUShares: 1024})
+	s.Upsert(pipeline.ContainerMeta{
+		ID: "ddd", CgroupPath: "/kubepods/ddd", Name: "k8s_app_web-0_prod_uid_0", Image: "app:1", ImageName: "app", ImageTag: "1", Hostname: "node-1",
+		K8sPod: "web-0", K8sNamespace: "prod", K8sContainer: "app",
+	}, pipeline.ContainerState{Status: "running", StartedAt: started}, pipeline.ContainerSpec{CPUShares: 1024})
 	return s
 }
 
@@ -123,8 +134,37 @@ func TestContainerMetricsParseAndLint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("text output does not parse: %v", err)
 	}
-	if got := len(mfs["container_state"].GetMetric()); got != 14 {
-		t.Errorf("container_state has %d series, want 7 states × 2 containers", got)
+	if got := len(mfs["container_state"].GetMetric()); got != 28 {
+		t.Errorf("container_state has %d series, want 7 states × 4 containers", got)
+	}
+	// Orchestrator identity is on every series of the containers that
+	// have it, once, and on no other container's.
+	for _, m := range mfs["container_memory_oom_kills_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			if _, dup := labels[l.GetName()]; dup {
+				t.Errorf("label %s twice on %v", l.GetName(), m)
+			}
+			labels[l.GetName()] = l.GetValue()
+		}
+		switch labels["id"] {
+		case "/docker/ccc":
+			if labels["container_label_com_docker_swarm_service_name"] != "shop_api" || labels["container_label_com_docker_swarm_node_id"] != "n0de" ||
+				labels["container_label_com_docker_swarm_task_name"] != "shop_api.1.x7" || labels["container_label_com_docker_stack_namespace"] != "shop" {
+				t.Errorf("swarm task's labels: %v", labels)
+			}
+		case "/kubepods/ddd":
+			if labels["namespace"] != "prod" || labels["pod"] != "web-0" || labels["container"] != "app" {
+				t.Errorf("kubernetes container's labels: %v", labels)
+			}
+		default:
+			if _, ok := labels["namespace"]; ok {
+				t.Errorf("a plain container has a namespace label: %v", labels)
+			}
+			if _, ok := labels["container_label_com_docker_swarm_service_name"]; ok {
+				t.Errorf("a plain container has a swarm label: %v", labels)
+			}
+		}
 	}
 	problems, err := promlint.New(bytes.NewReader(buf.Bytes())).Lint()
 	if err != nil {
@@ -196,7 +236,7 @@ func TestSelfMetrics(t *testing.T) {
 		`dockscope_build_info{goversion="go1.26",revision="abc",version="1.0.0"} 1`,
 		`dockscope_docker_info{api_version="1.41",cgroup_version="1",os_type="linux",version="20.10.24"} 1`,
 		`dockscope_docker_up 1`,
-		`dockscope_containers 2`,
+		`dockscope_containers 4`,
 		`dockscope_records_received_total{stage="stats"} 5`,
 		`dockscope_records_dropped_total{stage="stats"} 1`,
 	} {
