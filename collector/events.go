@@ -3,8 +3,10 @@ package collector
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
@@ -149,6 +151,10 @@ func (c *Collector) handleEvent(ctx context.Context, m events.Message, sampler *
 	}
 	id := m.Actor.ID
 	action, detail := splitAction(m.Action)
+	if action == "destroy" {
+		// The last chance to know whose event it is.
+		c.shipEvent(m, action, detail)
+	}
 	switch {
 	case action == "destroy":
 		c.forget(id)
@@ -169,7 +175,95 @@ func (c *Collector) handleEvent(ctx context.Context, m events.Message, sampler *
 	if countedActions[action] {
 		c.store.RecordEvent(id, action)
 	}
+	if action != "destroy" {
+		c.shipEvent(m, action, detail)
+	}
 	counters.Out.Add(1)
+}
+
+// shippedActions are the lifecycle events sent as OTLP log records when
+// logs are on; exec_* and the like would be noise (and carry command lines).
+var shippedActions = map[string]bool{
+	"create": true, "start": true, "restart": true, "die": true, "oom": true, "kill": true,
+	"stop": true, "pause": true, "unpause": true, "health_status": true, "rename": true,
+	"update": true, "destroy": true,
+}
+
+// shipEvent queues the event as a log record of its container, when logs
+// are on and the container is followed. It never waits: a full log queue
+// drops the event (counted) rather than stall the event stream.
+func (c *Collector) shipEvent(m events.Message, action, detail string) {
+	if c.logs == nil || !c.cfg.Logs.Events || !shippedActions[action] {
+		return
+	}
+	snap, ok := c.store.Get(m.Actor.ID)
+	if !ok {
+		return // not followed (filtered out, opted out) or already gone
+	}
+	meta := snap.Meta
+	rec := pipeline.LogRecord{
+		ContainerID: m.Actor.ID,
+		Container:   &meta,
+		Time:        time.Unix(0, m.TimeNano),
+		Observed:    time.Now(),
+		Event:       eventRecord(action, detail, m.Actor.Attributes),
+	}
+	rec.Body = []byte(eventBody(meta.Name, rec.Event))
+	if !c.logs.opts.Queue.Offer(rec) {
+		c.tel.Stage(pipeline.StageEvents).Dropped.Add(1)
+	}
+}
+
+// eventRecord describes one event. Only attributes Docker defines for the
+// event are kept: the actor's attributes also hold every container label,
+// which could carry secrets and are exported only when allow-listed.
+func eventRecord(action, detail string, attrs map[string]string) *pipeline.Event {
+	ev := &pipeline.Event{Name: "container." + action, Severity: pipeline.SeverityInfo}
+	str := func(k, v string) {
+		if v != "" {
+			ev.Attrs = append(ev.Attrs, pipeline.EventAttr{Key: k, Str: v})
+		}
+	}
+	str("docker.event.action", action)
+	switch action {
+	case "die":
+		if code, err := strconv.ParseInt(attrs["exitCode"], 10, 64); err == nil {
+			ev.Attrs = append(ev.Attrs, pipeline.EventAttr{Key: "process.exit.code", Int: code, IsInt: true})
+			if code != 0 {
+				ev.Severity = pipeline.SeverityWarn
+			}
+		}
+	case "kill":
+		str("docker.event.signal", attrs["signal"])
+		ev.Severity = pipeline.SeverityWarn
+	case "oom":
+		ev.Severity = pipeline.SeverityError
+	case "health_status":
+		str("container.health.status", detail)
+		if detail == "unhealthy" {
+			ev.Severity = pipeline.SeverityWarn
+		}
+	case "rename":
+		str("docker.event.old_name", strings.TrimPrefix(attrs["oldName"], "/"))
+	}
+	str("container.image.name", attrs["image"])
+	return ev
+}
+
+// eventBody is the record's human-readable message.
+func eventBody(name string, ev *pipeline.Event) string {
+	msg := "container " + name + " " + strings.TrimPrefix(ev.Name, "container.")
+	for _, a := range ev.Attrs {
+		switch a.Key {
+		case "process.exit.code":
+			msg += fmt.Sprintf(" (exit code %d)", a.Int)
+		case "container.health.status":
+			msg += ": " + a.Str
+		case "docker.event.signal":
+			msg += " (signal " + a.Str + ")"
+		}
+	}
+	return msg
 }
 
 // healthFromStatus reads the health out of the list's human status, e.g.

@@ -13,6 +13,7 @@ type Config struct {
 	Discovery DiscoveryConfig `yaml:"discovery"`
 	Stats     StatsConfig     `yaml:"stats"`
 	Logs      LogsConfig      `yaml:"logs"`
+	Swarm     SwarmConfig     `yaml:"swarm"`
 	Web       WebConfig       `yaml:"web"`
 	Exporters ExportersConfig `yaml:"exporters"`
 }
@@ -83,6 +84,17 @@ type LogsConfig struct {
 	// reading; Docker's log file is the buffer) or drop (count and discard).
 	Overflow string         `yaml:"overflow"`
 	Batch    LogBatchConfig `yaml:"batch"`
+	// Events also ships container lifecycle events (start, die, oom,
+	// health_status, ...) as log records named container.<action>.
+	Events bool `yaml:"events"`
+}
+
+// SwarmConfig is about Swarm services, as opposed to their containers.
+type SwarmConfig struct {
+	// Services exports the desired and running replicas of every service.
+	// Only a manager can list them, and every manager would report the
+	// same numbers: turn it on for one agent.
+	Services bool `yaml:"services"`
 }
 
 // LogBatchConfig shapes OTLP log requests: a batch is sent when it holds
@@ -179,6 +191,7 @@ func Default() Config {
 				MaxBytes:   4 << 20,
 				Timeout:    time.Second,
 			},
+			Events: true,
 		},
 		Web: WebConfig{
 			ListenAddress: ":9817",

@@ -137,7 +137,8 @@ func TestGoodFull(t *testing.T) {
 		},
 		Stats: StatsConfig{Interval: 15 * time.Second, Concurrency: 16},
 		Logs: LogsConfig{Enabled: true, MaxLineBytes: 65536, BufferBytes: 8 << 20, Overflow: "drop",
-			Batch: LogBatchConfig{MaxRecords: 100, MaxBytes: 65536, Timeout: 200 * time.Millisecond}},
+			Batch: LogBatchConfig{MaxRecords: 100, MaxBytes: 65536, Timeout: 200 * time.Millisecond}, Events: false},
+		Swarm: SwarmConfig{Services: true},
 		Web: WebConfig{
 			ListenAddress: "127.0.0.1:9900",
 			TelemetryPath: "/container-metrics",

@@ -210,6 +210,11 @@ func TestCheckpointerPersistsAndSeeds(t *testing.T) {
 	if _, ok := c2.Get("d"); ok {
 		t.Fatal("a forgotten container came back from a late acknowledgement")
 	}
+	// A lifecycle event shipped through the log path is no log position.
+	c2.Ack([]LogRecord{{ContainerID: "c", Time: more.Time.Add(time.Hour), Body: []byte("container c stop"), Event: &Event{Name: "container.stop"}}})
+	if cp, _ := c2.Get("c"); cp.Last != PrintOf(&more) {
+		t.Fatalf("an event moved the checkpoint: %+v", cp)
+	}
 }
 
 func TestCheckpointerFailedWriteKeepsOldFile(t *testing.T) {

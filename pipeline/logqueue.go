@@ -85,31 +85,11 @@ func signal(c chan struct{}) {
 // cannot wedge the reader. It reports whether the record was queued; false
 // with a nil error means it was dropped.
 func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
-	size := RecordSize(&r)
 	for {
-		q.mu.Lock()
-		if q.closed {
-			q.mu.Unlock()
-			return false, context.Canceled
+		queued, err := q.tryAppend(&r)
+		if queued || err != nil {
+			return queued, err
 		}
-		if q.bytes+size <= q.limit || q.bytes == 0 {
-			q.append(r)
-			q.bytes += size
-			room := q.bytes < q.limit
-			wake := q.count >= q.wakeRecords || q.bytes >= q.wakeBytes
-			q.mu.Unlock()
-			q.counters.In.Add(1)
-			if wake {
-				signal(q.notEmpty)
-			}
-			if room {
-				// notFull wakes one waiter; pass the wake-up on to the
-				// next blocked reader while there is room.
-				signal(q.notFull)
-			}
-			return true, nil
-		}
-		q.mu.Unlock()
 		if q.overflow == Drop {
 			q.counters.Dropped.Add(1)
 			return false, nil
@@ -120,6 +100,45 @@ func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
 			return false, ctx.Err()
 		}
 	}
+}
+
+// Offer appends a record only if there is room now, whatever the overflow
+// policy, and reports whether it did. It is for callers that must never
+// wait for the exporter, such as the Docker event handler (dockerd drops
+// an event subscriber that falls behind); they count what is refused.
+func (q *LogQueue) Offer(r LogRecord) bool {
+	queued, _ := q.tryAppend(&r)
+	return queued
+}
+
+// tryAppend queues r if it fits (or the queue is empty, so that a record
+// larger than the whole bound cannot wedge a reader).
+func (q *LogQueue) tryAppend(r *LogRecord) (bool, error) {
+	size := RecordSize(r)
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false, context.Canceled
+	}
+	if q.bytes+size > q.limit && q.bytes != 0 {
+		q.mu.Unlock()
+		return false, nil
+	}
+	q.append(*r)
+	q.bytes += size
+	room := q.bytes < q.limit
+	wake := q.count >= q.wakeRecords || q.bytes >= q.wakeBytes
+	q.mu.Unlock()
+	q.counters.In.Add(1)
+	if wake {
+		signal(q.notEmpty)
+	}
+	if room {
+		// notFull wakes one waiter; pass the wake-up on to the next
+		// blocked reader while there is room.
+		signal(q.notFull)
+	}
+	return true, nil
 }
 
 // Bytes is what the queue holds now.

@@ -126,6 +126,28 @@ func TestLogQueueDropPolicyCounts(t *testing.T) {
 	}
 }
 
+func TestLogQueueOfferNeverWaits(t *testing.T) {
+	var c StageCounters
+	r := rec(0, "x")
+	q := NewLogQueue(2*RecordSize(&r), Block, &c) // Block: Push would wait
+	if !q.Offer(rec(0, "x")) || !q.Offer(rec(1, "x")) {
+		t.Fatal("Offer refused a record with room for it")
+	}
+	done := make(chan bool)
+	go func() { done <- q.Offer(rec(2, "x")) }()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("Offer queued past the bound")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Offer waited on a full queue")
+	}
+	if q.Len() != 2 || c.In.Load() != 2 {
+		t.Fatalf("len %d, in %d", q.Len(), c.In.Load())
+	}
+}
+
 func TestLogQueueOversizedRecordFitsEmptyQueue(t *testing.T) {
 	q := NewLogQueue(10, Block, new(StageCounters))
 	big := LogRecord{Body: make([]byte, 1000)}

@@ -42,4 +42,48 @@ type LogRecord struct {
 	// Truncated is set when the line was longer than logs.max_line_bytes
 	// and was cut; the rest of the line was discarded.
 	Truncated bool
+	// Event is set when the record is a container lifecycle event rather
+	// than a line of output. Events have no place in the container's log,
+	// so they never move its checkpoint; Stream is unset.
+	Event *Event
+}
+
+// Event is a Docker container event shipped as a log record.
+type Event struct {
+	// Name is "container.<action>", e.g. container.die.
+	Name     string
+	Severity Severity
+	Attrs    []EventAttr
+}
+
+// EventAttr is one attribute of an event: a string, or an integer when
+// IsInt.
+type EventAttr struct {
+	Key   string
+	Str   string
+	Int   int64
+	IsInt bool
+}
+
+// Severity of an event record, in OpenTelemetry's severity numbers.
+type Severity int32
+
+// The severities events use.
+const (
+	SeverityInfo  Severity = 9
+	SeverityWarn  Severity = 13
+	SeverityError Severity = 17
+)
+
+// String is the severity's OpenTelemetry short name.
+func (s Severity) String() string {
+	switch s {
+	case SeverityInfo:
+		return "INFO"
+	case SeverityWarn:
+		return "WARN"
+	case SeverityError:
+		return "ERROR"
+	}
+	return ""
 }

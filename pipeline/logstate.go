@@ -126,8 +126,10 @@ func (c *Checkpointer) Ack(records []LogRecord) error {
 	c.mu.Lock()
 	for i := range records {
 		r := &records[i]
-		if c.forgot[r.ContainerID] {
-			continue // destroyed while its records were in flight
+		if c.forgot[r.ContainerID] || r.Event != nil {
+			// Destroyed while its records were in flight, or an event,
+			// which has no position in the container's log.
+			continue
 		}
 		c.cursor(r.ContainerID).Advance(PrintOf(r))
 	}

@@ -325,6 +325,9 @@ const agentConfig = `agent:
 discovery:
   include:
     labels: [%q]
+logs:
+  # Only lines: the sink's record count is checked against them.
+  events: false
 exporters:
   otlp:
     endpoint: %s

@@ -175,6 +175,9 @@ func (e *LogExporter) countShipped(batch []pipeline.LogRecord) {
 	last := ""
 	for i := range batch {
 		r := &batch[i]
+		if r.Event != nil {
+			continue // not a line of the container's output
+		}
 		if r.ContainerID != last {
 			counts, last = e.opts.Store.LogCounters(r.ContainerID), r.ContainerID
 		}
@@ -227,6 +230,11 @@ func (e *LogExporter) request(batch []pipeline.LogRecord) *collogspb.ExportLogsS
 		lr.ObservedTimeUnixNano = uint64(r.Observed.UnixNano())
 		lr.Body = &bodies[i]
 		setBody(lr.Body, r.Body)
+		if r.Event != nil {
+			setEvent(lr, r.Event)
+			sl.LogRecords = append(sl.LogRecords, lr)
+			continue
+		}
 		// Untruncated records share one read-only attribute list per stream.
 		lr.Attributes = attrsStdout
 		if r.Stream == pipeline.Stderr {
@@ -238,6 +246,24 @@ func (e *LogExporter) request(batch []pipeline.LogRecord) *collogspb.ExportLogsS
 		sl.LogRecords = append(sl.LogRecords, lr)
 	}
 	return req
+}
+
+// setEvent fills in a lifecycle event: its name both in the record's
+// event_name field and as the event.name attribute, which receivers older
+// than OTLP 1.5 still look for.
+func setEvent(lr *logspb.LogRecord, ev *pipeline.Event) {
+	lr.EventName = ev.Name
+	lr.SeverityNumber = logspb.SeverityNumber(ev.Severity)
+	lr.SeverityText = ev.Severity.String()
+	lr.Attributes = make([]*commonpb.KeyValue, 0, 1+len(ev.Attrs))
+	lr.Attributes = append(lr.Attributes, &commonpb.KeyValue{Key: "event.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: ev.Name}}})
+	for _, a := range ev.Attrs {
+		v := &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: a.Str}}
+		if a.IsInt {
+			v.Value = &commonpb.AnyValue_IntValue{IntValue: a.Int}
+		}
+		lr.Attributes = append(lr.Attributes, &commonpb.KeyValue{Key: a.Key, Value: v})
+	}
 }
 
 // setBody stores a line as a string when it is valid UTF-8 (protobuf

@@ -53,6 +53,35 @@ func TestLogRequestGroupsByContainer(t *testing.T) {
 	}
 }
 
+func TestEventRecordsCarryNameSeverityAndAttributes(t *testing.T) {
+	web := &pipeline.ContainerMeta{ID: "w", Name: "web"}
+	at := time.Unix(1_800_000_000, 0)
+	ev := &pipeline.Event{Name: "container.die", Severity: pipeline.SeverityWarn, Attrs: []pipeline.EventAttr{
+		{Key: "docker.event.action", Str: "die"}, {Key: "process.exit.code", Int: 3, IsInt: true},
+	}}
+	req := (&LogExporter{}).request([]pipeline.LogRecord{
+		{ContainerID: "w", Container: web, Time: at, Observed: at, Body: []byte("container web die (exit code 3)"), Event: ev},
+	})
+	r := req.ResourceLogs[0].ScopeLogs[0].LogRecords[0]
+	if r.EventName != "container.die" || r.SeverityNumber != 13 || r.SeverityText != "WARN" || r.Body.GetStringValue() != "container web die (exit code 3)" {
+		t.Fatalf("event record = %v", r)
+	}
+	got := map[string]any{}
+	for _, kv := range r.Attributes {
+		if kv.Value.GetIntValue() != 0 {
+			got[kv.Key] = kv.Value.GetIntValue()
+		} else {
+			got[kv.Key] = kv.Value.GetStringValue()
+		}
+	}
+	if got["event.name"] != "container.die" || got["process.exit.code"] != int64(3) || got["docker.event.action"] != "die" {
+		t.Errorf("attributes = %v", got)
+	}
+	if _, ok := got["log.iostream"]; ok {
+		t.Error("an event has no stream")
+	}
+}
+
 type recordingAcker struct {
 	mu    sync.Mutex
 	acked int

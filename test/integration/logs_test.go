@@ -75,8 +75,8 @@ func shipped(t *testing.T, col *harness.Collector, container string) []shippedLi
 	t.Helper()
 	var out []shippedLine
 	for _, r := range col.LogRecords(t) {
-		if r.Resource.Str("container.name") != container {
-			continue
+		if r.Resource.Str("container.name") != container || r.EventName != "" {
+			continue // another container's, or a lifecycle event
 		}
 		out = append(out, shippedLine{body: r.BodyString(), stream: r.Attrs.Str("log.iostream"), truncated: r.Attrs.Has("log.truncated")})
 	}
