@@ -190,6 +190,9 @@ func (c *Collector) session(ctx context.Context) error {
 
 	sampler := newStatsSampler(c)
 	wg.Go(func() { sampler.run(ctx) })
+	if c.cfg.Swarm.Services {
+		wg.Go(func() { c.pollServices(ctx, c.cfg.Stats.Interval) })
+	}
 
 	resync := time.NewTicker(c.cfg.Discovery.ResyncInterval)
 	defer resync.Stop()

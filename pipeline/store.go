@@ -81,7 +81,33 @@ func (l *LogCounters) Lag() time.Duration {
 type Store struct {
 	mu         sync.RWMutex
 	containers map[string]*Snapshot
+	services   []ServiceReplicas // replaced wholesale, never mutated
 	now        func() time.Time
+}
+
+// ServiceReplicas is one Swarm service's task counts, as a manager reports
+// them (swarm.services).
+type ServiceReplicas struct {
+	ID, Name string
+	Stack    string // com.docker.stack.namespace, empty outside a stack
+	Mode     string // replicated, global, replicated-job, global-job
+	Desired  uint64
+	Running  uint64
+}
+
+// SetServices replaces the Swarm services' replica counts; nil clears them.
+func (s *Store) SetServices(services []ServiceReplicas) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.services = services
+}
+
+// Services returns the latest Swarm services' replica counts. The slice is
+// shared and must not be modified.
+func (s *Store) Services() []ServiceReplicas {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.services
 }
 
 // NewStore returns an empty store.

@@ -47,6 +47,8 @@ var (
 	famCPUPeriod     = family{"container_spec_cpu_period", "CPU period of the container, in microseconds.", prometheus.GaugeValue, nil}
 	famCPUShares     = family{"container_spec_cpu_shares", "CPU shares of the container.", prometheus.GaugeValue, nil}
 	famOOMEvents     = family{"container_oom_events_total", "Count of out of memory events observed for the container.", prometheus.CounterValue, nil}
+	famSvcDesired    = family{"swarm_service_replicas_desired", "Tasks of the Swarm service that should be running (replicas, or eligible nodes of a global service).", prometheus.GaugeValue, []string{"service_id", "service_name", "stack", "mode"}}
+	famSvcRunning    = family{"swarm_service_replicas_running", "Tasks of the Swarm service that are running.", prometheus.GaugeValue, []string{"service_id", "service_name", "stack", "mode"}}
 	famOOMKills      = family{"container_memory_oom_kills_total", "Processes of the container killed by the kernel's OOM killer, seen since the agent started (oom events, and runs that ended OOM-killed).", prometheus.CounterValue, nil}
 	famEvents        = family{"container_events_total", "Lifecycle events of the container seen since the agent started, by action.", prometheus.CounterValue, []string{"action"}}
 	famCPUUsage      = family{"container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds.", prometheus.CounterValue, []string{"cpu"}}
@@ -132,6 +134,11 @@ func (c *ContainerCollector) WriteText(w io.Writer) error {
 			e.base = appendLabel(append(e.base, ','), cols.names[j], s.Meta.Labels[k])
 		}
 		e.container(s)
+	}
+	e.base = e.base[:0]
+	for _, svc := range c.store.Services() {
+		e.emit(famSvcDesired, float64(svc.Desired), svc.ID, svc.Name, svc.Stack, svc.Mode)
+		e.emit(famSvcRunning, float64(svc.Running), svc.ID, svc.Name, svc.Stack, svc.Mode)
 	}
 	names := slices.Sorted(maps.Keys(e.families))
 	for _, name := range names {
@@ -266,7 +273,10 @@ func (e *emitter) emit(f family, v float64, extra ...string) {
 	b = append(b, '{')
 	b = append(b, e.base...)
 	for i, val := range extra {
-		b = appendLabel(append(b, ','), f.extra[i], val)
+		if i > 0 || len(e.base) > 0 {
+			b = append(b, ',')
+		}
+		b = appendLabel(b, f.extra[i], val)
 	}
 	b = append(b, '}', ' ')
 	b = appendFloat(b, v)

@@ -65,6 +65,10 @@ func testStore(t *testing.T) *pipeline.Store {
 		ID: "ddd", CgroupPath: "/kubepods/ddd", Name: "k8s_app_web-0_prod_uid_0", Image: "app:1", ImageName: "app", ImageTag: "1", Hostname: "node-1",
 		K8sPod: "web-0", K8sNamespace: "prod", K8sContainer: "app",
 	}, pipeline.ContainerState{Status: "running", StartedAt: started}, pipeline.ContainerSpec{CPUShares: 1024})
+	s.SetServices([]pipeline.ServiceReplicas{
+		{ID: "s1", Name: "shop_api", Stack: "shop", Mode: "replicated", Desired: 3, Running: 2},
+		{ID: "s2", Name: "agent", Mode: "global", Desired: 1, Running: 1},
+	})
 	return s
 }
 
