@@ -5,13 +5,18 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build setup test unit integration lint fuzz bench bench-logs clean
+.PHONY: all build image setup test unit integration lint fuzz bench bench-logs clean
 
 all: build
 
 ## build: the static agent binary in bin/dockscope
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dockscope ./cmd/agent
+
+## image: the agent image dockscope:$(VERSION), FROM scratch (no registry needed);
+## DOCKER_GID=<gid> sets the group that may read the Docker socket
+image:
+	VERSION=$(VERSION) bash scripts/build-image.sh
 
 ## setup: install what the tests need (Docker if absent, Prometheus, the OTel Collector build)
 setup:

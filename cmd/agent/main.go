@@ -40,7 +40,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // flags are the command line; values given explicitly override the file.
 type flags struct {
 	configFile, listenAddress, webConfigFile, logLevel, logFormat string
-	check, printDefault, showVersion, pprof                       bool
+	check, printDefault, showVersion, pprof, healthcheck          bool
 	set                                                           map[string]bool
 }
 
@@ -52,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.check, "config.check", false, "validate the configuration and exit")
 	fs.BoolVar(&f.printDefault, "print-default-config", false, "print the default configuration file, with comments, and exit")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&f.healthcheck, "healthcheck", false, "ask the agent running with this configuration whether it is ready (its /readyz); exit 0 if so, 1 if not (a HEALTHCHECK for the scratch image)")
 	fs.StringVar(&f.listenAddress, "web.listen-address", "", "address for /metrics, /healthz and /readyz (overrides web.listen_address; default :9817)")
 	fs.StringVar(&f.webConfigFile, "web.config.file", "", "exporter-toolkit web configuration for TLS and basic auth (overrides web.config_file)")
 	fs.BoolVar(&f.pprof, "web.enable-pprof", false, "serve Go profiles at /debug/pprof/ on the metrics endpoint (for diagnosing the agent's own cost)")
@@ -114,6 +115,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "dockscope: invalid configuration:", err)
 		return exitUsage
+	}
+	if f.healthcheck {
+		if err := promexp.ProbeReady(context.Background(), cfg.Web.ListenAddress, cfg.Web.ConfigFile != ""); err != nil {
+			fmt.Fprintln(stderr, "dockscope:", err)
+			return exitFailed
+		}
+		fmt.Fprintln(stdout, "ready")
+		return exitOK
 	}
 	if f.check {
 		name := f.configFile
