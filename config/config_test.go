@@ -290,6 +290,18 @@ func TestDefaultYAMLIsACopy(t *testing.T) {
 func TestEnvExpansion(t *testing.T) {
 	env := map[string]string{"A": "alpha", "EMPTY": "", "DOLLAR": "${env:A}"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	files := map[string]string{
+		"/run/secrets/token": "s3cret\n",
+		"/run/secrets/crlf":  "two\nlines\r\n",
+		"/run/secrets/huge":  strings.Repeat("x", 64<<10+1),
+	}
+	readFile := func(p string) ([]byte, error) {
+		v, ok := files[p]
+		if !ok {
+			return nil, fs.ErrNotExist
+		}
+		return []byte(v), nil
+	}
 	for _, tc := range []struct{ in, want, err string }{
 		{in: "plain", want: "plain"},
 		{in: "${env:A}", want: "alpha"},
@@ -306,8 +318,16 @@ func TestEnvExpansion(t *testing.T) {
 		{in: "${env:}", err: `invalid environment variable name ""`},
 		{in: "${env:1A}", err: `invalid environment variable name "1A"`},
 		{in: "${env:A B}", err: `invalid environment variable name "A B"`},
+		{in: "Bearer ${file:/run/secrets/token}", want: "Bearer s3cret"}, // one trailing newline dropped
+		{in: "${file:/run/secrets/crlf}", want: "two\nlines"},
+		{in: "$${file:/run/secrets/token}", want: "${file:/run/secrets/token}"},
+		{in: "${file:/run/secrets/token}${env:A}", want: "s3cretalpha"},
+		{in: "${file:token}", err: `file reference "token" is not an absolute path`},
+		{in: "${file:/missing}", err: "reading /missing: file does not exist"},
+		{in: "${file:/run/secrets/huge}", err: "file /run/secrets/huge holds 65537 bytes; a ${file:...} reference reads at most 65536"},
+		{in: "${file:/x", err: "unterminated ${file:...} reference"},
 	} {
-		got, err := expandEnv(tc.in, lookup)
+		got, err := expandEnv(tc.in, sources{lookupEnv: lookup, readFile: readFile})
 		switch {
 		case tc.err != "" && (err == nil || err.Error() != tc.err):
 			t.Errorf("expandEnv(%q) error = %v, want %q", tc.in, err, tc.err)
@@ -316,6 +336,34 @@ func TestEnvExpansion(t *testing.T) {
 		case tc.err == "" && got != tc.want:
 			t.Errorf("expandEnv(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestFileReferenceThroughLoad(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "token")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "dockscope.yml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("exporters:\n  otlp:\n    headers:\n      authorization: \"Bearer ${file:" + secret + "}\"\n")
+	c, err := Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Exporters.OTLP.Headers["authorization"]; got != "Bearer s3cret" {
+		t.Fatalf("authorization = %q", got)
+	}
+	write("agent:\n  hostname: ${file:" + filepath.Join(dir, "missing") + "}\n")
+	_, err = Load(cfgPath)
+	if err == nil || !strings.Contains(err.Error(), cfgPath+":2: agent.hostname: reading ") {
+		t.Fatalf("missing secret file: %v", err)
 	}
 }
 

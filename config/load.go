@@ -31,7 +31,7 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse parses a configuration file's content over the defaults, expands
-// ${env:NAME} references in values and validates the result. filename only
+// ${env:NAME} and ${file:PATH} references in values and validates the result. filename only
 // labels errors. Every problem is reported as an *Error.
 func Parse(data []byte, filename string) (*Config, error) {
 	c, _, err := parse(data, filename, os.LookupEnv)
@@ -46,7 +46,7 @@ func Parse(data []byte, filename string) (*Config, error) {
 // errors).
 func parse(data []byte, filename string, lookupEnv func(string) (string, bool)) (*Config, map[string]int, error) {
 	c := Default()
-	d := &decoder{file: filename, lines: map[string]int{}, lookupEnv: lookupEnv}
+	d := &decoder{file: filename, lines: map[string]int{}, src: sources{lookupEnv: lookupEnv, readFile: readSecretFile}}
 
 	root, err := d.document(data)
 	if err != nil {
@@ -83,9 +83,9 @@ func parse(data []byte, filename string, lookupEnv func(string) (string, bool)) 
 // name the dotted key, and lets unknown keys, duplicate keys and wrong types
 // all be reported the same way.
 type decoder struct {
-	file      string
-	lines     map[string]int // dotted key -> line of the key in the file
-	lookupEnv func(string) (string, bool)
+	file  string
+	lines map[string]int // dotted key -> line of the key in the file
+	src   sources
 }
 
 // document parses data into its root node; nil means an empty document.
@@ -274,7 +274,7 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, key string, line int) erro
 	if n.Kind != yaml.ScalarNode {
 		return d.errorf(line, key, "expected %s, got %s", want, describe(n))
 	}
-	s, err := expandEnv(n.Value, d.lookupEnv)
+	s, err := expandEnv(n.Value, d.src)
 	if err != nil {
 		return d.errorf(line, key, "%s", err.Error())
 	}
