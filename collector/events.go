@@ -234,8 +234,9 @@ func eventRecord(action, detail string, attrs map[string]string) *pipeline.Event
 			}
 		}
 	case "kill":
+		// Every `docker stop` sends one: not a warning by itself; the die
+		// that follows says whether it went badly.
 		str("docker.event.signal", attrs["signal"])
-		ev.Severity = pipeline.SeverityWarn
 	case "oom":
 		ev.Severity = pipeline.SeverityError
 	case "health_status":
