@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build image setup test unit integration lint fuzz bench bench-logs clean
+.PHONY: all build image setup test unit integration lint fuzz deploy-check bench bench-logs clean
 
 all: build
 
@@ -22,8 +22,8 @@ image:
 setup:
 	bash scripts/setup.sh
 
-## test: everything CI runs: lint, unit tests, short fuzzing, integration tests
-test: setup lint unit fuzz integration
+## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
+test: setup lint unit fuzz deploy-check integration
 
 ## unit: tests of pure logic, with the race detector
 unit:
@@ -38,6 +38,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration ./test/...
+
+## deploy-check: alert rules and their promtool unit tests, the Grafana dashboard's queries,
+## and the Helm chart (lint --strict, template, strict decoding into the Kubernetes types)
+deploy-check:
+	bash deploy/alerts/check.sh
+	bash scripts/helm-check.sh
 
 ## fuzz: a short run of every fuzz target (the config parser, the log demuxer and merger)
 fuzz:
