@@ -74,6 +74,7 @@ func containerFromInspect(in container.InspectResponse, hostname string, allow f
 		state.Status = string(s.Status)
 		state.ExitCode = s.ExitCode
 		state.OOMKilled = s.OOMKilled
+		state.Pid = s.Pid
 		state.StartedAt = parseTime(s.StartedAt)
 		state.FinishedAt = parseTime(s.FinishedAt)
 		if s.Health != nil && s.Health.Status != container.NoHealthcheck {
@@ -84,6 +85,7 @@ func containerFromInspect(in container.InspectResponse, hostname string, allow f
 	var spec pipeline.ContainerSpec
 	if hc := in.HostConfig; hc != nil {
 		state.LogDriver = hc.LogConfig.Type
+		state.NetworkMode = string(hc.NetworkMode)
 		spec = pipeline.ContainerSpec{
 			MemoryLimit: hc.Memory,
 			CPUQuota:    hc.CPUQuota,

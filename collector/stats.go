@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -23,23 +24,53 @@ import (
 // fresh goroutine per sample paid for that growth every time.
 type statsSampler struct {
 	c        *Collector
+	cgroup   *cgroupReader // nil: every sample from the Engine API
 	work     chan statsJob
 	triggers chan string
 	wg       sync.WaitGroup
+
+	fallbackLogged atomic.Bool
 }
 
 // statsJob is one container to sample; done (if set) is told when it is.
 type statsJob struct {
-	id   string
-	done *sync.WaitGroup
+	id     string
+	target *statsTarget // where its cgroup files are; nil: look it up
+	done   *sync.WaitGroup
+}
+
+// statsTarget is what the cgroup source needs to know of a container.
+type statsTarget struct {
+	cgroupPath  string
+	pid         int
+	networkMode string
+}
+
+func targetOf(s *pipeline.Snapshot) *statsTarget {
+	return &statsTarget{cgroupPath: s.Meta.CgroupPath, pid: s.State.Pid, networkMode: s.State.NetworkMode}
 }
 
 func newStatsSampler(c *Collector) *statsSampler {
-	return &statsSampler{
+	s := &statsSampler{
 		c:        c,
 		work:     make(chan statsJob),
 		triggers: make(chan string, 64),
 	}
+	cfg := c.cfg.Stats
+	if cfg.Source == "api" {
+		return s
+	}
+	r, err := newCgroupReader(cfg.CgroupRoot, cfg.ProcRoot)
+	switch {
+	case err == nil:
+		s.cgroup = r
+		c.log.Info("reading container stats from cgroup files", "cgroup_root", cfg.CgroupRoot, "cgroup_v2", r.v2, "proc_root", cfg.ProcRoot)
+	case cfg.Source == "auto":
+		c.log.Info("reading container stats through the Engine API (stats.source auto)", "reason", err)
+	default:
+		c.log.Warn("stats.source is cgroup but the cgroup files cannot be read; reading stats through the Engine API", "err", err)
+	}
+	return s
 }
 
 // trigger asks for an immediate sample of a container that just started, so
@@ -61,7 +92,7 @@ func (s *statsSampler) run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case job := <-s.work:
-					s.sampleOne(ctx, job.id)
+					s.sampleOne(ctx, job)
 					if job.done != nil {
 						job.done.Done()
 					}
@@ -100,13 +131,19 @@ func (s *statsSampler) run(ctx context.Context) {
 func (s *statsSampler) round(ctx context.Context) {
 	start := time.Now()
 	var done sync.WaitGroup
-	for _, snap := range s.c.store.Snapshot() {
+	snaps := s.c.store.Snapshot()
+	for i := range snaps {
+		snap := &snaps[i]
 		if !snap.State.Running() || snap.State.Status == "restarting" {
 			continue
 		}
 		done.Add(1)
+		job := statsJob{id: snap.Meta.ID, done: &done}
+		if s.cgroup != nil {
+			job.target = targetOf(snap)
+		}
 		select {
-		case s.work <- statsJob{id: snap.Meta.ID, done: &done}:
+		case s.work <- job:
 		case <-ctx.Done():
 			done.Done()
 			return
@@ -116,10 +153,11 @@ func (s *statsSampler) round(ctx context.Context) {
 	s.c.tel.SetStatsRound(time.Since(start))
 }
 
-func (s *statsSampler) sampleOne(ctx context.Context, id string) {
+func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
+	id := job.id
 	counters := s.c.tel.Stage(pipeline.StageStats)
 	counters.In.Add(1)
-	st, err := s.c.fetchStats(ctx, id)
+	st, err := s.sample(ctx, job)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -135,6 +173,35 @@ func (s *statsSampler) sampleOne(ctx context.Context, id string) {
 	if s.c.store.SetStats(id, st) {
 		counters.Out.Add(1)
 	}
+}
+
+// sample reads the container's cgroup files when that source is on, and
+// asks the Engine otherwise, or when the files cannot be read (a container
+// that just stopped, a cgroup layout the reader does not know).
+func (s *statsSampler) sample(ctx context.Context, job statsJob) (pipeline.Stats, error) {
+	if s.cgroup != nil {
+		t := job.target
+		if t == nil { // a container that just started: not in a round yet
+			if snap, ok := s.c.store.Get(job.id); ok {
+				t = targetOf(&snap)
+			}
+		}
+		if t != nil && t.cgroupPath != "" {
+			st, err := s.cgroup.read(t.cgroupPath, t.pid, t.networkMode)
+			if err == nil {
+				s.c.tel.StatsFromCgroup.Add(1)
+				return st, nil
+			}
+			if s.fallbackLogged.CompareAndSwap(false, true) {
+				// Once: after that, dockscope_stats_samples_total{source="api"} counts them.
+				s.c.log.Warn("a cgroup stats read failed; that sample came from the Engine API", "container", shortID(job.id), "err", err)
+			} else {
+				s.c.log.Debug("cgroup stats read failed; using the Engine API", "container", shortID(job.id), "err", err)
+			}
+		}
+	}
+	s.c.tel.StatsFromAPI.Add(1)
+	return s.c.fetchStats(ctx, job.id)
 }
 
 // fetchStats takes one sample through the Engine API.

@@ -69,6 +69,14 @@ type StatsConfig struct {
 	// answers a repeated one-shot request on its next 1 s stats tick, so a
 	// round takes about containers/Concurrency seconds.
 	Concurrency int `yaml:"concurrency"`
+	// Source is where samples come from: "api" (the Engine's stats
+	// endpoint), "cgroup" (the container's cgroup files and
+	// /proc/<pid>/net/dev, read by the agent) or "auto" (cgroup when
+	// CgroupRoot holds a cgroup filesystem, else api). A cgroup read that
+	// fails falls back to the API for that sample.
+	Source     string `yaml:"source"`
+	CgroupRoot string `yaml:"cgroup_root"`
+	ProcRoot   string `yaml:"proc_root"`
 }
 
 // LogsConfig controls the collection of container logs, which are shipped
@@ -180,6 +188,9 @@ func Default() Config {
 		Stats: StatsConfig{
 			Interval:    10 * time.Second,
 			Concurrency: 64,
+			Source:      "api",
+			CgroupRoot:  "/sys/fs/cgroup",
+			ProcRoot:    "/proc",
 		},
 		Logs: LogsConfig{
 			Enabled:      true,

@@ -50,6 +50,12 @@ func (c *Config) problems() []*Error {
 	if s.Concurrency < 1 || s.Concurrency > 256 {
 		v.add("stats.concurrency", "must be between 1 and 256, got %d", s.Concurrency)
 	}
+	v.oneOf("stats.source", s.Source, "api", "cgroup", "auto")
+	for _, root := range []struct{ key, path string }{{"stats.cgroup_root", s.CgroupRoot}, {"stats.proc_root", s.ProcRoot}} {
+		if !path.IsAbs(root.path) {
+			v.add(root.key, "must be an absolute path, got %q", root.path)
+		}
+	}
 
 	l := c.Logs
 	if l.MaxLineBytes < 1024 || l.MaxLineBytes > 64<<20 {

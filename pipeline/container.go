@@ -49,6 +49,11 @@ type ContainerState struct {
 	FinishedAt   time.Time
 	Tty          bool
 	LogDriver    string
+	// Pid is the container's main process on the host (0 when stopped);
+	// NetworkMode is HostConfig.NetworkMode. The cgroup stats source reads
+	// the container's network counters through them.
+	Pid         int
+	NetworkMode string
 }
 
 // Running reports whether the container has processes whose stats can be sampled.

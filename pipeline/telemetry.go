@@ -47,6 +47,9 @@ type Telemetry struct {
 	InspectErrors         atomic.Uint64
 	// StatsRoundSeconds is how long the last round of stats sampling took.
 	statsRound atomic.Int64
+	// Stats samples taken from each source (stats.source): the Engine API,
+	// or the cgroup files. With cgroup, API samples are fallbacks.
+	StatsFromAPI, StatsFromCgroup atomic.Uint64
 	// ExportFailures counts failed OTLP export requests.
 	ExportFailures atomic.Uint64
 

@@ -112,10 +112,10 @@ func logProblems(path string) (n int, first string) {
 // Discovery is limited to this run's containers unless followAll is set:
 // other work on the host (integration tests) must not change what the agent
 // is measured on.
-func writeAgentConfig(path, stateDir, runID string, interval time.Duration, followAll bool) error {
+func writeAgentConfig(path, stateDir, runID string, interval time.Duration, source string, followAll bool) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "agent:\n  state_dir: %q\n", stateDir)
-	fmt.Fprintf(&b, "stats:\n  interval: %s\n", interval)
+	fmt.Fprintf(&b, "stats:\n  interval: %s\n  source: %s\n", interval, source)
 	if !followAll {
 		fmt.Fprintf(&b, "discovery:\n  include:\n    labels: [%q]\n", runLabel+"="+runID)
 	}

@@ -40,6 +40,7 @@ type options struct {
 	ns                []int
 	chatty            int
 	window, interval  time.Duration
+	statsSource       string
 	settle            time.Duration
 	scrapeEvery       time.Duration
 	parallel          int
@@ -60,6 +61,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.chatty, "chatty", 10, "containers logging 20 lines/s each, added to every N")
 	fs.DurationVar(&o.window, "window", 60*time.Second, "length of each measurement window")
 	fs.DurationVar(&o.interval, "interval", 10*time.Second, "dockscope's stats.interval")
+	fs.StringVar(&o.statsSource, "stats-source", "api", "dockscope's stats.source: api, cgroup or auto")
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "pause after the containers are running, before the baseline")
 	// More often than Prometheus' usual 15 s, so that the scrapes' share of
 	// the agent's CPU is, if anything, overstated.
@@ -93,6 +95,8 @@ func parseOptions(args []string) (*options, error) {
 		return nil, errors.New("-window must be positive and -scrape-every not negative")
 	case o.interval <= 0:
 		return nil, errors.New("-interval must be positive")
+	case o.statsSource != "api" && o.statsSource != "cgroup" && o.statsSource != "auto":
+		return nil, fmt.Errorf("-stats-source must be api, cgroup or auto, not %q", o.statsSource)
 	case o.agentMetricsURL != "" && o.agentCmd == "":
 		return nil, errors.New("-agent-metrics-url only goes with -agent-cmd")
 	case o.agentBin != "" && o.agentCmd != "":
@@ -240,7 +244,7 @@ func (b *bench) agentName() string {
 	if b.o.agentCmd != "" {
 		return fmt.Sprintf("`%s`", b.o.agentCmd)
 	}
-	return "dockscope"
+	return "dockscope (stats.source " + b.o.statsSource + ")"
 }
 
 // cleanupCtx is for removing things after ctx may have been cancelled by
@@ -393,7 +397,7 @@ func (b *bench) startAgent(ctx context.Context, n int) (*agentProc, *scraper, er
 		return nil, nil, err
 	}
 	cfg := filepath.Join(dir, "dockscope.yml")
-	if err := writeAgentConfig(cfg, filepath.Join(dir, "state"), b.runID, o.interval, o.followAll); err != nil {
+	if err := writeAgentConfig(cfg, filepath.Join(dir, "state"), b.runID, o.interval, o.statsSource, o.followAll); err != nil {
 		return nil, nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)

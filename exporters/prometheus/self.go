@@ -22,7 +22,7 @@ type SelfCollector struct {
 	reconnects, resyncs, inspectErrors, statsRound *prometheus.Desc
 	exportFailures, reloadOK, reloadTime           *prometheus.Desc
 	logReconnects, logGaps, logMismatches          *prometheus.Desc
-	logsUnreadable, logQueueBytes                  *prometheus.Desc
+	logsUnreadable, logQueueBytes, statsSamples    *prometheus.Desc
 }
 
 // NewSelfCollector returns a collector of the agent's self-metrics.
@@ -43,6 +43,7 @@ func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build Buil
 		resyncs:        d("resyncs_total", "Full container list resynchronisations."),
 		inspectErrors:  d("inspect_errors_total", "Container inspect requests that failed."),
 		statsRound:     d("stats_round_duration_seconds", "How long the last round of stats sampling took."),
+		statsSamples:   d("stats_samples_total", "Container stats samples taken, by source: the Engine API, or the cgroup files (stats.source); with cgroup, api samples are fallbacks.", "source"),
 		exportFailures: d("export_failures_total", "Export requests that failed after retries.", "exporter"),
 		logReconnects:  d("log_stream_reconnects_total", "Container log streams reopened after an error."),
 		logGaps:        d("log_gaps_total", "Log resumes that found the records after their checkpoint rotated away by Docker: lines were lost."),
@@ -59,7 +60,7 @@ func (c *SelfCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.dockerInfo, c.dockerUp, c.containers,
 		c.recordsIn, c.recordsOut, c.recordsDropped, c.reconnects, c.resyncs, c.inspectErrors,
 		c.statsRound, c.exportFailures, c.reloadOK, c.reloadTime,
-		c.logReconnects, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes} {
+		c.logReconnects, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes, c.statsSamples} {
 		ch <- d
 	}
 }
@@ -88,6 +89,8 @@ func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.resyncs, c.tel.Resyncs.Load())
 	counter(c.inspectErrors, c.tel.InspectErrors.Load())
 	gauge(c.statsRound, c.tel.StatsRound().Seconds())
+	counter(c.statsSamples, c.tel.StatsFromAPI.Load(), "api")
+	counter(c.statsSamples, c.tel.StatsFromCgroup.Load(), "cgroup")
 	counter(c.exportFailures, c.tel.ExportFailures.Load(), "otlp")
 	counter(c.logReconnects, c.tel.LogReconnects.Load())
 	counter(c.logGaps, c.tel.LogGaps.Load())

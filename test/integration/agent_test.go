@@ -38,8 +38,10 @@ type agentOpts struct {
 	// that a test may append keys to it.
 	extra     string
 	discovery string
-	env       []string // extra environment
-	noWait    bool     // do not wait for /readyz
+	stats     string // more keys of the stats section
+
+	env    []string // extra environment
+	noWait bool     // do not wait for /readyz
 	// stateDir is agent.state_dir; a fresh temporary one when empty.
 	stateDir string
 }
@@ -54,11 +56,11 @@ func startAgent(t *testing.T, o agentOpts) *agent {
   state_dir: %s
 stats:
   interval: 1s
-%sdiscovery:
+%s%sdiscovery:
   resync_interval: 5s
   include:
     labels: ["dockscope.scope=%s"]
-%s`, cmp.Or(o.stateDir, t.TempDir()), o.extra, o.scope, o.discovery)
+%s`, cmp.Or(o.stateDir, t.TempDir()), o.stats, o.extra, o.scope, o.discovery)
 	cfgPath := filepath.Join(t.TempDir(), "dockscope.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -362,3 +362,62 @@ func TestSIGHUPReloadsConfiguration(t *testing.T) {
 		t.Errorf("a scrape failed during the reload: %s", msg)
 	}
 }
+
+// TestStatsSourcesAgree follows one idle container with two agents, one
+// reading stats through the Engine API and one from the cgroup files, and
+// compares what they export.
+func TestStatsSourcesAgree(t *testing.T) {
+	t.Parallel()
+	scope, name := "sources", uniq(t, "src")
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--memory", "128m", harness.WorkloadImage(t), "alloc", "-mb", "16")...)
+	time.Sleep(2 * time.Second) // allocated and idle: its counters stand still
+	api := startAgent(t, agentOpts{scope: scope, stats: "  source: api\n"})
+	cg := startAgent(t, agentOpts{scope: scope, stats: "  source: cgroup\n"})
+	for _, a := range []*agent{api, cg} {
+		a.waitValue(t, 20*time.Second, "container_memory_working_set_bytes", name, nil, func(v float64) bool { return v >= 16<<20 })
+	}
+	if v, ok := cg.scrape(t).Find("dockscope_stats_samples_total", map[string]string{"source": "cgroup"}); !ok || v.Value == 0 {
+		t.Fatalf("the cgroup agent took no sample from cgroup files: %v", v)
+	}
+	if v, _ := cg.scrape(t).Find("dockscope_stats_samples_total", map[string]string{"source": "api"}); v.Value != 0 {
+		t.Errorf("the cgroup agent fell back to the API %v times", v.Value)
+	}
+
+	time.Sleep(1500 * time.Millisecond) // both have sampled the idle container again
+	ma, mc := api.scrape(t), cg.scrape(t)
+	for _, c := range []struct {
+		metric string
+		labels map[string]string
+		tol    float64 // absolute
+	}{
+		{"container_cpu_usage_seconds_total", map[string]string{"cpu": "total"}, 0.01},
+		{"container_cpu_user_seconds_total", nil, 0.02}, // cpuacct.stat counts 10 ms ticks
+		{"container_cpu_system_seconds_total", nil, 0.02},
+		{"container_memory_usage_bytes", nil, 256 << 10},
+		{"container_memory_working_set_bytes", nil, 256 << 10},
+		{"container_memory_rss", nil, 256 << 10},
+		{"container_memory_cache", nil, 256 << 10},
+		{"container_memory_failcnt", nil, 0},
+		{"container_pids", nil, 0},
+		{"container_network_receive_bytes_total", map[string]string{"interface": "eth0"}, 1024},
+		{"container_network_transmit_packets_total", map[string]string{"interface": "eth0"}, 4},
+	} {
+		want := map[string]string{"name": name}
+		for k, v := range c.labels {
+			want[k] = v
+		}
+		a, okA := ma.Find(c.metric, want)
+		b, okB := mc.Find(c.metric, want)
+		if !okA || !okB {
+			t.Errorf("%s: api %v (%v), cgroup %v (%v)", c.metric, a.Value, okA, b.Value, okB)
+			continue
+		}
+		if diff := a.Value - b.Value; diff > c.tol || -diff > c.tol {
+			t.Errorf("%s: api %v, cgroup %v (differ by more than %v)", c.metric, a.Value, b.Value, c.tol)
+		}
+	}
+	// Disk series: the same devices from both.
+	if da, dc := len(ma.FindAll("container_fs_reads_bytes_total", map[string]string{"name": name})), len(mc.FindAll("container_fs_reads_bytes_total", map[string]string{"name": name})); da != dc {
+		t.Errorf("disk series: api %d, cgroup %d", da, dc)
+	}
+}
