@@ -175,7 +175,6 @@ type engineStats struct {
 	MemoryStats struct {
 		Usage   uint64        `json:"usage"`
 		Failcnt uint64        `json:"failcnt"`
-		Limit   uint64        `json:"limit"`
 		Stats   cgroupMemKeys `json:"stats"`
 	} `json:"memory_stats"`
 	Networks map[string]container.NetworkStats `json:"networks"`
@@ -211,7 +210,6 @@ func statsFromResponse(r engineStats) (pipeline.Stats, error) {
 		OnlineCPUs:          cpu.OnlineCPUs,
 		MemoryUsage:         r.MemoryStats.Usage,
 		MemoryFailcnt:       r.MemoryStats.Failcnt,
-		MemoryLimit:         r.MemoryStats.Limit,
 		Pids:                r.PidsStats.Current,
 	}
 

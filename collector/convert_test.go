@@ -47,7 +47,6 @@ func TestStatsCgroupV1(t *testing.T) {
 		MemoryWorkingSet: 770048, // total_inactive_file is 0
 		MemoryRSS:        118784,
 		MemoryCache:      0,
-		MemoryLimit:      67108864,
 		Pids:             2,
 		Networks: []pipeline.NetworkStats{{
 			Interface: "eth0", RxBytes: 516, RxPackets: 6,
@@ -124,7 +123,6 @@ func TestStatsCgroupV2(t *testing.T) {
 		MemoryWorkingSet:    52428800 - 8388608, // usage - inactive_file
 		MemoryRSS:           31457280,           // anon
 		MemoryCache:         16777216,           // file
-		MemoryLimit:         134217728,
 		Pids:                5,
 		Networks: []pipeline.NetworkStats{
 			{Interface: "eth0", RxBytes: 9000, RxPackets: 90, RxErrors: 1, RxDropped: 2, TxBytes: 4000, TxPackets: 40, TxErrors: 3, TxDropped: 4},

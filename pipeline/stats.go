@@ -27,7 +27,6 @@ type Stats struct {
 	MemorySwap       uint64
 	HasMemorySwap    bool
 	MemoryFailcnt    uint64 // always 0 on cgroup v2
-	MemoryLimit      uint64 // the cgroup's limit; host memory when unlimited
 
 	Pids uint64
 
