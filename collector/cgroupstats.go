@@ -43,9 +43,6 @@ type cgroupReader struct {
 // the Engine) prefers them: CFQ, BFQ, then the throttling layer's.
 var blkioPrefixes = [3]string{"blkio.", "blkio.bfq.", "blkio.throttle."}
 
-// errNoCgroupFS means the cgroup root holds neither layout.
-var errNoCgroupFS = errors.New("no cgroup filesystem")
-
 // newCgroupReader checks the layout under root: cgroup v2 has
 // cgroup.controllers at its top, v1 one directory per controller.
 func newCgroupReader(root, procRoot string) (*cgroupReader, error) {
@@ -55,7 +52,7 @@ func newCgroupReader(root, procRoot string) (*cgroupReader, error) {
 		r.v2 = true
 	case fileExists(filepath.Join(root, "cpuacct")) && fileExists(filepath.Join(root, "memory")):
 	default:
-		return nil, fmt.Errorf("%w at %s (neither cgroup v2's cgroup.controllers nor v1's cpuacct and memory)", errNoCgroupFS, root)
+		return nil, fmt.Errorf("no cgroup filesystem at %s (neither cgroup v2's cgroup.controllers nor v1's cpuacct and memory)", root)
 	}
 	// USER_HZ is 100 on every Linux architecture Docker runs on; the
 	// kernel exports it nowhere but in the ELF auxiliary vector.
@@ -116,9 +113,6 @@ func (r *cgroupReader) read(cgroupPath string, pid int, networkMode string) (pip
 			return pipeline.Stats{}, fmt.Errorf("reading network stats: %w", err)
 		}
 		st.Networks = parseNetDev(b)
-	}
-	if st.MemoryWorkingSet > st.MemoryUsage {
-		st.MemoryWorkingSet = 0
 	}
 	return st, nil
 }

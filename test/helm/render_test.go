@@ -338,7 +338,10 @@ func TestDefaults(t *testing.T) {
 	checkManifests(t, m, defaultWant(t))
 
 	cfg := m.config(t)
-	wantCfg := map[string]any{"agent": map[string]any{"hostname": "${env:NODE_NAME}", "state_dir": stateMount}}
+	wantCfg := map[string]any{
+		"agent": map[string]any{"hostname": "${env:NODE_NAME}", "state_dir": stateMount},
+		"stats": map[string]any{"source": "auto", "cgroup_root": "/host/sys/fs/cgroup", "proc_root": "/host/proc"},
+	}
 	if !reflect.DeepEqual(cfg, wantCfg) {
 		t.Errorf("default configuration = %v, want %v", cfg, wantCfg)
 	}
@@ -938,5 +941,41 @@ func TestNotes(t *testing.T) {
 				t.Errorf("NOTES contain <no value>:\n%s", text)
 			}
 		})
+	}
+}
+
+func TestCgroupStats(t *testing.T) {
+	// On by default: the node's cgroups and /proc read-only, and the agent
+	// told to read stats from them.
+	m := render(t)
+	ds := m.daemonSet(t)
+	c := &ds.Spec.Template.Spec.Containers[0]
+	for name, host := range map[string]string{"host-cgroup": "/sys/fs/cgroup", "host-proc": "/proc"} {
+		v := findVolume(ds, name)
+		if v == nil || v.HostPath == nil || v.HostPath.Path != host || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectory {
+			t.Errorf("%s volume = %+v, want hostPath %s of type Directory", name, v, host)
+		}
+		if mnt := findMount(c, name); mnt == nil || !mnt.ReadOnly || mnt.MountPath != "/host"+host {
+			t.Errorf("%s mount = %+v, want read-only at /host%s", name, mnt, host)
+		}
+	}
+	stats, _ := m.config(t)["stats"].(map[string]any)
+	if stats["source"] != "auto" || stats["cgroup_root"] != "/host/sys/fs/cgroup" || stats["proc_root"] != "/host/proc" {
+		t.Errorf("config stats = %v", stats)
+	}
+
+	// Off: no host mounts, no stats settings.
+	m = render(t, "--set", "cgroupStats.enabled=false")
+	ds = m.daemonSet(t)
+	if findVolume(ds, "host-proc") != nil || findVolume(ds, "host-cgroup") != nil {
+		t.Error("cgroupStats.enabled=false still mounts the node's /proc or cgroups")
+	}
+	if _, ok := m.config(t)["stats"]; ok {
+		t.Error("cgroupStats.enabled=false still sets stats in the config")
+	}
+	// A stats section of the user's own wins.
+	m = render(t, "--set", "config.stats.interval=30s")
+	if stats, _ := m.config(t)["stats"].(map[string]any); stats["interval"] != "30s" || stats["source"] != nil {
+		t.Errorf("the user's stats section was changed: %v", stats)
 	}
 }

@@ -114,6 +114,11 @@ func TestSwarmStackDeploysGlobalAgent(t *testing.T) {
 		if !ok || info.Labels["host"] == "" {
 			return false, fmt.Sprintf("container_info of the task: %v", info.Labels)
 		}
+		// The stack mounts the host's cgroups and /proc: samples come from
+		// them, read by the non-root agent, not from dockerd.
+		if s, _ := m.Find("dockscope_stats_samples_total", map[string]string{"source": "cgroup"}); s.Value == 0 {
+			return false, "no stats sample read from the host's cgroup files yet"
+		}
 		return true, ""
 	})
 

@@ -104,6 +104,9 @@ Fails on values that would contradict the pod spec.
 {{- $_ := set $agent "hostname" "${env:NODE_NAME}" }}
 {{- end }}
 {{- $_ := set $cfg "agent" $agent }}
+{{- if and .Values.cgroupStats.enabled (not (hasKey $cfg "stats")) }}
+{{- $_ := set $cfg "stats" (dict "source" "auto" "cgroup_root" "/host/sys/fs/cgroup" "proc_root" "/host/proc") }}
+{{- end }}
 {{- if hasKey $cfg "web" }}
 {{- $web := get $cfg "web" | default dict }}
 {{- if not (kindIs "map" $web) }}
