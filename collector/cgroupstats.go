@@ -169,9 +169,7 @@ func (r *cgroupReader) readV1(f *statFiles, cgroupPath string, st *pipeline.Stat
 	if err != nil {
 		return err
 	}
-	if inactive < st.MemoryUsage {
-		st.MemoryWorkingSet = st.MemoryUsage - inactive
-	}
+	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactive)
 	st.Pids, _ = f.uint(filepath.Join(dir("pids"), "pids.current"))
 
 	// Like runc (and so the Engine): the first family the kernel fills.
@@ -241,9 +239,7 @@ func (r *cgroupReader) readV2(f *statFiles, dir string, st *pipeline.Stats) erro
 	if err != nil {
 		return err
 	}
-	if inactive < st.MemoryUsage {
-		st.MemoryWorkingSet = st.MemoryUsage - inactive
-	}
+	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactive)
 	st.Pids, _ = f.uint(filepath.Join(dir, "pids.current"))
 	st.Disks = []pipeline.DiskStats{}
 	if b, err := f.load(filepath.Join(dir, "io.stat")); err == nil {
@@ -352,8 +348,7 @@ func parseBlkio(b []byte) []blkioEntry {
 	return out
 }
 
-// mergeDisks sums v1 blkio entries per device, as diskStats does for the
-// Engine's.
+// mergeDisks sums blkio entries (op in lower case) per device.
 func mergeDisks(bytesRW, ops []blkioEntry) []pipeline.DiskStats {
 	byDev := map[string]*pipeline.DiskStats{}
 	get := func(dev string) *pipeline.DiskStats {

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -227,9 +226,7 @@ func statsFromResponse(r engineStats) (pipeline.Stats, error) {
 			st.MemorySwap, st.HasMemorySwap = *m.TotalSwap, true
 		}
 	}
-	if inactiveFile < st.MemoryUsage {
-		st.MemoryWorkingSet = st.MemoryUsage - inactiveFile
-	}
+	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactiveFile)
 
 	for _, iface := range slices.Sorted(maps.Keys(r.Networks)) {
 		n := r.Networks[iface]
@@ -243,42 +240,26 @@ func statsFromResponse(r engineStats) (pipeline.Stats, error) {
 	return st, nil
 }
 
-// diskStats sums the blkio entries per device. cgroup v1 names ops "Read"
-// and "Write" and fills io_serviced_recursive; v2 names them "read" and
-// "write" and has no operation counts.
+// diskStats sums the Engine's blkio entries per device. cgroup v1 names
+// ops "Read" and "Write" and fills io_serviced_recursive; v2 names them
+// "read" and "write" and has no operation counts.
 func diskStats(ioBytes, ioOps []container.BlkioStatEntry) []pipeline.DiskStats {
-	byDev := make(map[string]*pipeline.DiskStats)
-	get := func(e container.BlkioStatEntry) *pipeline.DiskStats {
-		dev := fmt.Sprintf("%d:%d", e.Major, e.Minor)
-		d, ok := byDev[dev]
-		if !ok {
-			d = &pipeline.DiskStats{Device: dev}
-			byDev[dev] = d
+	entries := func(in []container.BlkioStatEntry) []blkioEntry {
+		out := make([]blkioEntry, 0, len(in))
+		for _, e := range in {
+			out = append(out, blkioEntry{dev: fmt.Sprintf("%d:%d", e.Major, e.Minor), op: strings.ToLower(e.Op), value: e.Value})
 		}
-		return d
+		return out
 	}
-	for _, e := range ioBytes {
-		switch strings.ToLower(e.Op) {
-		case "read":
-			get(e).ReadBytes += e.Value
-		case "write":
-			get(e).WriteBytes += e.Value
-		}
+	return mergeDisks(entries(ioBytes), entries(ioOps))
+}
+
+// workingSet is cAdvisor's working set: usage less the inactive page cache,
+// never below zero (inactive_file can briefly exceed usage while the
+// kernel updates its counters).
+func workingSet(usage, inactiveFile uint64) uint64 {
+	if inactiveFile < usage {
+		return usage - inactiveFile
 	}
-	for _, e := range ioOps {
-		d := get(e)
-		d.HasOps = true
-		switch strings.ToLower(e.Op) {
-		case "read":
-			d.Reads += e.Value
-		case "write":
-			d.Writes += e.Value
-		}
-	}
-	out := make([]pipeline.DiskStats, 0, len(byDev))
-	for _, d := range byDev {
-		out = append(out, *d)
-	}
-	slices.SortFunc(out, func(a, b pipeline.DiskStats) int { return cmp.Compare(a.Device, b.Device) })
-	return out
+	return 0
 }
