@@ -232,7 +232,7 @@ func TestLoadMissingFile(t *testing.T) {
 // TestDefaultYAML keeps default.yml and Default() from drifting apart: same
 // values, every field present, every key explained.
 func TestDefaultYAML(t *testing.T) {
-	c, lines, err := parse(DefaultYAML(), "default.yml", func(string) (string, bool) { return "", false })
+	c, lines, err := parse(DefaultYAML(), "default.yml", noSources)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +341,12 @@ func TestEnvExpansion(t *testing.T) {
 	}
 }
 
+// noSources has no environment variable and no file.
+var noSources = sources{
+	lookupEnv: func(string) (string, bool) { return "", false },
+	readFile:  func(string) ([]byte, error) { return nil, fs.ErrNotExist },
+}
+
 func TestFileReferenceThroughLoad(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "token")
@@ -361,6 +367,10 @@ func TestFileReferenceThroughLoad(t *testing.T) {
 	}
 	if got := c.Exporters.OTLP.Headers["authorization"]; got != "Bearer s3cret" {
 		t.Fatalf("authorization = %q", got)
+	}
+	write("agent:\n  hostname: ${file:/dev/stdin}\n")
+	if _, err = Load(cfgPath); err == nil || !strings.Contains(err.Error(), "is not a regular file") {
+		t.Fatalf("a non-regular file: %v", err)
 	}
 	write("agent:\n  hostname: ${file:" + filepath.Join(dir, "missing") + "}\n")
 	_, err = Load(cfgPath)
@@ -529,7 +539,7 @@ func TestFilterEmpty(t *testing.T) {
 
 func TestKeyLines(t *testing.T) {
 	data := "discovery:\n  include:\n    names:\n      - a\n      - b\n"
-	_, lines, err := parse([]byte(data), "x", func(string) (string, bool) { return "", false })
+	_, lines, err := parse([]byte(data), "x", noSources)
 	if err != nil {
 		t.Fatal(err)
 	}

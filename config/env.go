@@ -104,9 +104,17 @@ func resolve(ref, arg string, src sources) (string, error) {
 	return strings.TrimSuffix(v, "\r"), nil
 }
 
-// readSecretFile reads at most maxSecretFile+1 bytes of a file: enough to
-// tell that it is too big, without reading all of /dev/zero.
+// readSecretFile reads at most maxSecretFile+1 bytes of a regular file:
+// enough to tell that it is too big. Anything else (a FIFO, /dev/stdin)
+// could block the agent's start for ever, even at open.
 func readSecretFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -34,19 +34,19 @@ func Load(path string) (*Config, error) {
 // ${env:NAME} and ${file:PATH} references in values and validates the result. filename only
 // labels errors. Every problem is reported as an *Error.
 func Parse(data []byte, filename string) (*Config, error) {
-	c, _, err := parse(data, filename, os.LookupEnv)
+	c, _, err := parse(data, filename, sources{lookupEnv: os.LookupEnv, readFile: readSecretFile})
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// parse is Parse with the environment passed in, returning as well the line
+// parse is Parse with the environment and the files passed in, returning as well the line
 // of every key present in the file (for tests and for placing Validate's
 // errors).
-func parse(data []byte, filename string, lookupEnv func(string) (string, bool)) (*Config, map[string]int, error) {
+func parse(data []byte, filename string, src sources) (*Config, map[string]int, error) {
 	c := Default()
-	d := &decoder{file: filename, lines: map[string]int{}, src: sources{lookupEnv: lookupEnv, readFile: readSecretFile}}
+	d := &decoder{file: filename, lines: map[string]int{}, src: src}
 
 	root, err := d.document(data)
 	if err != nil {
