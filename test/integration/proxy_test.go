@@ -13,11 +13,12 @@ import (
 // socketProxy forwards a unix socket to another, so a test can cut the
 // agent off from dockerd and restore it without touching the daemon.
 type socketProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-	once  sync.Once
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool // set by close, under mu: no connection is forwarded after it
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 func startSocketProxy(t *testing.T, path, target string) *socketProxy {
@@ -42,9 +43,16 @@ func startSocketProxy(t *testing.T, path, target string) *socketProxy {
 				continue
 			}
 			p.mu.Lock()
+			if p.closed {
+				// close ran between Accept and here: it did not see these.
+				p.mu.Unlock()
+				c.Close()
+				up.Close()
+				return
+			}
 			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
 			p.wg.Add(2)
+			p.mu.Unlock()
 			go func() { defer p.wg.Done(); io.Copy(up, c); up.Close() }()
 			go func() { defer p.wg.Done(); io.Copy(c, up); c.Close() }()
 		}
@@ -59,6 +67,7 @@ func (p *socketProxy) close() {
 	p.once.Do(func() {
 		p.ln.Close()
 		p.mu.Lock()
+		p.closed = true
 		for _, c := range p.conns {
 			c.Close()
 		}
