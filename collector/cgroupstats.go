@@ -88,10 +88,20 @@ func onlineCPUs(path string) uint32 {
 	return n
 }
 
-// read samples one container. cgroupPath is its cgroup relative to the
-// hierarchy's root (ContainerMeta.CgroupPath); pid its main process, for
-// the network counters, 0 or a host network mode meaning none.
-func (r *cgroupReader) read(cgroupPath string, pid int, networkMode string) (pipeline.Stats, error) {
+// statsTarget is what the cgroup source needs to know of a container.
+type statsTarget struct {
+	cgroupPath  string // relative to the hierarchy's root (ContainerMeta.CgroupPath)
+	pid         int    // its main process, for the network counters; 0: none
+	networkMode string // "host" and "none": no network counters of its own
+	// Files that cannot change are not read (each read costs the kernel
+	// as much as the rest of the sample's work): without a CPU quota the
+	// CFS counters stay 0 and are not exported, without a memory limit
+	// the container never fails a charge (v1 memory.failcnt).
+	cpuQuota, memoryLimit bool
+}
+
+// read samples one container.
+func (r *cgroupReader) read(t statsTarget) (pipeline.Stats, error) {
 	st := pipeline.Stats{Read: r.now(), OnlineCPUs: r.cpus}
 	f, _ := r.bufs.Get().(*statFiles)
 	if f == nil {
@@ -100,15 +110,15 @@ func (r *cgroupReader) read(cgroupPath string, pid int, networkMode string) (pip
 	defer r.bufs.Put(f)
 	var err error
 	if r.v2 {
-		err = r.readV2(f, filepath.Join(r.root, cgroupPath), &st)
+		err = r.readV2(f, filepath.Join(r.root, t.cgroupPath), &st)
 	} else {
-		err = r.readV1(f, cgroupPath, &st)
+		err = r.readV1(f, t, &st)
 	}
 	if err != nil {
 		return pipeline.Stats{}, err
 	}
-	if pid > 0 && networkMode != "host" && networkMode != "none" {
-		b, err := f.load(filepath.Join(r.procRoot, strconv.Itoa(pid), "net", "dev"))
+	if t.pid > 0 && t.networkMode != "host" && t.networkMode != "none" {
+		b, err := f.load(filepath.Join(r.procRoot, strconv.Itoa(t.pid), "net", "dev"))
 		if err != nil {
 			return pipeline.Stats{}, fmt.Errorf("reading network stats: %w", err)
 		}
@@ -117,8 +127,8 @@ func (r *cgroupReader) read(cgroupPath string, pid int, networkMode string) (pip
 	return st, nil
 }
 
-func (r *cgroupReader) readV1(f *statFiles, cgroupPath string, st *pipeline.Stats) error {
-	dir := func(controller string) string { return filepath.Join(r.root, controller, cgroupPath) }
+func (r *cgroupReader) readV1(f *statFiles, t statsTarget, st *pipeline.Stats) error {
+	dir := func(controller string) string { return filepath.Join(r.root, controller, t.cgroupPath) }
 	cpuacct, memory := dir("cpuacct"), dir("memory")
 
 	total, err := f.uint(filepath.Join(cpuacct, "cpuacct.usage"))
@@ -138,21 +148,25 @@ func (r *cgroupReader) readV1(f *statFiles, cgroupPath string, st *pipeline.Stat
 	if err != nil {
 		return err
 	}
-	_ = f.keyed(filepath.Join(dir("cpu"), "cpu.stat"), func(k string, v uint64) {
-		switch k {
-		case "nr_periods":
-			st.CPUPeriods = v
-		case "nr_throttled":
-			st.CPUThrottledPeriods = v
-		case "throttled_time":
-			st.CPUThrottledTime = time.Duration(v)
-		}
-	})
+	if t.cpuQuota {
+		_ = f.keyed(filepath.Join(dir("cpu"), "cpu.stat"), func(k string, v uint64) {
+			switch k {
+			case "nr_periods":
+				st.CPUPeriods = v
+			case "nr_throttled":
+				st.CPUThrottledPeriods = v
+			case "throttled_time":
+				st.CPUThrottledTime = time.Duration(v)
+			}
+		})
+	}
 
 	if st.MemoryUsage, err = f.uint(filepath.Join(memory, "memory.usage_in_bytes")); err != nil {
 		return err
 	}
-	st.MemoryFailcnt, _ = f.uint(filepath.Join(memory, "memory.failcnt"))
+	if t.memoryLimit {
+		st.MemoryFailcnt, _ = f.uint(filepath.Join(memory, "memory.failcnt"))
+	}
 	var inactive uint64
 	err = f.keyed(filepath.Join(memory, "memory.stat"), func(k string, v uint64) {
 		switch k {

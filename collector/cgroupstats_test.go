@@ -45,7 +45,7 @@ func TestCgroupReaderV1(t *testing.T) {
 		"cgroup/cpu/docker/66d9fb7e/cpu.stat":                 "nr_periods 10\nnr_throttled 4\nthrottled_time 250000000\nnr_bursts 0\nburst_time 0\n",
 		"cgroup/memory/docker/66d9fb7e/memory.usage_in_bytes": "11964416\n",
 		"cgroup/memory/docker/66d9fb7e/memory.limit_in_bytes": "9223372036854771712\n",
-		"cgroup/memory/docker/66d9fb7e/memory.failcnt":        "0\n",
+		"cgroup/memory/docker/66d9fb7e/memory.failcnt":        "5\n",
 		"cgroup/memory/docker/66d9fb7e/memory.stat": "cache 1888256\nrss 9580544\ninactive_file 99\n" +
 			"total_cache 1888256\ntotal_rss 9580544\ntotal_swap 0\ntotal_inactive_file 1888256\n",
 		"cgroup/pids/docker/66d9fb7e/pids.current":                               "7\n",
@@ -62,7 +62,8 @@ func TestCgroupReaderV1(t *testing.T) {
 		t.Fatal("a v1 tree read as v2")
 	}
 	r.now, r.cpus = func() time.Time { return readAt }, 2
-	got, err := r.read(cg, 4242, "bridge")
+	target := statsTarget{cgroupPath: cg, pid: 4242, networkMode: "bridge", cpuQuota: true, memoryLimit: true}
+	got, err := r.read(target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestCgroupReaderV1(t *testing.T) {
 		CPUTotal: 52948874, CPUUser: 20 * time.Millisecond, CPUSystem: 30 * time.Millisecond,
 		CPUPeriods: 10, CPUThrottledPeriods: 4, CPUThrottledTime: 250 * time.Millisecond,
 		MemoryUsage: 11964416, MemoryWorkingSet: 11964416 - 1888256, MemoryRSS: 9580544, MemoryCache: 1888256,
-		HasMemorySwap: true, Pids: 7,
+		HasMemorySwap: true, MemoryFailcnt: 5, Pids: 7,
 		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 736, RxPackets: 8, RxErrors: 1, RxDropped: 2, TxBytes: 300, TxPackets: 3, TxErrors: 4, TxDropped: 5}},
 		Disks:    []pipeline.DiskStats{{Device: "8:0", ReadBytes: 4096, WriteBytes: 8192, Reads: 1, Writes: 2, HasOps: true}},
 	}
@@ -80,12 +81,23 @@ func TestCgroupReaderV1(t *testing.T) {
 	}
 
 	// Host networking: the host's interfaces are not the container's.
-	if got, _ := r.read(cg, 4242, "host"); got.Networks != nil {
+	// Without a quota or a limit those files are not read: their counters
+	// cannot move.
+	unlimited := target
+	unlimited.cpuQuota, unlimited.memoryLimit = false, false
+	if got, _ := r.read(unlimited); got.CPUPeriods != 0 || got.CPUThrottledTime != 0 || got.MemoryFailcnt != 0 || got.CPUTotal != want.CPUTotal {
+		t.Errorf("without quota and limit: %+v", got)
+	}
+	host := target
+	host.networkMode = "host"
+	if got, _ := r.read(host); got.Networks != nil {
 		t.Errorf("host network mode read interfaces: %+v", got.Networks)
 	}
 	// A container whose cgroup is gone (it just stopped) is an error, so
 	// that the sampler asks the Engine instead.
-	if _, err := r.read("/docker/gone", 4242, "bridge"); err == nil {
+	gone := target
+	gone.cgroupPath = "/docker/gone"
+	if _, err := r.read(gone); err == nil {
 		t.Error("reading a missing cgroup succeeded")
 	}
 }
@@ -111,7 +123,7 @@ func TestCgroupReaderV2(t *testing.T) {
 		t.Fatal("a v2 tree read as v1")
 	}
 	r.now, r.cpus = func() time.Time { return readAt }, 4
-	got, err := r.read(cg, 77, "bridge")
+	got, err := r.read(statsTarget{cgroupPath: cg, pid: 77, networkMode: "bridge"})
 	if err != nil {
 		t.Fatal(err)
 	}

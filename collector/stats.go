@@ -39,15 +39,14 @@ type statsJob struct {
 	done   *sync.WaitGroup
 }
 
-// statsTarget is what the cgroup source needs to know of a container.
-type statsTarget struct {
-	cgroupPath  string
-	pid         int
-	networkMode string
-}
-
 func targetOf(s *pipeline.Snapshot) *statsTarget {
-	return &statsTarget{cgroupPath: s.Meta.CgroupPath, pid: s.State.Pid, networkMode: s.State.NetworkMode}
+	return &statsTarget{
+		cgroupPath:  s.Meta.CgroupPath,
+		pid:         s.State.Pid,
+		networkMode: s.State.NetworkMode,
+		cpuQuota:    s.Spec.CPUQuota > 0,
+		memoryLimit: s.Spec.MemoryLimit > 0,
+	}
 }
 
 func newStatsSampler(c *Collector) *statsSampler {
@@ -187,7 +186,7 @@ func (s *statsSampler) sample(ctx context.Context, job statsJob) (pipeline.Stats
 			}
 		}
 		if t != nil && t.cgroupPath != "" {
-			st, err := s.cgroup.read(t.cgroupPath, t.pid, t.networkMode)
+			st, err := s.cgroup.read(*t)
 			if err == nil {
 				s.c.tel.StatsFromCgroup.Add(1)
 				return st, nil
