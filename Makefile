@@ -45,10 +45,13 @@ deploy-check:
 	bash deploy/alerts/check.sh
 	bash scripts/helm-check.sh
 
-## fuzz: a short run of every fuzz target (the config parser, the log demuxer and merger)
+## fuzz: a short run of every fuzz target (the config parser, the log demuxer and merger,
+## the stats JSON decoding, the cgroup and /proc parsers)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzDemux$$' -fuzztime $(FUZZTIME) ./collector/logparse/
+	$(GO) test -run '^$$' -fuzz '^FuzzStatsDecode$$' -fuzztime $(FUZZTIME) ./collector/
+	$(GO) test -run '^$$' -fuzz '^FuzzCgroupFiles$$' -fuzztime $(FUZZTIME) ./collector/
 	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' -fuzztime $(FUZZTIME) ./collector/logparse/
 
 ## bench: the overhead benchmark (see README, Performance); about 10 minutes

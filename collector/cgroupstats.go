@@ -320,6 +320,13 @@ func (f *statFiles) keyed(path string, fn func(key string, v uint64)) error {
 	if err != nil {
 		return fmt.Errorf("reading cgroup stats: %w", err)
 	}
+	forEachKeyed(b, fn)
+	return nil
+}
+
+// forEachKeyed calls fn with each "key value" line of b whose value is a
+// number.
+func forEachKeyed(b []byte, fn func(key string, v uint64)) {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -335,7 +342,6 @@ func (f *statFiles) keyed(path string, fn func(key string, v uint64)) error {
 			fn(string(k), n)
 		}
 	}
-	return nil
 }
 
 // blkioEntry is one "major:minor Op value" line of a v1 blkio file.
@@ -441,8 +447,8 @@ func parseNetDev(b []byte) []pipeline.NetworkStats {
 	for line := range strings.SplitSeq(string(b), "\n") {
 		name, rest, ok := strings.Cut(line, ":")
 		name = strings.TrimSpace(name)
-		if !ok || name == "lo" || strings.ContainsAny(name, "|") {
-			continue
+		if !ok || name == "" || name == "lo" || strings.ContainsAny(name, " \t|") {
+			continue // the two header lines, loopback, or not an interface
 		}
 		f := strings.Fields(rest)
 		if len(f) < 16 {
