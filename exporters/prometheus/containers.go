@@ -112,18 +112,11 @@ func NewContainerCollector(store *pipeline.Store) *ContainerCollector {
 func (c *ContainerCollector) WriteText(w io.Writer) error {
 	snaps := c.store.Snapshot()
 	cols := labelColumns(snaps)
-	var e *emitter
-	select {
-	case e = <-c.emitters:
-	default:
+	e := take(c.emitters)
+	if e == nil {
 		e = &emitter{families: make(map[string]*familyBuf)}
 	}
-	defer func() {
-		select {
-		case c.emitters <- e:
-		default: // more concurrent scrapes than kept emitters
-		}
-	}()
+	defer keep(c.emitters, e)
 	for _, fb := range e.families {
 		fb.lines = fb.lines[:0]
 	}

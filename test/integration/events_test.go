@@ -4,6 +4,8 @@ package integration
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,7 +45,7 @@ func TestEventsShippedAsLogRecordsAndOOMKillsCounted(t *testing.T) {
 		evs = shippedEvents(t, col, name)
 		for _, w := range want {
 			if _, ok := evs[w]; !ok {
-				return false, fmt.Sprintf("events of %s so far: %v", name, keys(evs))
+				return false, fmt.Sprintf("events of %s so far: %v", name, slices.Sorted(maps.Keys(evs)))
 			}
 		}
 		return true, ""
@@ -74,14 +76,6 @@ func TestEventsShippedAsLogRecordsAndOOMKillsCounted(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
 		evs := shippedEvents(t, col, oom)
 		_, ok := evs["container.oom"]
-		return ok, fmt.Sprintf("events of %s so far: %v", oom, keys(evs))
+		return ok, fmt.Sprintf("events of %s so far: %v", oom, slices.Sorted(maps.Keys(evs)))
 	})
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

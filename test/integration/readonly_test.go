@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -131,7 +132,7 @@ func TestAgentIsReadOnly(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
 		evs := shippedEvents(t, col, exited)
 		_, ok := evs["container.die"]
-		return ok, fmt.Sprintf("events of %s: %v", exited, keys(evs))
+		return ok, fmt.Sprintf("events of %s: %v", exited, slices.Sorted(maps.Keys(evs)))
 	})
 
 	seen, refused := proxy.report()
