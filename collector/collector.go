@@ -6,12 +6,15 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -58,6 +61,8 @@ type Collector struct {
 type readiness struct {
 	ready  bool
 	reason string
+	// retryAt is when the next connection attempt is due, while not ready.
+	retryAt time.Time
 }
 
 // New builds a collector. It does no I/O: an unreachable daemon is not an
@@ -115,13 +120,17 @@ func New(opts Options) (*Collector, error) {
 // daemon's containers; when not, the reason says why, for /readyz.
 func (c *Collector) Ready() (bool, string) {
 	s := c.status.Load()
+	if !s.ready && !s.retryAt.IsZero() {
+		return false, fmt.Sprintf("%s (next attempt in %s)", s.reason, max(0, time.Until(s.retryAt)).Round(time.Millisecond))
+	}
 	return s.ready, s.reason
 }
 
 // setReady records a readiness change and logs it once per change, not once
-// per retry, so a daemon that is down for an hour does not flood the log.
-func (c *Collector) setReady(ready bool, reason string) {
-	prev := c.status.Swap(&readiness{ready: ready, reason: reason})
+// per retry, so a daemon that is down for an hour does not flood the log:
+// the reason compared is the error alone, without when the next attempt is.
+func (c *Collector) setReady(ready bool, reason string, retryAt time.Time) {
+	prev := c.status.Swap(&readiness{ready: ready, reason: reason, retryAt: retryAt})
 	c.tel.SetEngineUp(ready)
 	if prev.ready == ready && (ready || prev.reason == reason) {
 		return
@@ -156,7 +165,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			bo.reset()
 		}
 		wait := bo.next()
-		c.setReady(false, fmt.Sprintf("%v (retrying in %s)", err, wait.Round(time.Millisecond)))
+		c.setReady(false, err.Error(), time.Now().Add(wait))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -186,7 +195,7 @@ func (c *Collector) session(ctx context.Context) error {
 	if err := c.reconcile(ctx, true); err != nil {
 		return err
 	}
-	c.setReady(true, "")
+	c.setReady(true, "", time.Time{})
 
 	sampler := newStatsSampler(c)
 	wg.Go(func() { sampler.run(ctx) })
@@ -222,7 +231,19 @@ func (c *Collector) session(ctx context.Context) error {
 func (c *Collector) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
 	defer cancel()
-	if _, err := c.docker.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+	ping, err := c.docker.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	switch {
+	case client.IsErrConnectionFailed(err):
+		return fmt.Errorf("connecting to the docker daemon at %s: %w%s", c.host, err, socketHint(c.host))
+	case ping.APIVersion == "":
+		// Every Docker Engine names its API version on /_ping, errors
+		// included; anything else on the socket would otherwise fail later
+		// with a puzzling JSON error.
+		if err == nil {
+			err = errors.New("its answer has no API-Version header")
+		}
+		return fmt.Errorf("connecting to the docker daemon at %s: the server there is not a Docker Engine (GET /_ping: %w)", c.host, err)
+	case err != nil:
 		return fmt.Errorf("connecting to the docker daemon at %s: %w", c.host, err)
 	}
 	ver, err := c.docker.ServerVersion(ctx, client.ServerVersionOptions{})
@@ -344,4 +365,25 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// socketHint explains a unix socket the agent may not open: who owns it and
+// who the agent runs as, the usual fix being the socket's group. It is empty
+// for other hosts, a missing socket, or one the agent may open.
+func socketHint(host string) string {
+	path, ok := strings.CutPrefix(host, "unix://")
+	if !ok {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || syscall.Access(path, 2 /* W_OK */) == nil {
+		return ""
+	}
+	groups, _ := os.Getgroups()
+	return fmt.Sprintf(" (the socket is owned by uid %d gid %d with mode %#o; the agent runs as uid %d gid %d, groups %v: run it in group %d or as root)",
+		st.Uid, st.Gid, fi.Mode().Perm(), os.Geteuid(), os.Getegid(), groups, st.Gid)
 }
