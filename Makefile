@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build image setup test unit integration lint fuzz deploy-check bench bench-logs clean
+.PHONY: all build image setup test unit integration lint fuzz deploy-check bench bench-logs soak clean
 
 all: build
 
@@ -61,6 +61,11 @@ bench:
 ## bench-logs: the log throughput benchmark (see README, Performance); about 10 minutes
 bench-logs: setup
 	$(GO) run ./bench/logs
+
+## soak: dockscope for 30 minutes under container churn, steady logs and a collector stopped
+## for 20 s every 2 min; samples RSS, goroutines and fds (soak.csv, soak.svg), checks every line
+soak: setup
+	$(GO) run ./bench/soak
 
 clean:
 	rm -rf bin

@@ -1,22 +1,18 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/moby/moby/api/types/build"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/dockscope/dockscope/bench/internal/benchenv"
 )
 
 // Every object the benchmark creates carries benchLabel; runLabel tells this
@@ -44,58 +40,13 @@ func newEngine(runID string, log *slog.Logger) (*engine, error) {
 	return &engine{cli: cli, runID: runID, log: log}, nil
 }
 
-// buildImage makes the workload image FROM scratch with the legacy builder,
-// which needs no registry (nothing is pulled for scratch).
+// buildImage makes the workload image FROM scratch.
 func (e *engine) buildImage(ctx context.Context, workloadBin string) error {
-	bin, err := os.ReadFile(workloadBin)
-	if err != nil {
-		return fmt.Errorf("reading the workload binary: %w", err)
+	if err := benchenv.BuildWorkloadImage(ctx, e.cli, imageTag, benchLabel, workloadBin); err != nil {
+		return err
 	}
-	dockerfile := fmt.Sprintf("FROM scratch\nLABEL %s=1\nCOPY workload /workload\nENTRYPOINT [\"/workload\"]\n", benchLabel)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, f := range []struct {
-		name string
-		mode int64
-		data []byte
-	}{{"Dockerfile", 0o644, []byte(dockerfile)}, {"workload", 0o755, bin}} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
-			return fmt.Errorf("writing the build context: %w", err)
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return fmt.Errorf("writing the build context: %w", err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("writing the build context: %w", err)
-	}
-
-	res, err := e.cli.ImageBuild(ctx, &buf, client.ImageBuildOptions{
-		Tags:        []string{imageTag},
-		Remove:      true,
-		ForceRemove: true,
-		Version:     build.BuilderV1,
-	})
-	if err != nil {
-		return fmt.Errorf("building %s: %w", imageTag, err)
-	}
-	defer res.Body.Close()
-	// The build reports failure inside its JSON stream, not by status code.
-	dec := json.NewDecoder(res.Body)
-	for {
-		var msg struct {
-			Error string `json:"error"`
-		}
-		if err := dec.Decode(&msg); err == io.EOF {
-			e.builtImage = true
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("reading the build output of %s: %w", imageTag, err)
-		}
-		if msg.Error != "" {
-			return fmt.Errorf("building %s: %s", imageTag, msg.Error)
-		}
-	}
+	e.builtImage = true
+	return nil
 }
 
 // removeImage removes the workload image. Containers of other runs may
