@@ -6,6 +6,7 @@
 //	go run ./bench/logs [-containers 1,4] [-lines 2000000] [-line-bytes 70]
 //	                    [-protocol http/protobuf|grpc] [-mode exited|running]
 //	                    [-markdown FILE] [-keep] [-perf DIR]
+//	                    [-agent-cmd "..." [-agent-config FILE] [-agent-done-after D]]
 //
 // For each scenario (a number of containers, each printing -lines lines of
 // -line-bytes bytes as fast as it can) it
@@ -35,6 +36,46 @@
 // down. -mode running needs no such file: the containers stay up (idle)
 // after their last line, and a fresh agent reads running containers' logs
 // from their start.
+//
+// # Another log shipper side by side: -agent-cmd
+//
+// -agent-cmd "COMMAND LINE" runs another shipper in step 3 instead of
+// dockscope (once per scenario, in place of both compression runs), with
+// sh -c, as the leader of its own process group (stopped with SIGTERM at
+// the end of the run). Before it runs, these placeholders in the command
+// line, and in the file given with -agent-config, are replaced:
+//
+//	{{otlp_http}}       http://127.0.0.1:PORT, the sink's OTLP/HTTP base URL
+//	{{otlp_http_logs}}  the same with /v1/logs
+//	{{otlp_grpc}}       127.0.0.1:PORT, the sink's OTLP/gRPC address
+//	{{otlp_host}}, {{otlp_http_port}}, {{otlp_grpc_port}}
+//	{{label}}           dockscope.bench.logs=KEY, the label on the scenario's
+//	                    containers ({{label_key}}, {{label_value}} apart)
+//	{{container_ids}}   the scenario's container ids, comma-separated
+//	{{docker_host}}     unix:///var/run/docker.sock
+//	{{dir}}             an empty directory for this run (state, data)
+//	{{config}}          where the expanded -agent-config file was written
+//
+// An unknown placeholder is an error. The shipper must read only the
+// scenario's containers (by label or id) and send their lines as OTLP log
+// records to the sink, one record per line.
+//
+// Its delivery cannot be checked line by line as dockscope's is (through
+// its own counters and the sink's), so for it the benchmark measures, from
+// the command's start until the sink's otelcol_receiver_accepted_log_records
+// reaches the number of lines written (polled every -poll, interpolated
+// within the last interval): the wall time and so lines/s; the CPU seconds
+// of the whole process tree (sh, the shipper and any child, reaped ones
+// included); its peak RSS (the tree's summed VmRSS, sampled every -poll,
+// and summed VmHWM at the end); dockerd's and the sink's CPU. It fails
+// when the command exits or nothing arrives for -stall; after
+// -agent-done-after (0: no limit) it stops and reports the records that
+// arrived by then, marking the run incomplete. A final count above the
+// lines written means the shipper sends other records too (or some twice):
+// it is reported, not judged. The shipper must run as a child process: one
+// started in a container (docker run) would be measured as the docker CLI.
+// With -mode exited a shipper that reads only running containers ships
+// nothing; use -mode running for those.
 //
 // Every container is labelled dockscope.bench=1 and dockscope.bench.logs=KEY
 // (KEY names the scenario; the agent follows only that label) and removed at
@@ -75,6 +116,10 @@ type options struct {
 	agentBin   string
 	stall      time.Duration
 	poll       time.Duration
+	// Another shipper instead of dockscope (see the package documentation).
+	agentCmd       string
+	agentConfig    string
+	agentDoneAfter time.Duration
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -91,6 +136,10 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.agentBin, "agent-bin", "", "dockscope binary to run (default: build ./cmd/agent)")
 	fs.DurationVar(&o.stall, "stall", 60*time.Second, "give up on an agent run when no record is delivered for this long")
 	fs.DurationVar(&o.poll, "poll", 200*time.Millisecond, "how often the agent's metrics and RSS are sampled")
+	fs.StringVar(&o.agentCmd, "agent-cmd", "", "run this shell command line (sh -c) as the log shipper instead of dockscope; it must ship the "+
+		"scenario's lines as OTLP log records to the sink. Placeholders: "+placeholderHelp)
+	fs.StringVar(&o.agentConfig, "agent-config", "", "with -agent-cmd: a configuration file for the shipper; its placeholders are replaced and {{config}} names the result")
+	fs.DurationVar(&o.agentDoneAfter, "agent-done-after", 0, "with -agent-cmd: stop waiting for the sink to have every record after this long and report what arrived (0: wait, up to -stall without progress)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -121,6 +170,20 @@ func parseOptions(args []string) (*options, error) {
 	case "exited", "running":
 	default:
 		return nil, fmt.Errorf("-mode must be exited or running, not %q", o.mode)
+	}
+	switch {
+	case o.agentCmd == "" && (o.agentConfig != "" || o.agentDoneAfter != 0):
+		return nil, errors.New("-agent-config and -agent-done-after only go with -agent-cmd")
+	case o.agentCmd != "" && (o.agentBin != "" || o.perfDir != ""):
+		return nil, errors.New("-agent-cmd excludes -agent-bin and -perf (they are about dockscope)")
+	case o.agentDoneAfter < 0:
+		return nil, errors.New("-agent-done-after must not be negative")
+	case o.agentCmd != "":
+		// Catch a bad placeholder now, not after the containers wrote.
+		vars := cmdVars(&sink{}, "", nil, "", "")
+		if _, err := expand(o.agentCmd, vars); err != nil {
+			return nil, fmt.Errorf("-agent-cmd: %w", err)
+		}
 	}
 	return o, nil
 }
@@ -222,7 +285,7 @@ func (b *bench) run(ctx context.Context) error {
 // build makes the agent, the workload image and the collector.
 func (b *bench) build(ctx context.Context) error {
 	b.agent = b.o.agentBin
-	if b.agent == "" {
+	if b.agent == "" && b.o.agentCmd == "" {
 		b.agent = filepath.Join(b.tmp, "dockscope")
 		progress("building the agent")
 		if err := benchenv.GoBuild(ctx, b.root, "./cmd/agent", b.agent); err != nil {

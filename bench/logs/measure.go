@@ -46,7 +46,9 @@ type rawResult struct {
 }
 
 type agentResult struct {
-	compression string
+	compression string // "none" or "gzip"; "cmd" for -agent-cmd
+	cmd         bool   // an -agent-cmd run: no agent counters, only the sink's count
+	incomplete  bool   // -agent-done-after passed before the sink had every record
 	ok          bool
 	err         error
 	wall        float64 // agent start → every record delivered
@@ -85,7 +87,20 @@ func (b *bench) scenario(ctx context.Context, n int, dockerd int) (scenarioResul
 	if err != nil {
 		return res, err
 	}
-	for _, comp := range []string{"none", "gzip"} {
+	if b.o.agentCmd != "" {
+		progress("agent command run")
+		r, err := b.cmdRun(ctx, w, ids, expected, dockerd)
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, err
+			}
+			progress("agent command run FAILED: %v", err)
+			r.err = err
+			b.failed = true
+		}
+		res.runs = append(res.runs, r)
+	}
+	for _, comp := range b.compressions() {
 		progress("agent run, compression %s, protocol %s", comp, b.o.protocol)
 		r, err := b.agentRun(ctx, w, started, expected, comp, dockerd)
 		r.compression = comp
@@ -110,11 +125,23 @@ func (b *bench) scenario(ctx context.Context, n int, dockerd int) (scenarioResul
 		}
 	}
 	for _, r := range res.runs {
+		if r.err != nil && r.cmd {
+			return res, fmt.Errorf("agent command run: %w", r.err)
+		}
 		if r.err != nil {
 			return res, fmt.Errorf("agent run with compression %s: %w", r.compression, r.err)
 		}
 	}
 	return res, nil
+}
+
+// compressions lists dockscope's runs of a scenario: none and gzip, or
+// none with -agent-cmd, which replaces them.
+func (b *bench) compressions() []string {
+	if b.o.agentCmd != "" {
+		return nil
+	}
+	return []string{"none", "gzip"}
 }
 
 // rawRead reads every container's whole log at once, one curl each, the way
@@ -195,24 +222,38 @@ type process struct {
 	name   string
 	cmd    *exec.Cmd
 	log    *os.File
+	group  bool // signals go to the process group: an -agent-cmd and whatever its sh -c started
 	exited chan struct{}
 	err    error
 }
 
 func startProcess(ctx context.Context, name, logPath string, sig os.Signal, argv ...string) (*process, error) {
+	return start(ctx, name, logPath, sig, false, argv)
+}
+
+// startGroup starts argv as the leader of a new process group, so that
+// stopping it stops its children too.
+func startGroup(ctx context.Context, name, logPath string, sig os.Signal, argv ...string) (*process, error) {
+	return start(ctx, name, logPath, sig, true, argv)
+}
+
+func start(ctx context.Context, name, logPath string, sig os.Signal, group bool, argv []string) (*process, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Cancel = func() error { return cmd.Process.Signal(sig) }
+	p := &process{name: name, cmd: cmd, log: f, group: group, exited: make(chan struct{})}
+	if group {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	cmd.Cancel = func() error { return p.signal(sig) }
 	cmd.WaitDelay = stopTimeout
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, log: f, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
@@ -223,6 +264,13 @@ func startProcess(ctx context.Context, name, logPath string, sig os.Signal, argv
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
 
+func (p *process) signal(sig os.Signal) error {
+	if p.group {
+		return syscall.Kill(-p.pid(), sig.(syscall.Signal))
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
 // stop signals the process and waits for it, killing it after stopTimeout.
 func (p *process) stop(sig os.Signal) {
 	select {
@@ -230,12 +278,12 @@ func (p *process) stop(sig os.Signal) {
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(sig)
+	_ = p.signal(sig)
 	select {
 	case <-p.exited:
 	case <-time.After(stopTimeout):
 		progress("%s did not stop within %s; killing it", p.name, stopTimeout)
-		_ = p.cmd.Process.Kill()
+		_ = p.signal(syscall.SIGKILL)
 		<-p.exited
 	}
 }
@@ -364,6 +412,35 @@ const (
 	refusedKey  = `otelcol_receiver_refused_log_records`
 )
 
+// sink is the OpenTelemetry Collector that receives an agent run's records.
+type sink struct {
+	proc               *process
+	grpcPort, httpPort int
+	metricsURL         string // its own metrics, with the accepted record count
+}
+
+// startSink starts a collector with its configuration in dir and waits
+// until it serves its metrics. The caller stops it.
+func (b *bench) startSink(ctx context.Context, dir string) (*sink, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	s := &sink{grpcPort: ports[0], httpPort: ports[1], metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2])}
+	cfg := filepath.Join(dir, "sink.yml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, sinkConfig, s.grpcPort, s.httpPort, ports[2]), 0o644); err != nil {
+		return nil, fmt.Errorf("writing the sink configuration: %w", err)
+	}
+	if s.proc, err = startProcess(ctx, "sink", filepath.Join(dir, "sink.log"), syscall.SIGTERM, b.otelcol, "--config", cfg); err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, s.metricsURL, s.proc, 30*time.Second); err != nil {
+		s.proc.stop(syscall.SIGTERM)
+		return nil, fmt.Errorf("%w\n%s", err, benchenv.Tail(filepath.Join(dir, "sink.log"), 20))
+	}
+	return s, nil
+}
+
 // agentRun starts a sink and a fresh agent and measures until the agent
 // has delivered expected records.
 func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, expected int64, comp string, dockerd int) (agentResult, error) {
@@ -382,29 +459,20 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 			return r, err
 		}
 	}
-	ports, err := freePorts(4)
+	sk, err := b.startSink(ctx, dir)
 	if err != nil {
 		return r, err
 	}
-	grpcPort, httpPort, sinkMetrics, web := ports[0], ports[1], ports[2], ports[3]
-
-	sinkCfg := filepath.Join(dir, "sink.yml")
-	if err := os.WriteFile(sinkCfg, fmt.Appendf(nil, sinkConfig, grpcPort, httpPort, sinkMetrics), 0o644); err != nil {
-		return r, err
-	}
-	sink, err := startProcess(ctx, "sink", filepath.Join(dir, "sink.log"), syscall.SIGTERM, b.otelcol, "--config", sinkCfg)
+	defer sk.proc.stop(syscall.SIGTERM)
+	sink, sinkURL := sk.proc, sk.metricsURL
+	web, err := benchenv.FreePort() // after the sink has bound its ports
 	if err != nil {
 		return r, err
 	}
-	defer sink.stop(syscall.SIGTERM)
-	sinkURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", sinkMetrics)
-	if err := waitReady(ctx, sinkURL, sink, 30*time.Second); err != nil {
-		return r, fmt.Errorf("%w\n%s", err, benchenv.Tail(filepath.Join(dir, "sink.log"), 20))
-	}
 
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", sk.httpPort)
 	if b.o.protocol == "grpc" {
-		endpoint = fmt.Sprintf("http://127.0.0.1:%d", grpcPort)
+		endpoint = fmt.Sprintf("http://127.0.0.1:%d", sk.grpcPort)
 	}
 	agentCfg := filepath.Join(dir, "agent.yml")
 	cfg := fmt.Appendf(nil, agentConfig, stateDir, logsLabel+"="+w.key, endpoint, b.o.protocol, comp)

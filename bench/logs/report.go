@@ -92,6 +92,15 @@ func humanCount(n int) string {
 	return fmt.Sprint(n)
 }
 
+// runCount is how many agent runs a scenario has: none and gzip for
+// dockscope, one for -agent-cmd.
+func runCount(cmd bool) int {
+	if cmd {
+		return 1
+	}
+	return compressionCount
+}
+
 func runOf(r scenarioResult, i int) (agentResult, bool) {
 	if i >= len(r.runs) || !r.runs[i].ok {
 		return agentResult{}, false
@@ -99,8 +108,8 @@ func runOf(r scenarioResult, i int) (agentResult, bool) {
 	return r.runs[i], true
 }
 
-func pair(r scenarioResult, f func(agentResult) string) string {
-	cells := make([]string, compressionCount)
+func pair(r scenarioResult, cmd bool, f func(agentResult) string) string {
+	cells := make([]string, runCount(cmd))
 	for i := range cells {
 		cells[i] = naCell
 		if a, ok := runOf(r, i); ok {
@@ -116,9 +125,12 @@ func cpuPerM(a agentResult, lines int64) float64 { return a.agentCPU / (float64(
 
 func (r scenarioResult) expected() int64 { return int64(r.n) * int64(r.lines) }
 
-func summary(results []scenarioResult) table {
+func summary(results []scenarioResult, cmd bool) table {
 	t := table{header: []string{"scenario", "raw API lines/s", "agent lines/s (none / gzip)",
 		"% of raw (none / gzip)", "agent CPU-s per M lines (none / gzip)", "peak RSS MiB (none / gzip)"}}
+	if cmd {
+		t.header = []string{"scenario", "raw API lines/s", "command lines/s", "% of raw", "command CPU-s per M lines", "peak RSS MiB"}
+	}
 	for _, r := range results {
 		raw := naCell
 		if r.ceiling() > 0 {
@@ -126,15 +138,20 @@ func summary(results []scenarioResult) table {
 		}
 		t.rows = append(t.rows, []string{
 			scenarioName(r), raw,
-			pair(r, func(a agentResult) string { return fmt.Sprintf("%.0f", a.linesPerSec) }),
-			pair(r, func(a agentResult) string {
+			pair(r, cmd, func(a agentResult) string {
+				if a.incomplete {
+					return fmt.Sprintf("%.0f (incomplete)", a.linesPerSec)
+				}
+				return fmt.Sprintf("%.0f", a.linesPerSec)
+			}),
+			pair(r, cmd, func(a agentResult) string {
 				if r.ceiling() == 0 {
 					return naCell
 				}
 				return fmt.Sprintf("%.0f %%", 100*a.linesPerSec/r.ceiling())
 			}),
-			pair(r, func(a agentResult) string { return fmt.Sprintf("%.2f", cpuPerM(a, r.expected())) }),
-			pair(r, func(a agentResult) string { return fmt.Sprintf("%.1f", peakMiB(a)) }),
+			pair(r, cmd, func(a agentResult) string { return fmt.Sprintf("%.2f", cpuPerM(a, r.expected())) }),
+			pair(r, cmd, func(a agentResult) string { return fmt.Sprintf("%.1f", peakMiB(a)) }),
 		})
 	}
 	return t
@@ -160,12 +177,18 @@ func details(results []scenarioResult) table {
 				fmt.Sprintf("%d lines", raw.lines)})
 		}
 		for _, a := range r.runs {
+			name := "agent, " + a.compression
+			counts := fmt.Sprintf("%.0f / %.0f / %.0f", a.received, a.sent, a.accepted)
+			if a.cmd {
+				// Only the sink counts another shipper's records.
+				name, counts = "command", fmt.Sprintf("%s / %s / %.0f", naCell, naCell, a.accepted)
+			}
 			if !a.ok {
-				t.rows = append(t.rows, []string{scenarioName(r), "agent, " + a.compression, "FAILED", naCell, naCell,
+				t.rows = append(t.rows, []string{scenarioName(r), name, "FAILED", naCell, naCell,
 					naCell, naCell, naCell, naCell, naCell, naCell, naCell, naCell})
 				continue
 			}
-			t.rows = append(t.rows, []string{scenarioName(r), "agent, " + a.compression,
+			t.rows = append(t.rows, []string{scenarioName(r), name,
 				fmt.Sprintf("%.0f", a.linesPerSec), fmt.Sprintf("%.2f", a.wall), fmt.Sprintf("%.2f", a.firstSent),
 				fmt.Sprintf("%.2f (%.2f)", a.agentCPU, a.agentCPU/a.wall),
 				fmt.Sprintf("%.2f (%.2f)", a.dockerdCPU, a.dockerdCPU/a.wall),
@@ -173,7 +196,7 @@ func details(results []scenarioResult) table {
 				fmt.Sprintf("%.2f", a.hostBusy),
 				fmt.Sprintf("%.1f / %.1f", float64(a.peakRSS)/mib, float64(a.hwm)/mib),
 				fmt.Sprintf("%.1f", a.maxQueue/mib),
-				fmt.Sprintf("%.0f / %.0f / %.0f", a.received, a.sent, a.accepted)})
+				counts})
 		}
 	}
 	return t
@@ -187,7 +210,11 @@ func verdict(ok bool) string {
 }
 
 // targets lists each target with every scenario's figure and verdict.
-func targets(results []scenarioResult) []string {
+func targets(results []scenarioResult, cmd bool) []string {
+	run, runs := "compression none", "both runs"
+	if cmd {
+		run, runs = "the command", "the command"
+	}
 	var pct, cpu, rss []string
 	for _, r := range results {
 		name := scenarioName(r)
@@ -202,7 +229,7 @@ func targets(results []scenarioResult) []string {
 		}
 		var peak float64
 		n := 0
-		for i := range compressionCount {
+		for i := range runCount(cmd) {
 			if a, ok := runOf(r, i); ok {
 				peak = max(peak, peakMiB(a))
 				n++
@@ -215,17 +242,28 @@ func targets(results []scenarioResult) []string {
 		}
 	}
 	return []string{
-		fmt.Sprintf("agent ≥ %.0f %% of the raw API rate (compression none): %s", targetPctOfRaw, strings.Join(pct, "; ")),
-		fmt.Sprintf("agent ≤ %.1f CPU-s per million lines (compression none): %s", targetCPUPerM, strings.Join(cpu, "; ")),
-		fmt.Sprintf("agent peak RSS ≤ %.0f MiB (both runs, max of sampled VmRSS and VmHWM): %s", targetRSSMiB, strings.Join(rss, "; ")),
+		fmt.Sprintf("agent ≥ %.0f %% of the raw API rate (%s): %s", targetPctOfRaw, run, strings.Join(pct, "; ")),
+		fmt.Sprintf("agent ≤ %.1f CPU-s per million lines (%s): %s", targetCPUPerM, run, strings.Join(cpu, "; ")),
+		fmt.Sprintf("agent peak RSS ≤ %.0f MiB (%s, max of sampled VmRSS and VmHWM): %s", targetRSSMiB, runs, strings.Join(rss, "; ")),
 	}
 }
 
+func title(o *options) string {
+	if o.agentCmd != "" {
+		return "log throughput of another shipper"
+	}
+	return "dockscope log throughput"
+}
+
 func preamble(o *options, e environment) []string {
+	agent := "OTLP " + o.protocol
+	if o.agentCmd != "" {
+		agent = fmt.Sprintf("the command `%s`", o.agentCmd)
+	}
 	return []string{
-		fmt.Sprintf("dockscope log throughput — %s, Docker %s, kernel %s, %s CPUs", e.date, e.docker, e.kernel, e.cpus),
-		fmt.Sprintf("%d-byte lines; OTLP %s to an OpenTelemetry Collector (otlp receiver → debug exporter); mode %s",
-			o.lineBytes, o.protocol, o.mode),
+		fmt.Sprintf("%s — %s, Docker %s, kernel %s, %s CPUs", title(o), e.date, e.docker, e.kernel, e.cpus),
+		fmt.Sprintf("%d-byte lines; %s to an OpenTelemetry Collector (otlp receiver → debug exporter); mode %s",
+			o.lineBytes, agent, o.mode),
 		fmt.Sprintf("load average before %s, after %s; %d other running containers at the start; took %s",
 			e.loadBefore, e.loadAfter, e.foreign, e.took.Round(1e9)),
 	}
@@ -235,16 +273,28 @@ const notes = `raw API lines/s: the faster of two parallel curl reads of every c
 agent lines/s: all lines / time from the agent's start until its last record was acknowledged by the sink (polled every 200 ms, interpolated within the last interval).
 agent CPU-s: the agent process's user+system time up to that moment, startup included.`
 
+const cmdNotes = `command lines/s: all lines / time from the command's start until the sink had accepted as many log records as lines were written (polled every -poll, interpolated); which lines arrived is not checked.
+command CPU-s: user+system time of the command's whole process tree up to that moment (sh, the shipper, children, reaped ones included), startup included.
+peak RSS: the larger of the tree's summed VmRSS (sampled) and its summed VmHWM at the end (an upper bound for a tree of several processes).`
+
+func notesFor(o *options) string {
+	if o.agentCmd != "" {
+		return cmdNotes
+	}
+	return notes
+}
+
 func renderText(o *options, e environment, results []scenarioResult) string {
 	var b strings.Builder
 	b.WriteString("\n" + strings.Join(preamble(o, e), "\n") + "\n\n")
-	b.WriteString(summary(results).text())
+	cmd := o.agentCmd != ""
+	b.WriteString(summary(results, cmd).text())
 	b.WriteString("\ntargets:\n")
-	for _, t := range targets(results) {
+	for _, t := range targets(results, cmd) {
 		b.WriteString("  " + t + "\n")
 	}
 	b.WriteString("\n" + details(results).text())
-	b.WriteString("\n" + notes + "\n")
+	b.WriteString("\n" + notesFor(o) + "\n")
 	for _, r := range results {
 		for _, a := range r.runs {
 			if a.perfReport != "" {
@@ -260,17 +310,18 @@ func renderText(o *options, e environment, results []scenarioResult) string {
 
 func renderMarkdown(o *options, e environment, results []scenarioResult) string {
 	var b strings.Builder
-	b.WriteString("# dockscope log throughput\n\n")
+	b.WriteString("# " + title(o) + "\n\n")
 	for _, l := range preamble(o, e) {
 		b.WriteString(l + "  \n")
 	}
-	b.WriteString("\n" + summary(results).markdown())
+	cmd := o.agentCmd != ""
+	b.WriteString("\n" + summary(results, cmd).markdown())
 	b.WriteString("\nTargets:\n\n")
-	for _, t := range targets(results) {
+	for _, t := range targets(results, cmd) {
 		b.WriteString("- " + t + "\n")
 	}
 	b.WriteString("\n" + details(results).markdown() + "\n")
-	for _, l := range strings.Split(notes, "\n") {
+	for _, l := range strings.Split(notesFor(o), "\n") {
 		b.WriteString("- " + l + "\n")
 	}
 	for _, r := range results {
