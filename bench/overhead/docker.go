@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
@@ -86,7 +88,10 @@ func benchSpecs(runID string, n, m int) []containerSpec {
 }
 
 // startContainers creates and starts every spec, at most parallel at a time
-// (the daemon serialises much of container start; more only queues).
+// (the daemon serialises much of container start; more only queues). A
+// container that fails to be created or started is tried again twice: at
+// several hundred containers a start occasionally times out in the daemon,
+// and one failure must not cost the whole row.
 func (e *engine) startContainers(ctx context.Context, specs []containerSpec, parallel int) error {
 	// The log driver is pinned so the chatty containers are read the same
 	// way whatever the daemon's default, and bounded so a forgotten run
@@ -95,21 +100,59 @@ func (e *engine) startContainers(ctx context.Context, specs []containerSpec, par
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
 	}
 	labels := map[string]string{benchLabel: "1", runLabel: e.runID}
+	var started atomic.Int64
+	start := time.Now()
 	return forEachLimited(ctx, len(specs), parallel, func(ctx context.Context, i int) error {
 		s := specs[i]
-		created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-			Name:       s.name,
-			Config:     &container.Config{Image: imageTag, Cmd: s.cmd, Labels: labels},
-			HostConfig: hostCfg,
-		})
-		if err != nil {
-			return fmt.Errorf("creating container %s: %w", s.name, err)
+		var id string
+		var err error
+		for attempt := 1; ; attempt++ {
+			if id == "" {
+				id, err = e.create(ctx, s, labels, hostCfg)
+			}
+			if id != "" {
+				// Starting a running container is a no-op, so a start that
+				// succeeded but whose answer was lost is harmless to repeat.
+				if _, err = e.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err == nil {
+					break
+				}
+				err = fmt.Errorf("starting container %s: %w", s.name, err)
+			}
+			if attempt == startAttempts || ctx.Err() != nil {
+				return err
+			}
+			e.log.Warn("trying again", "container", s.name, "attempt", attempt, "err", err)
+			if err := sleepCtx(ctx, time.Duration(attempt)*2*time.Second); err != nil {
+				return err
+			}
 		}
-		if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-			return fmt.Errorf("starting container %s: %w", s.name, err)
+		if n := started.Add(1); n%100 == 0 {
+			e.log.Info("containers started", "started", n, "of", len(specs), "took", sinceSeconds(start))
 		}
 		return nil
 	})
+}
+
+const startAttempts = 3
+
+// create creates one container. If its name is taken, an earlier attempt
+// did create it (the daemon answered too late): that container is used.
+func (e *engine) create(ctx context.Context, s containerSpec, labels map[string]string, hostCfg *container.HostConfig) (string, error) {
+	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name:       s.name,
+		Config:     &container.Config{Image: imageTag, Cmd: s.cmd, Labels: labels},
+		HostConfig: hostCfg,
+	})
+	if err == nil {
+		return created.ID, nil
+	}
+	if cerrdefs.IsConflict(err) {
+		if got, ierr := e.cli.ContainerInspect(ctx, s.name, client.ContainerInspectOptions{}); ierr == nil && got.Container.Config != nil &&
+			got.Container.Config.Labels[runLabel] == e.runID {
+			return got.Container.ID, nil
+		}
+	}
+	return "", fmt.Errorf("creating container %s: %w", s.name, err)
 }
 
 // listOwn lists this run's containers, running or not.

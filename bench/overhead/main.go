@@ -4,15 +4,20 @@
 // continuously. It prints figures; it is not a pass/fail test.
 //
 //	go run ./bench/overhead [-n 50,200] [-chatty 10] [-window 60s] [-interval 10s]
-//	                        [-markdown FILE] [-agent-bin FILE]
+//	                        [-markdown FILE] [-plot FILE.svg] [-agent-bin FILE]
 //	                        [-agent-cmd "..." [-agent-metrics-url URL]]
 //
-// For each N it starts the containers, measures the daemon alone over one
+// For each N it starts the containers (-parallel at a time, each create or
+// start tried up to three times), measures the daemon alone over one
 // window (the baseline), starts the agent, waits until it follows every
 // container and one stats interval more, measures a second window, then
 // stops the agent and removes the containers. Every container and image it
 // creates is labelled dockscope.bench=1 and removed on exit, including on
 // SIGINT/SIGTERM.
+//
+// Several N (-n 50,200,500) are rows of one run. -plot FILE.svg draws them:
+// the agent's CPU and the daemons' extra CPU, the daemons' CPU without the
+// agent (the baseline) and with it, and the agent's peak RSS, against N.
 //
 // Run it on an otherwise idle host: the daemon figures include whatever
 // else the daemon does meanwhile.
@@ -49,6 +54,7 @@ type options struct {
 	agentMetricsURL   string
 	followAll         bool
 	markdown          string
+	plot              string
 	keepImage         bool
 	agentStopGrace    time.Duration
 	agentStartTimeout time.Duration
@@ -72,6 +78,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.agentMetricsURL, "agent-metrics-url", "", "with -agent-cmd: the metrics URL to scrape during the window")
 	fs.BoolVar(&o.followAll, "follow-all", false, "let dockscope follow every container on the host, not only the benchmark's")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the table as Markdown to this file")
+	fs.StringVar(&o.plot, "plot", "", "also write an SVG plot of agent CPU, daemons' CPU (baseline and with the agent) and agent RSS against N to this file")
 	fs.BoolVar(&o.keepImage, "keep-image", false, "keep the workload image at the end")
 	fs.DurationVar(&o.agentStopGrace, "agent-stop-grace", 10*time.Second, "wait this long after SIGTERM before killing the agent")
 	fs.DurationVar(&o.agentStartTimeout, "agent-start-timeout", 2*time.Minute, "longest wait for the agent to be ready and follow every container")
@@ -101,6 +108,8 @@ func parseOptions(args []string) (*options, error) {
 		return nil, errors.New("-agent-metrics-url only goes with -agent-cmd")
 	case o.agentBin != "" && o.agentCmd != "":
 		return nil, errors.New("-agent-bin and -agent-cmd exclude each other")
+	case o.parallel < 1:
+		return nil, errors.New("-parallel must be at least 1")
 	}
 	return o, nil
 }
@@ -169,6 +178,13 @@ func run(args []string) int {
 			return 1
 		}
 		log.Info("wrote the Markdown report", "file", o.markdown)
+	}
+	if o.plot != "" {
+		if err := writePlotFile(o.plot, rep); err != nil {
+			log.Error("writing the plot", "err", err)
+			return 1
+		}
+		log.Info("wrote the plot", "file", o.plot)
 	}
 	log.Info("done", "took", time.Since(started).Round(time.Second))
 	for _, r := range rep.results {

@@ -42,6 +42,7 @@ type Chart struct {
 	XLabel, YLabel string
 	Series         []Series
 	Bands          []Band
+	XFromZero      bool // the x axis starts at 0 even if the data does not (Y always includes 0)
 }
 
 // Figure is charts laid out in a grid under a title.
@@ -164,6 +165,9 @@ func (c Chart) bounds() (xlo, xhi, ylo, yhi float64) {
 	}
 	if xlo > xhi { // nothing to plot
 		xlo, xhi = 0, 1
+	}
+	if c.XFromZero {
+		xlo, xhi = math.Min(xlo, 0), math.Max(xhi, 0)
 	}
 	return xlo, xhi, ylo, yhi
 }

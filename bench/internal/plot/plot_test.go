@@ -177,6 +177,17 @@ func TestEmptyFigure(t *testing.T) {
 	}
 }
 
+func TestXFromZero(t *testing.T) {
+	c := Chart{Series: []Series{{Points: []Point{{50, 1}, {500, 2}}}}}
+	if xlo, _, _, _ := c.bounds(); xlo != 50 {
+		t.Errorf("x starts at %v, want 50 (the data)", xlo)
+	}
+	c.XFromZero = true
+	if xlo, xhi, ylo, yhi := c.bounds(); xlo != 0 || xhi != 500 || ylo != 0 || yhi != 2 {
+		t.Errorf("bounds [%v, %v] × [%v, %v], want [0, 500] × [0, 2]", xlo, xhi, ylo, yhi)
+	}
+}
+
 func TestTicks(t *testing.T) {
 	for _, tc := range []struct {
 		lo, hi   float64
