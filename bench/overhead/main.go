@@ -264,9 +264,10 @@ func (b *bench) agentName() string {
 }
 
 // cleanupCtx is for removing things after ctx may have been cancelled by
-// a signal: cleanup must still run, but not forever.
+// a signal: cleanup must still run, but not forever. Removing 500
+// containers takes minutes on a busy host.
 func cleanupCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 3*time.Minute)
+	return context.WithTimeout(context.Background(), 10*time.Minute)
 }
 
 // close removes everything the run created. The temporary directory stays
