@@ -264,6 +264,10 @@ func (c *Collector) connect(ctx context.Context) error {
 		hostname, _ = os.Hostname()
 	}
 	c.hostname.Store(&hostname)
+	// The daemon's clock, not the agent's: they differ for a remote daemon.
+	if now, err := time.Parse(time.RFC3339Nano, info.Info.SystemTime); err == nil {
+		c.since.start(now)
+	}
 	driver := info.Info.CgroupDriver
 	c.cgroupDriver.Store(&driver)
 	c.tel.SetDaemon(pipeline.DaemonInfo{

@@ -111,6 +111,17 @@ func (c *eventCursor) advance(m events.Message) bool {
 	}
 }
 
+// start sets where the first stream begins, when no event was handled yet:
+// without it, a stream that broke before its first whole event would be
+// reopened at "now", losing what happened in between.
+func (c *eventCursor) start(daemonNow time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nanos == 0 && !daemonNow.IsZero() {
+		c.nanos = daemonNow.UnixNano()
+	}
+}
+
 // String is the `since` parameter for a reconnect, empty before any event.
 func (c *eventCursor) String() string {
 	c.mu.Lock()

@@ -2,6 +2,9 @@ package collector
 
 import (
 	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/events"
 
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -49,5 +52,29 @@ func TestEventRecordKeepsDockerAttributesNotLabels(t *testing.T) {
 	}
 	if ev := eventRecord("die", "", map[string]string{"exitCode": "0"}); ev.Severity != pipeline.SeverityInfo {
 		t.Errorf("a clean exit is %v", ev.Severity)
+	}
+}
+
+// TestEventCursorStartsAtConnect: before any event, the cursor still gives
+// a `since` (the daemon's time at connect), so a stream that breaks before
+// its first whole event resumes there instead of at "now"; after an event,
+// connecting again does not move it.
+func TestEventCursorStartsAtConnect(t *testing.T) {
+	var c eventCursor
+	if s := c.String(); s != "" {
+		t.Fatalf("since before connecting = %q, want empty", s)
+	}
+	connected := time.Unix(1795372786, 640188477)
+	c.start(connected)
+	if s := c.String(); s != "1795372786.640188477" {
+		t.Fatalf("since after connecting = %q", s)
+	}
+	ev := events.Message{Action: "start", Actor: events.Actor{ID: "c1"}, TimeNano: connected.UnixNano() + 5}
+	if !c.advance(ev) {
+		t.Fatal("the first event after connecting seen as a replay")
+	}
+	c.start(connected.Add(time.Hour)) // a reconnect: the event cursor wins
+	if s := c.String(); s != "1795372786.640188482" {
+		t.Fatalf("since after a reconnect = %q, want the last event's time", s)
 	}
 }

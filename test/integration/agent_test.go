@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,11 +40,14 @@ type agentOpts struct {
 	extra     string
 	discovery string
 	stats     string // more keys of the stats section
+	resync    string // discovery.resync_interval; 5s when empty
 
 	env    []string // extra environment
 	noWait bool     // do not wait for /readyz
 	// stateDir is agent.state_dir; a fresh temporary one when empty.
 	stateDir string
+	// user runs the agent as another user; nil is this process's.
+	user *syscall.Credential
 }
 
 // startAgent builds the agent once per process and starts it with a fast
@@ -52,22 +56,42 @@ func startAgent(t *testing.T, o agentOpts) *agent {
 	t.Helper()
 	bin := harness.BuildStatic(t, "./cmd/agent")
 	port := harness.FreePort(t)
+	cfgDir, stateDir := t.TempDir(), cmp.Or(o.stateDir, t.TempDir())
+	if o.user != nil {
+		// Test directories are private to their owner: the other user gets
+		// a readable configuration directory and a state directory of its own.
+		base, err := os.MkdirTemp("", "dockscope-user-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+		cfgDir, stateDir = base, filepath.Join(base, "state")
+		if err := os.Chmod(base, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(stateDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(stateDir, int(o.user.Uid), int(o.user.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg := fmt.Sprintf(`agent:
   state_dir: %s
 stats:
   interval: 1s
 %s%sdiscovery:
-  resync_interval: 5s
+  resync_interval: %s
   include:
     labels: ["dockscope.scope=%s"]
-%s`, cmp.Or(o.stateDir, t.TempDir()), o.stats, o.extra, o.scope, o.discovery)
-	cfgPath := filepath.Join(t.TempDir(), "dockscope.yml")
+%s`, stateDir, o.stats, o.extra, cmp.Or(o.resync, "5s"), o.scope, o.discovery)
+	cfgPath := filepath.Join(cfgDir, "dockscope.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The test's own environment must not turn OTLP on; o.env may.
 	env := append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="}, o.env...)
-	p := harness.StartProcess(t, bin, env,
+	p := harness.StartProcessAs(t, o.user, bin, env,
 		"--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")
 	a := &agent{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port), cfgPath: cfgPath}
 	if !o.noWait {

@@ -99,48 +99,135 @@ func waitShipped(t *testing.T, col *harness.Collector, container string, n int, 
 // stream when stderrEvery > 0.
 func checkNumbered(t *testing.T, container string, got []shippedLine, n, stderrEvery, maxDup int) {
 	t.Helper()
-	seen := make(map[int]int, n)
+	c := newLineCount(container, stderrEvery)
 	for _, l := range got {
-		f := strings.Fields(l.body)
-		if len(f) < 2 || f[0] != "line" {
-			t.Fatalf("%s: unexpected record %q", container, l.body)
-		}
-		i, err := strconv.Atoi(f[1])
-		if err != nil || i < 1 || i > n {
-			t.Fatalf("%s: unexpected record %q", container, l.body)
-		}
-		seen[i]++
-		wantStream := "stdout"
-		if stderrEvery > 0 && i%stderrEvery == 0 {
-			wantStream = "stderr"
-		}
-		if l.stream != wantStream {
-			t.Fatalf("%s: line %d on %s, want %s", container, i, l.stream, wantStream)
-		}
+		c.add(t, l.body, l.stream)
 	}
+	c.check(t, n, maxDup)
+}
+
+// lineCount counts how often each numbered line of one container's `log`
+// output arrived.
+type lineCount struct {
+	container   string
+	stderrEvery int
+	seen        map[int]int
+	records     int
+}
+
+func newLineCount(container string, stderrEvery int) *lineCount {
+	return &lineCount{container: container, stderrEvery: stderrEvery, seen: map[int]int{}}
+}
+
+// add counts one record; anything but a numbered line on its stream fails.
+func (c *lineCount) add(t *testing.T, body, stream string) {
+	t.Helper()
+	f := strings.Fields(body)
+	if len(f) < 2 || f[0] != "line" {
+		t.Fatalf("%s: unexpected record %q", c.container, body)
+	}
+	i, err := strconv.Atoi(f[1])
+	if err != nil || i < 1 {
+		t.Fatalf("%s: unexpected record %q", c.container, body)
+	}
+	wantStream := "stdout"
+	if c.stderrEvery > 0 && i%c.stderrEvery == 0 {
+		wantStream = "stderr"
+	}
+	if stream != wantStream {
+		t.Fatalf("%s: line %d on %s, want %s", c.container, i, stream, wantStream)
+	}
+	c.seen[i]++
+	c.records++
+}
+
+// check fails unless lines 1..n each arrived, none beyond n, and at most
+// maxDup repeated; it returns how many repeated.
+func (c *lineCount) check(t *testing.T, n, maxDup int) int {
+	t.Helper()
 	missing, dups := 0, 0
 	var ranges []string // the first missing runs, to tell a lost batch from scattered loss
 	for i := 1; i <= n; i++ {
-		switch c := seen[i]; {
-		case c == 0:
+		switch k := c.seen[i]; {
+		case k == 0:
 			missing++
-			if seen[i-1] != 0 || i == 1 {
+			if c.seen[i-1] != 0 || i == 1 {
 				j := i
-				for j < n && seen[j+1] == 0 {
+				for j < n && c.seen[j+1] == 0 {
 					j++
 				}
 				if len(ranges) < 10 {
 					ranges = append(ranges, fmt.Sprintf("%d-%d", i, j))
 				}
 			}
-		case c > 1:
-			dups += c - 1
+		case k > 1:
+			dups += k - 1
+		}
+	}
+	for i := range c.seen {
+		if i > n {
+			t.Fatalf("%s: line %d arrived, but the container wrote %d lines", c.container, i, n)
 		}
 	}
 	if missing > 0 || dups > maxDup {
-		t.Fatalf("%s: %d of %d lines missing (%v), %d duplicated (at most %d allowed)", container, missing, n, ranges, dups, maxDup)
+		t.Fatalf("%s: %d of %d lines missing (%v), %d duplicated (at most %d allowed)", c.container, missing, n, ranges, dups, maxDup)
 	}
-	t.Logf("%s: %d lines, none lost, %d duplicated", container, n, dups)
+	t.Logf("%s: %d lines, none lost, %d duplicated", c.container, n, dups)
+	return dups
+}
+
+// lineCounts follows a collector's output incrementally and counts every
+// container's numbered lines: for tests shipping far more lines than
+// re-reading the whole output at each poll would allow.
+type lineCounts struct {
+	tail        *harness.LogTail
+	stderrEvery int
+	by          map[string]*lineCount
+	events      map[string][]string // lifecycle events' names by container
+}
+
+func newLineCounts(col *harness.Collector, stderrEvery int) *lineCounts {
+	return &lineCounts{tail: col.Tail(), stderrEvery: stderrEvery, by: map[string]*lineCount{}, events: map[string][]string{}}
+}
+
+// poll counts the records that arrived since the last poll.
+func (lc *lineCounts) poll(t *testing.T) {
+	t.Helper()
+	for _, r := range lc.tail.Next(t) {
+		name := r.Resource.Str("container.name")
+		if r.EventName != "" {
+			lc.events[name] = append(lc.events[name], r.EventName)
+			continue
+		}
+		c := lc.by[name]
+		if c == nil {
+			c = newLineCount(name, lc.stderrEvery)
+			lc.by[name] = c
+		}
+		c.add(t, r.BodyString(), r.Attrs.Str("log.iostream"))
+	}
+}
+
+// get returns a container's count, empty if nothing arrived.
+func (lc *lineCounts) get(name string) *lineCount {
+	if c := lc.by[name]; c != nil {
+		return c
+	}
+	return newLineCount(name, lc.stderrEvery)
+}
+
+// wait polls until every named container has at least n records.
+func (lc *lineCounts) wait(t *testing.T, names []string, n int, timeout time.Duration) {
+	t.Helper()
+	harness.WaitFor(t, timeout, 500*time.Millisecond, func() (bool, string) {
+		lc.poll(t)
+		for _, name := range names {
+			if got := lc.get(name).records; got < n {
+				return false, fmt.Sprintf("%s: %d of %d records shipped", name, got, n)
+			}
+		}
+		return true, ""
+	})
 }
 
 func TestLogsEveryLineOnceFromTenContainers(t *testing.T) {

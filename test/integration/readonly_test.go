@@ -46,11 +46,7 @@ func startReadOnlyProxy(t *testing.T, sock, target string) *readOnlyProxy {
 	if err != nil {
 		t.Fatalf("listening on %s: %v", sock, err)
 	}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: "docker"})
-	rp.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", target)
-	}}
-	rp.FlushInterval = -1 // stream events and logs as they come
+	rp := engineReverseProxy(target)
 	p := &readOnlyProxy{seen: map[string]int{}}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Method + " " + hexID.ReplaceAllString(versionPrefix.ReplaceAllString(r.URL.Path, ""), "/{id}")
@@ -83,6 +79,17 @@ func (p *readOnlyProxy) report() (seen map[string]int, refused []string) {
 		seen[k] = v
 	}
 	return seen, slices.Clone(p.refused)
+}
+
+// engineReverseProxy passes HTTP requests on to the Engine API on the unix
+// socket target, streaming events and logs as they come.
+func engineReverseProxy(target string) *httputil.ReverseProxy {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: "docker"})
+	rp.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", target)
+	}}
+	rp.FlushInterval = -1
+	return rp
 }
 
 // TestAgentIsReadOnly runs the agent with every feature that talks to the

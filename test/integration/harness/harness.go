@@ -240,6 +240,13 @@ type Process struct {
 // after StopTimeout) when the test ends, and killed if the test process dies.
 func StartProcess(t testing.TB, bin string, env []string, args ...string) *Process {
 	t.Helper()
+	return StartProcessAs(t, nil, bin, env, args...)
+}
+
+// StartProcessAs is StartProcess as another user (cred), for tests of what
+// an unprivileged agent meets; nil is this process's user.
+func StartProcessAs(t testing.TB, cred *syscall.Credential, bin string, env []string, args ...string) *Process {
+	t.Helper()
 	p := &Process{
 		Name: filepath.Base(bin),
 		cmd:  exec.Command(bin, args...),
@@ -249,7 +256,7 @@ func StartProcess(t testing.TB, bin string, env []string, args ...string) *Proce
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	// Do not hang in Wait if a grandchild keeps the output pipe open.
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -262,7 +269,12 @@ func StartProcess(t testing.TB, bin string, env []string, args ...string) *Proce
 	t.Cleanup(func() {
 		err := p.Stop()
 		if t.Failed() {
-			t.Logf("harness: %s (pid %d, %v) output:\n%s", p.Name, p.Pid(), exitString(err), tail(p.Output(), 64<<10))
+			// The whole output goes to a file: the log shows only its end.
+			full := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), p.Name, p.Pid()))
+			if werr := os.WriteFile(full, []byte(p.Output()), 0o644); werr != nil {
+				full = werr.Error()
+			}
+			t.Logf("harness: %s (pid %d, %v) output (all of it in %s):\n%s", p.Name, p.Pid(), exitString(err), full, tail(p.Output(), 64<<10))
 		}
 	})
 	return p

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -316,6 +318,73 @@ func (c *Collector) LogRecords(t testing.TB) []ResourceLogRecord {
 		for _, r := range rl.Records {
 			out = append(out, ResourceLogRecord{Resource: rl.Resource, LogRecord: r})
 		}
+	}
+	return out
+}
+
+// LogTail reads a collector's log records incrementally: each Next returns
+// only what was written since the previous call, so a test shipping
+// hundreds of thousands of lines does not parse the whole output at every
+// poll. Files are tracked by inode, so a restart's rename (see Start) keeps
+// its place.
+type LogTail struct {
+	c       *Collector
+	offsets map[uint64]int64
+}
+
+// Tail starts reading c's log records from the beginning.
+func (c *Collector) Tail() *LogTail { return &LogTail{c: c, offsets: map[uint64]int64{}} }
+
+// Next returns the log records written since the last call, in arrival order.
+func (lt *LogTail) Next(t testing.TB) []ResourceLogRecord {
+	t.Helper()
+	var out []ResourceLogRecord
+	for _, path := range lt.c.outputs() {
+		f, err := os.Open(path)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			t.Fatalf("harness: %v", err)
+		}
+		ino := fi.Sys().(*syscall.Stat_t).Ino
+		off := lt.offsets[ino]
+		if fi.Size() <= off {
+			f.Close()
+			continue
+		}
+		b := make([]byte, fi.Size()-off)
+		n, err := f.ReadAt(b, off)
+		f.Close()
+		if err != nil && err != io.EOF {
+			t.Fatalf("harness: reading %s: %v", path, err)
+		}
+		b = b[:n]
+		// Only whole lines: the last one may still be being written.
+		end := bytes.LastIndexByte(b, '\n')
+		if end < 0 {
+			continue
+		}
+		for _, line := range bytes.Split(b[:end], []byte{'\n'}) {
+			if line = bytes.TrimSpace(line); len(line) == 0 {
+				continue
+			}
+			_, rls, err := ParseOTLPJSON(line)
+			if err != nil {
+				t.Fatalf("harness: %s at offset %d: %v", path, off, err)
+			}
+			for _, rl := range rls {
+				for _, r := range rl.Records {
+					out = append(out, ResourceLogRecord{Resource: rl.Resource, LogRecord: r})
+				}
+			}
+		}
+		lt.offsets[ino] = off + int64(end) + 1
 	}
 	return out
 }
