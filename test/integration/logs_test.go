@@ -216,14 +216,17 @@ func (lc *lineCounts) get(name string) *lineCount {
 	return newLineCount(name, lc.stderrEvery)
 }
 
-// wait polls until every named container has at least n records.
+// unique is how many distinct lines arrived.
+func (c *lineCount) unique() int { return len(c.seen) }
+
+// wait polls until n distinct lines of every named container arrived.
 func (lc *lineCounts) wait(t *testing.T, names []string, n int, timeout time.Duration) {
 	t.Helper()
 	harness.WaitFor(t, timeout, 500*time.Millisecond, func() (bool, string) {
 		lc.poll(t)
 		for _, name := range names {
-			if got := lc.get(name).records; got < n {
-				return false, fmt.Sprintf("%s: %d of %d records shipped", name, got, n)
+			if got := lc.get(name).unique(); got < n {
+				return false, fmt.Sprintf("%s: %d of %d lines shipped", name, got, n)
 			}
 		}
 		return true, ""
