@@ -112,7 +112,6 @@ type lineCount struct {
 	container   string
 	stderrEvery int
 	seen        map[int]int
-	records     int
 }
 
 func newLineCount(container string, stderrEvery int) *lineCount {
@@ -138,7 +137,6 @@ func (c *lineCount) add(t *testing.T, body, stream string) {
 		t.Fatalf("%s: line %d on %s, want %s", c.container, i, stream, wantStream)
 	}
 	c.seen[i]++
-	c.records++
 }
 
 // check fails unless lines 1..n each arrived, none beyond n, and at most
