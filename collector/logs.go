@@ -32,6 +32,7 @@ type logManager struct {
 	c       *Collector
 	opts    LogOptions
 	started time.Time // this run's start: containers that exit later are read in full
+	socket  string    // the daemon's unix socket, read directly; "" to use the client
 
 	mu         sync.Mutex
 	ctx        context.Context
@@ -51,6 +52,7 @@ func newLogManager(c *Collector, opts LogOptions) *logManager {
 		c:          c,
 		opts:       opts,
 		started:    time.Now(),
+		socket:     rawSocketPath(c.host),
 		tailers:    map[string]*tailer{},
 		done:       map[string]bool{},
 		unreadable: map[string]bool{},
@@ -306,9 +308,7 @@ func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *
 // follow reads one stream until it ends (nil) or fails.
 func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resume, read *pipeline.LogCursor, seeding bool) error {
 	m := t.m
-	body, err := m.c.docker.ContainerLogs(ctx, t.id, client.ContainerLogsOptions{
-		ShowStdout: true, ShowStderr: true, Follow: true, Timestamps: true, Since: since,
-	})
+	body, err := t.openLogs(ctx, since)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support reading") {
 			return fmt.Errorf("following logs of %s: %w: %v", shortID(t.id), errUnreadable, err)
@@ -317,7 +317,7 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 	}
 	defer body.Close()
 
-	lines := logparse.NewReader(&coalescingReader{r: body}, t.tty, m.opts.MaxLineBytes)
+	lines := logparse.NewReader(body, t.tty, m.opts.MaxLineBytes)
 	counts := m.c.store.LogCounters(t.id)
 	var slab []byte
 	emit := func(line logparse.Line) error {
