@@ -96,6 +96,7 @@ func (r *result) summary() string {
 		{"threads", 0, func(s sample) float64 { return s.threads }},
 		{"containers followed", 0, func(s sample) float64 { return s.containers }},
 		{"log queue KiB", 1, func(s sample) float64 { return s.queueBytes / 1024 }},
+		{"host load (1 min)", 1, func(s sample) float64 { return s.load1 }},
 	} {
 		st, ok := summarize(r.samples, g.v)
 		if !ok {

@@ -34,10 +34,11 @@ type sample struct {
 	exportFailures float64 // dockscope_export_failures_total, all exporters
 	collectorUp    bool
 	churnStarted   int
+	load1          float64 // the host's 1-minute load average: other work on the host
 }
 
 var csvHeader = []string{"elapsed_s", "time", "phase", "rss_mib", "hwm_mib", "goroutines", "open_fds", "threads",
-	"cpu_s", "containers", "log_queue_bytes", "log_records_sent", "export_failures", "collector_up", "churn_started"}
+	"cpu_s", "containers", "log_queue_bytes", "log_records_sent", "export_failures", "collector_up", "churn_started", "host_load1"}
 
 func (s sample) csvRow() []string {
 	f := func(v float64, prec int) string {
@@ -54,7 +55,7 @@ func (s sample) csvRow() []string {
 		f(s.elapsed.Seconds(), 0), s.at.UTC().Format(time.RFC3339), s.phase,
 		f(s.rssMiB, 2), f(s.hwmMiB, 2), f(s.goroutines, 0), f(s.fds, 0), f(s.threads, 0),
 		f(s.cpuSeconds, 2), f(s.containers, 0), f(s.queueBytes, 0), f(s.sent, 0), f(s.exportFailures, 0),
-		up, strconv.Itoa(s.churnStarted),
+		up, strconv.Itoa(s.churnStarted), f(s.load1, 2),
 	}
 }
 
@@ -62,7 +63,12 @@ func (s sample) csvRow() []string {
 func readSample(ctx context.Context, pid int, metricsURL string) sample {
 	nan := math.NaN()
 	s := sample{at: time.Now(), rssMiB: nan, hwmMiB: nan, goroutines: nan, fds: nan, threads: nan,
-		cpuSeconds: nan, containers: nan, queueBytes: nan, sent: nan, exportFailures: nan}
+		cpuSeconds: nan, containers: nan, queueBytes: nan, sent: nan, exportFailures: nan, load1: nan}
+	if f := strings.Fields(procfs.LoadAvg()); len(f) > 0 {
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			s.load1 = v
+		}
+	}
 	if st, err := readStatus(pid); err == nil {
 		s.rssMiB, s.hwmMiB, s.threads = float64(st.rssKiB)/1024, float64(st.hwmKiB)/1024, float64(st.threads)
 	}

@@ -31,7 +31,12 @@ type soak struct {
 	expected map[string]int
 	churn    churnStats
 	outages  []outage
+	lifetime map[string]lifetime // of each short-lived container, to explain a loss
 }
+
+// lifetime is when a short-lived container was started, exited and was
+// removed, from the soak's start.
+type lifetime struct{ started, exited, removed time.Duration }
 
 type churnStats struct {
 	started, skipped, removed int
@@ -49,7 +54,7 @@ func newSoak(ctx context.Context, o *options, log *slog.Logger) (*soak, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating a temporary directory: %w", err)
 	}
-	s := &soak{o: o, log: log, runID: benchenv.NewRunID(), tmp: tmp, expected: map[string]int{}}
+	s := &soak{o: o, log: log, runID: benchenv.NewRunID(), tmp: tmp, expected: map[string]int{}, lifetime: map[string]lifetime{}}
 	log.Info("soak run", "run", s.runID, "tmp", tmp, "duration", o.duration)
 	if s.eng, err = newEngine(s.runID); err != nil {
 		return s, err
@@ -253,7 +258,7 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 	// agent dies, or a signal comes.
 	phaseCtx, endPhase := context.WithTimeout(ctx, o.duration)
 	var loops sync.WaitGroup
-	loops.Go(func() { s.churnLoop(phaseCtx, ctx) })
+	loops.Go(func() { s.churnLoop(phaseCtx, ctx, start) })
 	if o.outageEvery > 0 {
 		loops.Go(func() { s.outageLoop(phaseCtx, ctx, col, start) })
 	}
@@ -368,6 +373,11 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 	res.samples = samples
 	s.mu.Lock()
 	res.churn, res.outages = s.churn, s.outages
+	for _, name := range res.verdict.lostNames {
+		if lt, ok := s.lifetime[name]; ok {
+			res.notes = append(res.notes, explainLoss(name, lt, s.outages))
+		}
+	}
 	s.mu.Unlock()
 	res.steady = len(steadyIDs)
 	if !res.ok() {
@@ -388,7 +398,7 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 // exit, records how many lines it wrote and removes it; those run on runCtx
 // so that the containers in flight at the end of the phase finish cleanly,
 // and the loop returns only after all of them.
-func (s *soak) churnLoop(phaseCtx, runCtx context.Context) {
+func (s *soak) churnLoop(phaseCtx, runCtx context.Context, start time.Time) {
 	o := s.o
 	if o.churnEvery == 0 {
 		return
@@ -417,12 +427,18 @@ func (s *soak) churnLoop(phaseCtx, runCtx context.Context) {
 		lines := 1 + i%o.churnLines
 		wg.Go(func() {
 			defer func() { <-sem }()
-			s.churnOne(runCtx, name, lines)
+			s.churnOne(runCtx, name, lines, start)
 		})
 	}
 }
 
-func (s *soak) churnOne(ctx context.Context, name string, lines int) {
+func (s *soak) churnOne(ctx context.Context, name string, lines int, start time.Time) {
+	var lt lifetime
+	defer func() {
+		s.mu.Lock()
+		s.lifetime[name] = lt
+		s.mu.Unlock()
+	}()
 	fail := func(err error) {
 		s.mu.Lock()
 		s.churn.failed = append(s.churn.failed, err.Error())
@@ -432,6 +448,7 @@ func (s *soak) churnOne(ctx context.Context, name string, lines int) {
 	s.mu.Lock()
 	s.churn.started++
 	s.mu.Unlock()
+	lt.started = time.Since(start)
 	id, err := s.eng.start(ctx, name, []string{"log", "-lines", strconv.Itoa(lines),
 		"-line-bytes", strconv.Itoa(s.o.lineBytes), "-stderr-every", "3", "-then", "exit"})
 	if err != nil {
@@ -441,6 +458,7 @@ func (s *soak) churnOne(ctx context.Context, name string, lines int) {
 		}
 	} else {
 		code, err := s.eng.wait(ctx, id)
+		lt.exited = time.Since(start)
 		switch {
 		case err != nil:
 			fail(err)
@@ -461,6 +479,7 @@ func (s *soak) churnOne(ctx context.Context, name string, lines int) {
 		}
 		return
 	}
+	lt.removed = time.Since(start)
 	s.mu.Lock()
 	s.churn.removed++
 	s.mu.Unlock()
@@ -491,6 +510,21 @@ func (s *soak) outageLoop(phaseCtx, runCtx context.Context, col *collector, star
 		s.mu.Unlock()
 		s.log.Info("collector started again")
 	}
+}
+
+// explainLoss places a short-lived container with lost lines against the
+// collector's outages: a loss while the backend was down is a different
+// story from one while it was up.
+func explainLoss(name string, lt lifetime, outages []outage) string {
+	at := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
+	where := "the collector was up"
+	for _, o := range outages {
+		if lt.started <= o.to && lt.removed >= o.from {
+			where = fmt.Sprintf("the collector was down from %s to %s", at(o.from), at(o.to))
+		}
+	}
+	return fmt.Sprintf("%s started at %s, exited at %s, was removed at %s (from the soak's start); %s",
+		name, at(lt.started), at(lt.exited), at(lt.removed), where)
 }
 
 // waitReady polls url until it answers 200, the agent exits, or a minute

@@ -143,3 +143,17 @@ func TestFigure(t *testing.T) {
 		}
 	}
 }
+
+func TestExplainLoss(t *testing.T) {
+	outages := []outage{{from: 2 * time.Minute, to: 2*time.Minute + 20*time.Second}}
+	lt := lifetime{started: 2*time.Minute + 5*time.Second, exited: 2*time.Minute + 6*time.Second, removed: 2*time.Minute + 11*time.Second}
+	got := explainLoss("c1", lt, outages)
+	want := "c1 started at 2m5s, exited at 2m6s, was removed at 2m11s (from the soak's start); the collector was down from 2m0s to 2m20s"
+	if got != want {
+		t.Errorf("explainLoss = %q, want %q", got, want)
+	}
+	lt = lifetime{started: time.Minute, exited: time.Minute + time.Second, removed: time.Minute + 6*time.Second}
+	if got := explainLoss("c2", lt, outages); !strings.HasSuffix(got, "; the collector was up") {
+		t.Errorf("explainLoss = %q, want the collector up", got)
+	}
+}

@@ -124,6 +124,8 @@ type verdict struct {
 	unexpected int // records of lines nobody wrote (unknown container or line number)
 	// lostIn names containers with lost lines, with how many, sorted.
 	lostIn []string
+	// lostNames are the same containers' names.
+	lostNames []string
 }
 
 // check compares the tally with expected (container name → lines 1..n).
@@ -145,6 +147,7 @@ func (t *tally) check(expected map[string]int) verdict {
 		v.lost += lost
 		if lost > 0 {
 			v.lostIn = append(v.lostIn, fmt.Sprintf("%s (%d of %d)", name, lost, n))
+			v.lostNames = append(v.lostNames, name)
 		}
 	}
 	for name, m := range t.lines {
@@ -156,6 +159,7 @@ func (t *tally) check(expected map[string]int) verdict {
 		}
 	}
 	slices.Sort(v.lostIn)
+	slices.Sort(v.lostNames)
 	return v
 }
 
