@@ -331,6 +331,13 @@ func (c *Collector) reconcile(ctx context.Context, full bool) error {
 	if err != nil {
 		return fmt.Errorf("listing containers: %w", err)
 	}
+	if full && c.logs != nil {
+		exists := make(map[string]bool, len(res.Items))
+		for _, s := range res.Items {
+			exists[s.ID] = true
+		}
+		c.logs.opts.Checkpoints.Prune(func(id string) bool { return exists[id] })
+	}
 	seen := make(map[string]bool, len(res.Items))
 	for _, s := range res.Items {
 		name := ""

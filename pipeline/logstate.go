@@ -32,7 +32,10 @@ type Checkpointer struct {
 	mu      sync.Mutex
 	loaded  map[string]LogCheckpoint // as read at start, until superseded
 	cursors map[string]*LogCursor    // acknowledged positions this run
-	forgot  map[string]bool
+	// forgot holds destroyed containers for a while, so that acks of their
+	// records still in flight do not bring their positions back; pruned
+	// after forgetHorizon so that a host churning containers does not grow it.
+	forgot  map[string]time.Time
 	savedAt time.Time
 	dirty   bool
 
@@ -52,7 +55,7 @@ func OpenCheckpointer(dir string) (*Checkpointer, error) {
 		path:      filepath.Join(dir, stateFileName),
 		loaded:    map[string]LogCheckpoint{},
 		cursors:   map[string]*LogCursor{},
-		forgot:    map[string]bool{},
+		forgot:    map[string]time.Time{},
 		writeFile: writeFileAtomic,
 	}
 	data, err := os.ReadFile(c.path)
@@ -126,7 +129,7 @@ func (c *Checkpointer) Ack(records []LogRecord) error {
 	c.mu.Lock()
 	for i := range records {
 		r := &records[i]
-		if c.forgot[r.ContainerID] || r.Event != nil {
+		if _, gone := c.forgot[r.ContainerID]; gone || r.Event != nil {
 			// Destroyed while its records were in flight, or an event,
 			// which has no position in the container's log.
 			continue
@@ -143,9 +146,41 @@ func (c *Checkpointer) Forget(id string) {
 	c.mu.Lock()
 	delete(c.cursors, id)
 	delete(c.loaded, id)
-	c.forgot[id] = true
+	now := time.Now()
+	c.forgot[id] = now
+	if len(c.forgot)%pruneEvery == 0 {
+		for id, at := range c.forgot {
+			if now.Sub(at) > forgetHorizon {
+				delete(c.forgot, id)
+			}
+		}
+	}
 	c.dirty = true
 	c.mu.Unlock()
+}
+
+// A destroyed container's records are normally acknowledged within seconds;
+// an hour covers a backend that was down meanwhile. Should one arrive later
+// still, the position it brings back is dropped by Prune at the next start.
+const (
+	forgetHorizon = time.Hour
+	pruneEvery    = 256 // forgotten containers between prunes
+)
+
+// Prune drops the positions read from the file for containers that no
+// longer exist: those destroyed while no agent ran (or while the agent was
+// cut off from the daemon). exists reports whether a container does. This
+// run's own positions are left to Forget: a container created after the
+// caller listed them may already have one.
+func (c *Checkpointer) Prune(exists func(id string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.loaded {
+		if _, ours := c.cursors[id]; !ours && !exists(id) {
+			delete(c.loaded, id)
+			c.dirty = true
+		}
+	}
 }
 
 // IDs lists the containers with a position.
