@@ -399,7 +399,7 @@ func (u agentUsage) String() string {
 // would leave). It returns their names once all are removed.
 func churnContainers(t *testing.T, eng *harness.Engine, scope, base string, n int) []string {
 	t.Helper()
-	const workers, keep = 4, 5 * time.Second
+	const workers, keep = 6, 5 * time.Second
 	type started struct {
 		id string
 		at time.Time
@@ -424,7 +424,8 @@ func churnContainers(t *testing.T, eng *harness.Engine, scope, base string, n in
 				id, err := eng.Run(context.Background(), harness.ContainerSpec{
 					Name: names[i], Image: harness.WorkloadImageName,
 					Cmd:    []string{"log", "-lines", "3", "-then", "exit"},
-					Labels: map[string]string{"dockscope.scope": scope},
+					Labels:    map[string]string{"dockscope.scope": scope},
+					NoNetwork: true,
 				})
 				if err != nil {
 					errs <- err
