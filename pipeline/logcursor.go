@@ -33,17 +33,27 @@ const (
 	fnvPrime64  = 1099511628211
 )
 
-// PrintOf fingerprints a record.
+// PrintOf fingerprints a record, with the hash stored in it if any.
 func PrintOf(r *LogRecord) RecordPrint {
+	h := r.Hash
+	if h == 0 {
+		h = HashBody(r.Body, r.Truncated)
+	}
+	return RecordPrint{TimeNanos: r.Time.UnixNano(), Stream: r.Stream, Hash: h}
+}
+
+// HashBody is the hash of a record's fingerprint. It is persisted in
+// checkpoints, so it must not change.
+func HashBody(body []byte, truncated bool) uint64 {
 	sum := uint64(fnvOffset64)
-	for _, b := range r.Body {
+	for _, b := range body {
 		sum ^= uint64(b)
 		sum *= fnvPrime64
 	}
-	if r.Truncated {
+	if truncated {
 		sum = ^sum
 	}
-	return RecordPrint{TimeNanos: r.Time.UnixNano(), Stream: r.Stream, Hash: sum}
+	return sum
 }
 
 // LogCursor is a position in one container's log, advanced record by record

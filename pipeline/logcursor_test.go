@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"errors"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,5 +273,23 @@ func TestPrintOfIsFNV1a(t *testing.T) {
 	r.Truncated = true
 	if got := PrintOf(&r).Hash; got != ^uint64(0xa430d84680aabd0b) {
 		t.Fatalf("truncated hash = %#x", got)
+	}
+}
+
+// The hash is persisted in checkpoint files: it must stay FNV-1a, 64 bits.
+func TestHashBodyIsFNV1a(t *testing.T) {
+	for _, body := range []string{"", "hello", "\xff\x00 binary"} {
+		h := fnv.New64a()
+		h.Write([]byte(body))
+		if got := HashBody([]byte(body), false); got != h.Sum64() {
+			t.Errorf("HashBody(%q) = %x, want %x", body, got, h.Sum64())
+		}
+		if got := HashBody([]byte(body), true); got != ^h.Sum64() {
+			t.Errorf("HashBody(%q, truncated) = %x, want %x", body, got, ^h.Sum64())
+		}
+	}
+	r := LogRecord{Body: []byte("x"), Hash: 42}
+	if p := PrintOf(&r); p.Hash != 42 {
+		t.Errorf("PrintOf ignored the stored hash: %x", p.Hash)
 	}
 }

@@ -102,6 +102,40 @@ func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
 	}
 }
 
+// PushBatch appends records in order, as Push would one by one, but taking
+// the lock once for as many as fit. onDrop, if not nil, is told the index
+// of each record the Drop policy discarded. It returns how many records
+// were handled (queued or dropped), all of them unless ctx ended or the
+// queue closed while it waited for room.
+func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(i int)) (int, error) {
+	i := 0
+	for i < len(recs) {
+		n, err := q.tryAppendBatch(recs[i:])
+		i += n
+		if err != nil {
+			return i, err
+		}
+		if i == len(recs) {
+			break
+		}
+		// recs[i] does not fit now.
+		if q.overflow == Drop {
+			q.counters.Dropped.Add(1)
+			if onDrop != nil {
+				onDrop(i)
+			}
+			i++
+			continue
+		}
+		select {
+		case <-q.notFull:
+		case <-ctx.Done():
+			return i, ctx.Err()
+		}
+	}
+	return i, nil
+}
+
 // Offer appends a record only if there is room now, whatever the overflow
 // policy, and reports whether it did. It is for callers that must never
 // wait for the exporter, such as the Docker event handler (dockerd drops
@@ -139,6 +173,37 @@ func (q *LogQueue) tryAppend(r *LogRecord) (bool, error) {
 		signal(q.notFull)
 	}
 	return true, nil
+}
+
+// tryAppendBatch queues the longest prefix of recs that fits and reports
+// its length.
+func (q *LogQueue) tryAppendBatch(recs []LogRecord) (int, error) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, context.Canceled
+	}
+	n := 0
+	for n < len(recs) {
+		size := RecordSize(&recs[n])
+		if q.bytes+size > q.limit && q.bytes != 0 {
+			break
+		}
+		q.append(recs[n])
+		q.bytes += size
+		n++
+	}
+	room := q.bytes < q.limit
+	wake := n > 0 && (q.count >= q.wakeRecords || q.bytes >= q.wakeBytes)
+	q.mu.Unlock()
+	q.counters.In.Add(uint64(n))
+	if wake {
+		signal(q.notEmpty)
+	}
+	if room && n > 0 {
+		signal(q.notFull)
+	}
+	return n, nil
 }
 
 // Bytes is what the queue holds now.
@@ -187,20 +252,22 @@ func (q *LogQueue) Close() {
 
 // PopBatch waits for at least one record, then up to linger for the batch to
 // reach maxRecords records or maxBytes bytes, and returns the records in
-// FIFO order. It returns an empty batch when ctx is done or the queue is
-// closed and empty.
-func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64, linger time.Duration) []LogRecord {
+// FIFO order, appended to dst[:0] (whose array is reused: the caller clears
+// it once done, so that it does not keep bodies alive). It returns an empty
+// batch when ctx is done or the queue is closed and empty.
+func (q *LogQueue) PopBatch(ctx context.Context, dst []LogRecord, maxRecords int, maxBytes int64, linger time.Duration) []LogRecord {
+	dst = dst[:0]
 	for q.Len() == 0 {
 		q.mu.Lock()
 		closed := q.closed
 		q.mu.Unlock()
 		if closed {
-			return nil
+			return dst
 		}
 		select {
 		case <-q.notEmpty:
 		case <-ctx.Done():
-			return nil
+			return dst
 		}
 	}
 	if linger > 0 && !q.full(maxRecords, maxBytes) {
@@ -225,7 +292,7 @@ func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64,
 		}
 		timer.Stop()
 	}
-	return q.take(maxRecords, maxBytes)
+	return q.take(dst, maxRecords, maxBytes)
 }
 
 // full reports whether a batch of the given bounds is ready.
@@ -235,9 +302,8 @@ func (q *LogQueue) full(maxRecords int, maxBytes int64) bool {
 	return q.count >= maxRecords || q.bytes >= maxBytes || q.closed
 }
 
-func (q *LogQueue) take(maxRecords int, maxBytes int64) []LogRecord {
+func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRecord {
 	q.mu.Lock()
-	var out []LogRecord
 	size := int64(0)
 	for q.first != nil && len(out) < maxRecords {
 		b := q.first
@@ -257,7 +323,7 @@ func (q *LogQueue) take(maxRecords int, maxBytes int64) []LogRecord {
 		if len(out) > 0 && size+s > maxBytes {
 			break
 		}
-		if out == nil {
+		if cap(out) == 0 {
 			out = make([]LogRecord, 0, min(maxRecords, q.count))
 		}
 		out = append(out, b.records[b.head])
