@@ -136,6 +136,7 @@ func (m *logManager) observe(meta pipeline.ContainerMeta, state pipeline.Contain
 		m.reads[id] = read
 	}
 	t := &tailer{m: m, id: id, tty: state.Tty, log: m.c.log.With("container", meta.Name), read: read, done: make(chan struct{})}
+	t.onDrop = func(i int) { t.dropped = append(t.dropped, i) }
 	t.meta.Store(&meta)
 	m.tailers[id] = t
 	m.wg.Go(func() {
@@ -183,9 +184,18 @@ type tailer struct {
 	read *pipeline.LogCursor
 	// unterminated holds the lines a cleanly ended stream stopped inside.
 	unterminated []pipeline.LogRecord
+	// pending holds the records read and not queued yet: they are queued
+	// together before the stream is read again (see batchingReader).
+	pending []pipeline.LogRecord
+	dropped []int     // indices in pending the queue's drop policy discarded
+	onDrop  func(int) // appends to dropped
 
 	done chan struct{} // closed when run returns
 }
+
+// maxPending bounds the records queued together: what one read of a fast
+// stream returns (a few hundred lines) fits many times.
+const maxPending = 1024
 
 // run reads until the container has stopped and its log is read to the
 // end (true), or ctx ends (false). Stream errors reopen the stream from the
@@ -305,6 +315,62 @@ func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *
 	return nil
 }
 
+// flush queues the pending records and advances the read position past
+// those queued or dropped; records that could not be queued (shutdown)
+// leave the position alone.
+func (t *tailer) flush(ctx context.Context, read *pipeline.LogCursor, counts *pipeline.LogCounters) error {
+	if len(t.pending) == 0 {
+		return nil
+	}
+	t.dropped = t.dropped[:0]
+	n, err := t.m.opts.Queue.PushBatch(ctx, t.pending, t.onDrop)
+	var lines, size uint64
+	var last int64
+	d := 0
+	for i := range t.pending[:n] {
+		r := &t.pending[i]
+		read.Advance(pipeline.PrintOf(r))
+		if d < len(t.dropped) && t.dropped[d] == i {
+			d++
+			continue
+		}
+		lines++
+		size += uint64(len(r.Body))
+		last = r.Time.UnixNano()
+	}
+	if lines > 0 {
+		counts.LinesRead.Add(lines)
+		counts.BytesRead.Add(size)
+		counts.LastRead.Store(last)
+	}
+	if d > 0 {
+		counts.LinesDropped.Add(uint64(d))
+	}
+	clear(t.pending) // the bodies belong to the queue now
+	t.pending = t.pending[:0]
+	return err
+}
+
+// batchingReader is the stream as the line reader sees it: before each
+// read, which may wait for the daemon, it queues the records read so far,
+// so that the queue's lock and wake-up are paid once per read rather than
+// once per line; after each read it notes the time, which the records
+// parsed from what it read carry as their Observed time.
+type batchingReader struct {
+	r      io.Reader
+	flush  func() error
+	readAt time.Time
+}
+
+func (b *batchingReader) Read(p []byte) (int, error) {
+	if err := b.flush(); err != nil {
+		return 0, err
+	}
+	n, err := b.r.Read(p)
+	b.readAt = time.Now()
+	return n, err
+}
+
 // follow reads one stream until it ends (nil) or fails.
 func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resume, read *pipeline.LogCursor, seeding bool) error {
 	m := t.m
@@ -317,8 +383,10 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 	}
 	defer body.Close()
 
-	lines := logparse.NewReader(body, t.tty, m.opts.MaxLineBytes)
 	counts := m.c.store.LogCounters(t.id)
+	flush := func() error { return t.flush(ctx, read, counts) }
+	src := &batchingReader{r: body, flush: flush}
+	lines := logparse.NewReader(src, t.tty, m.opts.MaxLineBytes)
 	var slab []byte
 	emit := func(line logparse.Line) error {
 		// Bodies are carved out of a shared slab: one allocation per
@@ -333,9 +401,10 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			ContainerID: t.id,
 			Container:   t.meta.Load(),
 			Time:        line.Time,
-			Observed:    time.Now(),
+			Observed:    src.readAt,
 			Stream:      line.Stream,
 			Body:        slab[start:len(slab):len(slab)],
+			Hash:        pipeline.HashBody(line.Body, line.Truncated),
 			Truncated:   line.Truncated,
 		}
 		p := pipeline.PrintOf(&rec)
@@ -345,6 +414,10 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 				t.reportResume(resume)
 			}
 			if !keep {
+				// The read position advances in stream order.
+				if err := flush(); err != nil {
+					return err
+				}
 				read.Advance(p)
 				if seeding {
 					m.opts.Checkpoints.Seed(t.id, p)
@@ -360,7 +433,11 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			t.unterminated = append(t.unterminated, rec)
 			return nil
 		}
-		return t.deliver(ctx, read, counts, rec, p)
+		t.pending = append(t.pending, rec)
+		if len(t.pending) >= maxPending {
+			return flush()
+		}
+		return nil
 	}
 	for {
 		line, err := lines.Next()
@@ -373,7 +450,12 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 				t.log.Warn("docker reported an error in the log stream", "err", err)
 				continue
 			case errors.Is(err, io.EOF):
-				return nil
+				return flush()
+			}
+			// The lines read before the failure are whole: queue them,
+			// so that the reopened stream resumes after them.
+			if ferr := flush(); ferr != nil {
+				return ferr
 			}
 			return fmt.Errorf("reading logs of %s: %w", shortID(t.id), err)
 		}

@@ -2,10 +2,12 @@ package collector
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/collector/logparse"
+	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
@@ -29,7 +32,7 @@ type fakeLogDaemon struct {
 	requests []*http.Request
 }
 
-func startFakeLogDaemon(t *testing.T, serve func(c net.Conn, req *http.Request)) *fakeLogDaemon {
+func startFakeLogDaemon(t testing.TB, serve func(c net.Conn, req *http.Request)) *fakeLogDaemon {
 	t.Helper()
 	d := &fakeLogDaemon{sock: filepath.Join(t.TempDir(), "docker.sock")}
 	ln, err := net.Listen("unix", d.sock)
@@ -284,4 +287,64 @@ func TestUnixLogStreamPacing(t *testing.T) {
 type readWriteCloser struct {
 	io.Reader
 	io.WriteCloser
+}
+
+// benchLogStream is a chunked multiplexed stream of n 70-byte lines, one
+// chunk per line as dockerd writes it, every 10th on stderr.
+func benchLogStream(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString(chunkedHeader)
+	for i := range n {
+		stream := byte(1)
+		if i%10 == 9 {
+			stream = 2
+		}
+		line := tsLine(i)
+		line = line[:len(line)-1] + strings.Repeat("x", max(0, 71-(len(line)-31))) + "\n"
+		writeChunk(&b, stream, line)
+	}
+	b.WriteString("0\r\n\r\n")
+	return b.Bytes()
+}
+
+// BenchmarkFollow is the tailer's own cost per line, from the socket to
+// the queue: the daemon writes the stream in large blocks (its per-message
+// writes are the kernel's cost, not measured here) and a goroutine drains
+// the queue as the exporter would. One op is one line.
+func BenchmarkFollow(b *testing.B) {
+	const lines = 200000
+	stream := benchLogStream(lines)
+	d := startFakeLogDaemon(b, func(c net.Conn, _ *http.Request) {
+		c.Write(stream)
+	})
+	store := pipeline.NewStore()
+	tel := pipeline.NewTelemetry()
+	q := pipeline.NewLogQueue(64<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
+	c := &Collector{cfg: config.Default(), store: store, tel: tel, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	m := &logManager{c: c, opts: LogOptions{Queue: q}, socket: d.sock}
+	ctx, cancel := context.WithCancel(context.Background())
+	var drained sync.WaitGroup
+	drained.Go(func() {
+		var batch []pipeline.LogRecord
+		for ctx.Err() == nil {
+			batch = q.PopBatch(ctx, batch, 8192, 4<<20, 0)
+			clear(batch)
+		}
+	})
+	b.ReportAllocs()
+	for b.Loop() {
+		t := &tailer{m: m, id: "abc", log: c.log, read: &pipeline.LogCursor{}, done: make(chan struct{})}
+		t.onDrop = func(i int) { t.dropped = append(t.dropped, i) }
+		t.meta.Store(&pipeline.ContainerMeta{ID: "abc"})
+		if err := t.follow(ctx, "", nil, t.read, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	for q.Len() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	drained.Wait()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*lines), "ns/line")
 }
