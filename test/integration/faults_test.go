@@ -423,7 +423,7 @@ func churnContainers(t *testing.T, eng *harness.Engine, scope, base string, n in
 			for i := range next {
 				id, err := eng.Run(context.Background(), harness.ContainerSpec{
 					Name: names[i], Image: harness.WorkloadImageName,
-					Cmd:    []string{"log", "-lines", "3", "-then", "exit"},
+					Cmd:       []string{"log", "-lines", "3", "-then", "exit"},
 					Labels:    map[string]string{"dockscope.scope": scope},
 					NoNetwork: true,
 				})
