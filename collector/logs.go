@@ -257,10 +257,12 @@ func (t *tailer) run(ctx context.Context) bool {
 			}
 			m.c.tel.LogReconnects.Add(1)
 			t.log.Debug("log stream failed; reopening from the last record read", "err", err)
-			select {
-			case <-ctx.Done():
-				return false
-			case <-time.After(bo.next()):
+			if !errors.Is(err, errStalled) { // the daemon is fine: reopen at once
+				select {
+				case <-ctx.Done():
+					return false
+				case <-time.After(bo.next()):
+				}
 			}
 		}
 		if !read.Empty() {
@@ -356,25 +358,67 @@ func (t *tailer) flush(ctx context.Context, read *pipeline.LogCursor, counts *pi
 // so that the queue's lock and wake-up are paid once per read rather than
 // once per line; after each read it notes the time, which the records
 // parsed from what it read carry as their Observed time.
+//
+// It also works around a daemon that stops sending: dockerd 20.10 (seen
+// with json-file) can leave a follow stream silent for good after its
+// reader stopped reading for a while, although the log file grows. So once
+// queueing had to wait (the queue was full), a read that then waits longer
+// than stallAfter ends the stream (stop), and the tailer reopens it from
+// the last record read: at worst one needless reopen when the container
+// really went quiet.
 type batchingReader struct {
 	r      io.Reader
 	flush  func() error
 	readAt time.Time
+
+	stop    func() // ends the stream's context
+	heldUp  bool   // a flush waited for room in the queue
+	stalled atomic.Bool
 }
 
+// Waits for the queue longer than heldUpAfter arm the stall check; a read
+// waiting stallAfter after that ends the stream.
+const (
+	heldUpAfter = 500 * time.Millisecond
+	stallAfter  = 2 * time.Second
+)
+
 func (b *batchingReader) Read(p []byte) (int, error) {
+	began := time.Now()
 	if err := b.flush(); err != nil {
 		return 0, err
 	}
+	if time.Since(began) > heldUpAfter {
+		b.heldUp = true
+	}
+	if !b.heldUp {
+		n, err := b.r.Read(p)
+		b.readAt = time.Now()
+		return n, err
+	}
+	watchdog := time.AfterFunc(stallAfter, func() {
+		b.stalled.Store(true)
+		b.stop()
+	})
 	n, err := b.r.Read(p)
+	watchdog.Stop()
 	b.readAt = time.Now()
+	if b.stalled.Load() {
+		return n, errStalled
+	}
 	return n, err
 }
+
+// errStalled ends a stream that went silent after the tailer was held up.
+var errStalled = errors.New("log stream silent after the queue was full; reopening it")
 
 // follow reads one stream until it ends (nil) or fails.
 func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resume, read *pipeline.LogCursor, seeding bool) error {
 	m := t.m
-	body, err := t.openLogs(ctx, since)
+	// The stream has a context of its own so that the stall check can end it.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	body, err := t.openLogs(sctx, since)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support reading") {
 			return fmt.Errorf("following logs of %s: %w: %v", shortID(t.id), errUnreadable, err)
@@ -385,7 +429,7 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 
 	counts := m.c.store.LogCounters(t.id)
 	flush := func() error { return t.flush(ctx, read, counts) }
-	src := &batchingReader{r: body, flush: flush}
+	src := &batchingReader{r: body, flush: flush, stop: stop}
 	lines := logparse.NewReader(src, t.tty, m.opts.MaxLineBytes)
 	var slab []byte
 	emit := func(line logparse.Line) error {
