@@ -360,8 +360,9 @@ func (t *tailer) flush(ctx context.Context, read *pipeline.LogCursor, counts *pi
 // parsed from what it read carry as their Observed time.
 //
 // It also works around a daemon that stops sending: dockerd 20.10 (seen
-// with json-file) can leave a follow stream silent for good after its
-// reader stopped reading for a while, although the log file grows. So once
+// with json-file) leaves a follow stream silent for good when the log file
+// was rotated while the stream's reader was not reading, although the new
+// file grows. So once
 // queueing had to wait (the queue was full), a read that then waits longer
 // than stallAfter ends the stream (stop), and the tailer reopens it from
 // the last record read: at worst one needless reopen when the container
@@ -410,7 +411,7 @@ func (b *batchingReader) Read(p []byte) (int, error) {
 }
 
 // errStalled ends a stream that went silent after the tailer was held up.
-var errStalled = errors.New("log stream silent after the queue was full; reopening it")
+var errStalled = errors.New("log stream silent after the queue was full (dockerd loses a follow stream across a rotation); reopening it")
 
 // follow reads one stream until it ends (nil) or fails.
 func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resume, read *pipeline.LogCursor, seeding bool) error {

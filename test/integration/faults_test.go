@@ -96,7 +96,9 @@ func TestFaultBackendDownTwoMinutes(t *testing.T) {
 	name := uniq(t, "backend")
 	const rate, seconds = 5000, 150
 	const lines = rate * seconds
-	harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t),
+	// Docker's log file is the buffer while the backend is away: it must
+	// keep these ~130 MB (a daemon's default log-opts may rotate at less).
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--log-opt", "max-size=1g", "--log-opt", "max-file=1", harness.WorkloadImage(t),
 		"log", "-lines", strconv.Itoa(lines), "-rate", strconv.Itoa(rate), "-line-bytes", "100", "-then", "sleep")...)
 	counts := newLineCounts(col, 0)
 	counts.wait(t, []string{name}, rate, 30*time.Second)
