@@ -35,6 +35,11 @@ const (
 	exitUsage  = 2 // bad flags or configuration
 )
 
+// memoryHeadroom is what the Go runtime may use beyond the log buffer
+// before it collects harder: the agent's own state at a few hundred
+// containers, the batch being sent and the scrape buffers.
+const memoryHeadroom = 32 << 20
+
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 // flags are the command line; values given explicitly override the file.
@@ -331,6 +336,13 @@ func newLogPath(cfg *config.Config, store *pipeline.Store, tel *pipeline.Telemet
 		overflow = pipeline.Drop
 	}
 	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, tel.Stage(pipeline.StageLogs))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A full log buffer is live data, and the GC's default pacing lets
+		// the heap grow to twice the live data: past buffer_bytes + 40 MiB
+		// during a long backend outage. A soft limit makes it collect
+		// harder near that bound instead (GOMEMLIMIT overrides it).
+		debug.SetMemoryLimit(cfg.Logs.BufferBytes + memoryHeadroom)
+	}
 	tel.SetLogQueue(queue)
 	exp, err := otlp.NewLogExporter(otlp.LogOptions{
 		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Store: store, Telemetry: tel,
