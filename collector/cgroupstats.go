@@ -33,7 +33,8 @@ type cgroupReader struct {
 	cpus     uint32
 	now      func() time.Time
 
-	bufs sync.Pool // *statFiles, one per concurrent read
+	bufs  sync.Pool // *statFiles, one per concurrent read
+	files openFiles
 	// blkioMissing[i] is set once blkioPrefixes[i]'s files turn out not to
 	// exist: which ones the kernel offers does not change while it runs.
 	blkioMissing [3]atomic.Bool
@@ -46,7 +47,7 @@ var blkioPrefixes = [3]string{"blkio.", "blkio.bfq.", "blkio.throttle."}
 // newCgroupReader checks the layout under root: cgroup v2 has
 // cgroup.controllers at its top, v1 one directory per controller.
 func newCgroupReader(root, procRoot string) (*cgroupReader, error) {
-	r := &cgroupReader{root: root, procRoot: procRoot, userHZ: 100, now: time.Now}
+	r := &cgroupReader{root: root, procRoot: procRoot, userHZ: 100, now: time.Now, files: openFiles{fds: map[string]*openFile{}}}
 	switch {
 	case fileExists(filepath.Join(root, "cgroup.controllers")):
 		r.v2 = true
@@ -105,7 +106,7 @@ func (r *cgroupReader) read(t statsTarget) (pipeline.Stats, error) {
 	st := pipeline.Stats{Read: r.now(), OnlineCPUs: r.cpus}
 	f, _ := r.bufs.Get().(*statFiles)
 	if f == nil {
-		f = &statFiles{buf: make([]byte, 16<<10)}
+		f = &statFiles{buf: make([]byte, 16<<10), open: &r.files}
 	}
 	defer r.bufs.Put(f)
 	var err error
@@ -262,32 +263,123 @@ func (r *cgroupReader) readV2(f *statFiles, dir string, st *pipeline.Stats) erro
 	return nil
 }
 
-// statFiles reads small kernel-generated files into one reused buffer,
-// with plain open/read/close: os.ReadFile adds an fstat and a poller
-// registration attempt per file, which more than doubled the cost of a
-// sample (about 10 files) on the hosts measured.
-type statFiles struct {
-	buf []byte
+// openFiles keeps the stats files open between samples: a kernel-generated
+// file read again from offset 0 is generated afresh, and the open (a path
+// walk through the cgroup filesystem) was most of a file's cost. Files of
+// containers no longer sampled are closed by sweep, after each round.
+type openFiles struct {
+	// mu is held for reading while a descriptor is in use, and for writing
+	// to open, close or sweep: a closed descriptor's number could be
+	// reused by another file.
+	mu    sync.RWMutex
+	fds   map[string]*openFile
+	round atomic.Uint64
 }
 
-// load returns the file's content, valid until the next load.
-func (f *statFiles) load(path string) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+type openFile struct {
+	fd   int
+	used atomic.Uint64 // the round it was last read in
+}
+
+// sweep closes the files not read since the round before last, and starts a
+// new round.
+func (o *openFiles) sweep() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.round.Add(1)
+	for path, f := range o.fds {
+		if f.used.Load()+2 <= now {
+			syscall.Close(f.fd)
+			delete(o.fds, path)
+		}
 	}
-	defer syscall.Close(fd)
+}
+
+// closeAll closes every file.
+func (o *openFiles) closeAll() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for path, f := range o.fds {
+		syscall.Close(f.fd)
+		delete(o.fds, path)
+	}
+}
+
+// statFiles reads small kernel-generated files into one reused buffer, with
+// plain system calls on descriptors kept open (see openFiles): os.ReadFile
+// adds an fstat and a poller registration attempt per file, which more
+// than doubled the cost of a sample (about 10 files) on the hosts measured.
+type statFiles struct {
+	buf  []byte
+	open *openFiles
+}
+
+// load returns the file's content, valid until the next load. A read that
+// fails on a kept descriptor (the cgroup was removed and made again by a
+// restart, say) is tried once more on a fresh one.
+func (f *statFiles) load(path string) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		b, stale, err := f.loadOnce(path)
+		if err == nil || !stale || attempt == 1 {
+			return b, err
+		}
+	}
+}
+
+// loadOnce reads path through its kept descriptor, opening it if needed;
+// stale says the descriptor was an old one, now closed.
+func (f *statFiles) loadOnce(path string) (b []byte, stale bool, err error) {
+	o := f.open
+	o.mu.RLock()
+	of, ok := o.fds[path]
+	if !ok {
+		o.mu.RUnlock()
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, false, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		o.mu.Lock()
+		if of, ok = o.fds[path]; ok {
+			syscall.Close(fd) // another reader opened it meanwhile
+		} else {
+			of = &openFile{fd: fd}
+			o.fds[path] = of
+		}
+		o.mu.Unlock()
+		o.mu.RLock()
+		if o.fds[path] != of { // swept in between: rare, read it next time
+			o.mu.RUnlock()
+			return nil, false, &fs.PathError{Op: "read", Path: path, Err: syscall.EAGAIN}
+		}
+	}
+	of.used.Store(o.round.Load())
+	b, err = f.pread(of.fd)
+	o.mu.RUnlock()
+	if err == nil {
+		return b, false, nil
+	}
+	o.mu.Lock()
+	if o.fds[path] == of {
+		syscall.Close(of.fd)
+		delete(o.fds, path)
+	}
+	o.mu.Unlock()
+	return nil, ok, &fs.PathError{Op: "read", Path: path, Err: err}
+}
+
+// pread reads the whole file from offset 0.
+func (f *statFiles) pread(fd int) ([]byte, error) {
 	n := 0
 	for {
 		if n == len(f.buf) {
 			f.buf = append(f.buf, make([]byte, len(f.buf))...)
 		}
-		m, err := syscall.Read(fd, f.buf[n:])
+		m, err := syscall.Pread(fd, f.buf[n:], int64(n))
 		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+			return nil, err
 		}
 		if m == 0 {
 			return f.buf[:n], nil

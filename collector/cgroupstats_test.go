@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -157,5 +159,45 @@ func TestOnlineCPUs(t *testing.T) {
 		if got := onlineCPUs(p); got != want {
 			t.Errorf("onlineCPUs(%q) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+// TestStatFilesKeepDescriptorsUntilSwept: a file is opened once and read
+// afresh each time, and closed once a round passed without reading it.
+func TestStatFilesKeepDescriptorsUntilSwept(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "memory.usage_in_bytes")
+	if err := os.WriteFile(path, []byte("100\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := &openFiles{fds: map[string]*openFile{}}
+	f := &statFiles{buf: make([]byte, 4), open: o} // smaller than a file: reads grow it
+	if v, err := f.uint(path); err != nil || v != 100 {
+		t.Fatalf("first read = %d, %v", v, err)
+	}
+	if err := os.WriteFile(path, []byte("123456789\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := f.uint(path); err != nil || v != 123456789 {
+		t.Fatalf("read through the kept descriptor = %d, %v", v, err)
+	}
+	if len(o.fds) != 1 {
+		t.Fatalf("%d descriptors kept for one file", len(o.fds))
+	}
+	o.sweep() // the round it was read in ends: kept
+	if len(o.fds) != 1 {
+		t.Fatal("a file read in the last round was closed")
+	}
+	o.sweep() // a round without reading it: closed
+	if len(o.fds) != 0 {
+		t.Fatal("a file unread for a round is still open")
+	}
+	if _, err := f.uint(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	f.uint(path)
+	o.closeAll()
+	if len(o.fds) != 0 {
+		t.Fatal("closeAll left descriptors open")
 	}
 }

@@ -99,7 +99,12 @@ func (s *statsSampler) run(ctx context.Context) {
 			}
 		})
 	}
-	defer s.wg.Wait()
+	defer func() {
+		s.wg.Wait()
+		if s.cgroup != nil {
+			s.cgroup.files.closeAll()
+		}
+	}()
 	tick := time.NewTicker(s.c.cfg.Stats.Interval)
 	defer tick.Stop()
 	s.round(ctx)
@@ -149,6 +154,9 @@ func (s *statsSampler) round(ctx context.Context) {
 		}
 	}
 	done.Wait()
+	if s.cgroup != nil {
+		s.cgroup.files.sweep()
+	}
 	s.c.tel.SetStatsRound(time.Since(start))
 }
 
