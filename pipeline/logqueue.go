@@ -26,6 +26,11 @@ const recordOverhead = int64(unsafe.Sizeof(LogRecord{}))
 // blockRecords is how many records one queue block holds.
 const blockRecords = 512
 
+// maxFreeBlocks bounds the emptied blocks kept for reuse (~60 KB each):
+// enough for an exporter batch of the default 8192 records, so that a
+// steady flow allocates none, without keeping a drained 64 MiB queue.
+const maxFreeBlocks = 20
+
 // block is one link of the queue's FIFO: records[head:tail] are queued.
 type block struct {
 	records    [blockRecords]LogRecord
@@ -46,7 +51,8 @@ type LogQueue struct {
 
 	mu          sync.Mutex
 	first, last *block // FIFO of blocks, oldest first
-	spare       *block // one emptied block kept for reuse
+	free        *block // emptied blocks kept for reuse, linked by next
+	nfree       int
 	count       int
 	bytes       int64
 	closed      bool
@@ -223,9 +229,11 @@ func (q *LogQueue) Len() int {
 // append adds a record at the tail; q.mu is held.
 func (q *LogQueue) append(r LogRecord) {
 	if q.last == nil || q.last.tail == blockRecords {
-		b := q.spare
-		q.spare = nil
-		if b == nil {
+		b := q.free
+		if b != nil {
+			q.free, b.next = b.next, nil
+			q.nfree--
+		} else {
 			b = new(block)
 		}
 		if q.last == nil {
@@ -315,8 +323,13 @@ func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRe
 			if q.first == nil {
 				q.last = nil
 			}
-			*b = block{} // let the bodies be collected
-			q.spare = b
+			// Every record was zeroed as it was taken: no body is
+			// kept alive, and the block needs no clearing.
+			b.head, b.tail, b.next = 0, 0, nil
+			if q.nfree < maxFreeBlocks {
+				b.next, q.free = q.free, b
+				q.nfree++
+			}
 			continue
 		}
 		s := RecordSize(&b.records[b.head])
