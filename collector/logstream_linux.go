@@ -23,10 +23,11 @@ const rawStreams = true
 // edge-triggered, and each of those writes wakes a thread parked in
 // epoll_wait, whether or not anything waits for the socket — even while
 // the reader is deliberately waiting for lines to pile up. Measured here
-// (bench/logs, 1 × 500k lines), that cost a context switch every two lines
+// (bench/logs, 1 × 500k lines), that cost a context switch every five lines
 // in the agent and made dockerd itself spend a third more per line. Read
-// outside the poller, a flowing stream is read once per paceInterval, in
-// one system call, and dockerd's writes wake nobody.
+// outside the poller, a flowing stream is read on a schedule, a
+// millisecond or more apart, in one system call, and dockerd's writes wake
+// nobody.
 //
 // A stream that trickles (its data came after a wait) is read the usual
 // way: a duplicate of the descriptor is handed to Go's poller while the
@@ -44,20 +45,28 @@ type unixStream struct {
 
 	waiter *os.File // the duplicate in Go's poller while trickling
 	// last is when the last read that returned data did so; flowing says
-	// the stream is read on a schedule rather than on readiness.
+	// the stream is read on a schedule, every pace, rather than on
+	// readiness.
 	last    time.Time
 	flowing bool
+	pace    time.Duration
 	full    bool // the last read filled the buffer: more is waiting
 }
 
-// Pacing of a flowing stream: at most one read per paceInterval, which is
-// less than the time dockerd takes to fill the socket's send buffer
-// (~280 messages; ~1.4 ms at its ~190k lines/s), so the daemon never waits
-// for the agent. A read of flowBytes or more, or a second read within
-// paceInterval, says the stream flows.
+// Pacing of a flowing stream. Each read costs the agent a wake-up (a few
+// context switches in Go's scheduler, ~100 µs of CPU on a virtualised
+// host), so a stream is read as seldom as it can be without dockerd ever
+// waiting: the socket's send buffer holds ~280 messages (~32 KB of 70-byte
+// lines; ~1.4 ms at dockerd's ~190k lines/s). The interval aims at
+// paceBytes per read, from the rate the stream flows at, between
+// paceMin and paceMax; Go's poller sleeps in whole milliseconds, so
+// paceMin is ~1.3 ms in practice. A read of flowBytes or more, or a
+// second read within paceMin, says the stream flows.
 const (
-	paceInterval = time.Millisecond
-	flowBytes    = 2 << 10
+	paceMin   = time.Millisecond
+	paceMax   = 4 * time.Millisecond
+	paceBytes = 12 << 10
+	flowBytes = 2 << 10
 )
 
 // dialUnixStream connects to the unix socket at path.
@@ -132,7 +141,7 @@ func (s *unixStream) Read(p []byte) (int, error) {
 	var err error
 	if s.waiter == nil {
 		if s.flowing && !s.full {
-			if d := paceInterval - time.Since(s.last); d > 0 {
+			if d := s.pace - time.Since(s.last); d > 0 {
 				time.Sleep(d)
 			}
 		}
@@ -155,14 +164,29 @@ func (s *unixStream) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	now := time.Now()
-	if !s.flowing && (n >= flowBytes || now.Sub(s.last) < paceInterval) {
+	gap := now.Sub(s.last)
+	switch {
+	case s.flowing:
+		s.pace = nextPace(n, gap)
+	case n >= flowBytes || gap < paceMin:
 		// Lines come faster than one read per interval: read them on a
 		// schedule, outside the poller, until a read finds nothing.
-		s.flowing = true
+		s.flowing, s.pace = true, paceMin
 		s.dropWaiter()
 	}
 	s.last, s.full = now, n == len(p)
 	return n, nil
+}
+
+// nextPace is the interval after a read of n bytes, gap after the one
+// before: the time paceBytes take at that rate. A read of twice paceBytes
+// may have found the socket full (dockerd waiting), and the rate it
+// shows is then too low: back to the shortest interval.
+func nextPace(n int, gap time.Duration) time.Duration {
+	if n >= 2*paceBytes {
+		return paceMin
+	}
+	return min(max(gap*paceBytes/time.Duration(n), paceMin), paceMax)
 }
 
 // readNow is one non-blocking read; syscall.EAGAIN when there is nothing.

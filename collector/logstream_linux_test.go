@@ -277,7 +277,7 @@ func TestUnixLogStreamPacing(t *testing.T) {
 			t.Fatalf("trickled line %d: %v", i, err)
 		}
 		// Generous for a loaded machine; pacing would not add more than
-		// paceInterval, a missed wake-up would hang.
+		// paceMax, a missed wake-up would hang.
 		if lag := time.Since(<-lineAt); lag > time.Second {
 			t.Errorf("trickled line %d read %v after it was written", i, lag)
 		}
@@ -347,4 +347,23 @@ func BenchmarkFollow(b *testing.B) {
 	cancel()
 	drained.Wait()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*lines), "ns/line")
+}
+
+func TestNextPace(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		gap  time.Duration
+		want time.Duration
+	}{
+		{paceBytes, time.Millisecond, time.Millisecond},            // on target
+		{paceBytes / 2, time.Millisecond, 2 * time.Millisecond},    // half the rate: twice the interval
+		{paceBytes / 3, 2 * time.Millisecond, paceMax},             // slow: capped
+		{paceBytes * 3 / 2, 2 * time.Millisecond, paceMin * 4 / 3}, // faster
+		{2 * paceBytes, 4 * time.Millisecond, paceMin},             // the socket may have been full
+		{1, time.Second, paceMax},
+	} {
+		if got := nextPace(tc.n, tc.gap); got != tc.want {
+			t.Errorf("nextPace(%d, %v) = %v, want %v", tc.n, tc.gap, got, tc.want)
+		}
+	}
 }
