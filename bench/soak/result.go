@@ -26,8 +26,11 @@ type result struct {
 	events, other            int                // records that were not numbered lines
 	agentCounters            map[string]float64 // the agent's last scrape
 	agentFailed              bool
-	agentLog                 logSummary
-	notes                    []string
+	// The agent's goroutines by start function, early in the soak and at
+	// the end of the drain.
+	earlyGoroutines, lateGoroutines goroutineCounts
+	agentLog                        logSummary
+	notes                           []string
 }
 
 // ok: every line arrived exactly once and the agent behaved.
@@ -123,6 +126,13 @@ func (r *result) summary() string {
 			m["dockscope_log_resume_mismatches_total"], m["dockscope_log_stream_reconnects_total"])
 	}
 	fmt.Fprintf(&b, "agent log: %s\n", r.agentLog)
+	if r.earlyGoroutines != nil && r.lateGoroutines != nil {
+		diff := goroutineDiff(r.earlyGoroutines, r.lateGoroutines, 8)
+		if len(diff) == 0 {
+			diff = []string{"none"}
+		}
+		fmt.Fprintf(&b, "goroutines by start function, after %s → at the end (changed only): %s\n", goroutinesEarly, strings.Join(diff, "; "))
+	}
 	for _, f := range r.churn.failed[:min(len(r.churn.failed), 5)] {
 		fmt.Fprintf(&b, "short-lived container failure: %s\n", f)
 	}

@@ -118,6 +118,10 @@ func (s *soak) close() {
 	}
 }
 
+// goroutinesEarly is when the first goroutine profile is taken: after the
+// first outage, once every kind of goroutine has been started.
+const goroutinesEarly = 3 * time.Minute
+
 const agentConfig = `agent:
   state_dir: %q
 discovery:
@@ -168,8 +172,9 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	web := fmt.Sprintf("127.0.0.1:%d", port)
+	// pprof only for the goroutine profiles fetched early and at the end.
 	agent, err := startProcess("the agent", filepath.Join(s.tmp, "agent.log"), s.agentBin,
-		"--config.file", cfgPath, "--web.listen-address", web)
+		"--config.file", cfgPath, "--web.listen-address", web, "--web.enable-pprof")
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +185,7 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 		}
 	}()
 	metricsURL := "http://" + web + "/metrics"
+	goroutinesURL := "http://" + web + "/debug/pprof/goroutine?debug=1"
 	if err := waitReady(ctx, agent, "http://"+web+"/readyz"); err != nil {
 		s.keepTmp = true
 		return nil, err
@@ -236,6 +242,15 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 			samples = append(samples, smp)
 			if err := csvw.write(smp.csvRow()); err != nil {
 				s.log.Error("writing a sample", "err", err)
+			}
+			if res.earlyGoroutines == nil && smp.elapsed >= goroutinesEarly {
+				// Once the soak is in its stride: the baseline a growth is
+				// measured from.
+				if g, err := fetchGoroutines(sampCtx, goroutinesURL, filepath.Join(s.tmp, "goroutines-early.txt")); err == nil {
+					res.earlyGoroutines = g
+				} else {
+					s.log.Warn("fetching the goroutine profile", "err", err)
+				}
 			}
 			if len(samples)%6 == 1 {
 				s.log.Info("sample", "elapsed", smp.elapsed, "rss_mib", fmt.Sprintf("%.1f", smp.rssMiB),
@@ -345,6 +360,11 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 	}
 	stopSampling()
 	samplerWG.Wait()
+	if g, err := fetchGoroutines(ctx, goroutinesURL, filepath.Join(s.tmp, "goroutines-end.txt")); err == nil {
+		res.lateGoroutines = g
+	} else {
+		res.notes = append(res.notes, err.Error())
+	}
 	if m, err := scrape(ctx, metricsURL); err == nil {
 		res.agentCounters = m
 	} else {

@@ -157,3 +157,47 @@ func TestExplainLoss(t *testing.T) {
 		t.Errorf("explainLoss = %q, want the collector up", got)
 	}
 }
+
+const goroutineProfile = `goroutine profile: total 70
+64 @ 0x48d94e 0x469fa5 0x853dce 0x4a046a 0x4951a1
+#	0x853dcd	github.com/dockscope/dockscope/collector.(*statsSampler).run.func1+0xad	/work/main/collector/stats.go:90
+#	0x4a0469	sync.(*WaitGroup).Go.func1+0x49						/usr/local/go/src/sync/waitgroup.go:258
+
+2 @ 0x48d94e 0x469fa5 0x77ce26 0x4951a1
+#	0x77ce25	net/http.(*persistConn).writeLoop+0xe5	/usr/local/go/src/net/http/transport.go:2652
+
+3 @ 0x422f69 0x48fc18 0x56da73 0x4951a1
+#	0x48fc17	os/signal.signal_recv+0x97	/usr/local/go/src/runtime/sigqueue.go:152
+#	0x56da72	os/signal.loop+0x12		/usr/local/go/src/os/signal/signal_unix.go:23
+
+1 @ 0x422f69 0x48fc18 0x56da73 0x4951a1
+#	0x48fc17	net/http.(*persistConn).writeLoop+0x97	/usr/local/go/src/runtime/sigqueue.go:152
+`
+
+func TestGoroutines(t *testing.T) {
+	g, err := parseGoroutines(strings.NewReader(goroutineProfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := goroutineCounts{
+		"github.com/dockscope/dockscope/collector.(*statsSampler).run.func1": 64,
+		"net/http.(*persistConn).writeLoop":                                 3,
+		"os/signal.loop":                                                    3,
+	}
+	if len(g) != len(want) {
+		t.Errorf("parsed %v, want %v", g, want)
+	}
+	for fn, n := range want {
+		if g[fn] != n {
+			t.Errorf("%s: %d goroutines, want %d", fn, g[fn], n)
+		}
+	}
+	late := goroutineCounts{"net/http.(*persistConn).writeLoop": 13, "os/signal.loop": 3, "x.tail": 2}
+	got := goroutineDiff(g, late, 2)
+	if !slices.Equal(got, []string{"github.com/dockscope/dockscope/collector.(*statsSampler).run.func1 64 → 0", "net/http.(*persistConn).writeLoop 3 → 13"}) {
+		t.Errorf("goroutineDiff = %q", got)
+	}
+	if _, err := parseGoroutines(strings.NewReader("x @ 0x1\n")); err == nil {
+		t.Error("a bad count was accepted")
+	}
+}
