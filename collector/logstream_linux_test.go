@@ -355,15 +355,33 @@ func TestNextPace(t *testing.T) {
 		gap  time.Duration
 		want time.Duration
 	}{
-		{paceBytes, time.Millisecond, time.Millisecond},            // on target
-		{paceBytes / 2, time.Millisecond, 2 * time.Millisecond},    // half the rate: twice the interval
-		{paceBytes / 3, 2 * time.Millisecond, paceMax},             // slow: capped
-		{paceBytes * 3 / 2, 2 * time.Millisecond, paceMin * 4 / 3}, // faster
-		{2 * paceBytes, 4 * time.Millisecond, paceMin},             // the socket may have been full
+		{paceBytes, time.Millisecond, time.Millisecond},                         // on target
+		{paceBytes / 2, time.Millisecond, 2 * time.Millisecond},                 // half the rate: twice the interval
+		{paceBytes / 3, 2 * time.Millisecond, paceMax},                          // slow: capped
+		{paceBytes * 3 / 2, 2 * time.Millisecond, 2 * time.Millisecond * 2 / 3}, // faster
+		{paceBytes * 3 / 2, time.Millisecond, paceMin},                          // fast: floored
+		{2 * paceBytes, 4 * time.Millisecond, paceMin},                          // the socket may have been full
 		{1, time.Second, paceMax},
 	} {
 		if got := nextPace(tc.n, tc.gap); got != tc.want {
 			t.Errorf("nextPace(%d, %v) = %v, want %v", tc.n, tc.gap, got, tc.want)
+		}
+	}
+}
+
+func TestPacerSleeps(t *testing.T) {
+	p, err := newPacer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	for _, d := range []time.Duration{300 * time.Microsecond, 2 * time.Millisecond, time.Microsecond} {
+		t0 := time.Now()
+		if err := p.sleep(d); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(t0); took < d || took > d+time.Second {
+			t.Errorf("sleep(%v) took %v", d, took)
 		}
 	}
 }
