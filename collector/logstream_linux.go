@@ -23,15 +23,17 @@ const rawStreams = true
 // edge-triggered, and each of those writes wakes a thread parked in
 // epoll_wait, whether or not anything waits for the socket — even while
 // the reader is deliberately waiting for lines to pile up. Measured here
-// (bench/logs, 1 × 500k lines), that cost a context switch every five lines
-// in the agent and made dockerd itself spend a third more per line. Read
-// outside the poller, a flowing stream is read on a schedule, a
-// millisecond or more apart, in one system call, and dockerd's writes wake
+// (bench/logs, 1 × 500k lines), that cost a context switch every five
+// lines in the agent and made dockerd itself spend a third more per line.
+// Read outside the poller, a flowing stream is read on a schedule, a
+// millisecond or so apart, in one system call, and dockerd's writes wake
 // nobody.
 //
-// A stream that trickles (its data came after a wait) is read the usual
-// way: a duplicate of the descriptor is handed to Go's poller while the
-// reader waits, so an idle container costs no thread and no timer.
+// A stream with nothing to read waits for data through an epoll set of
+// its own, in which the socket is armed for one event at a time
+// (EPOLLONESHOT), and whose descriptor is in Go's poller: the wait parks
+// the goroutine (an idle container costs no thread and no timer), and the
+// first write wakes it, not the following ones.
 //
 // Read and Close are called from one goroutine; the stream's context may
 // end at any time, which makes a waiting Read return.
@@ -43,8 +45,11 @@ type unixStream struct {
 	closed bool
 	stop   func() bool // unregisters interrupt
 
-	waiter *os.File // the duplicate in Go's poller while trickling
-	pacer  *pacer   // made when the stream first flows
+	set   *os.File // the epoll set, in Go's poller
+	setFD uintptr
+	setRC syscall.RawConn
+	armed bool   // the socket was added to the set (re-armed with MOD)
+	pacer *pacer // made when the stream first flows
 	// last is when the last read that returned data did so; flowing says
 	// the stream is read on a schedule, every pace, rather than on
 	// readiness.
@@ -82,9 +87,37 @@ func dialUnixStream(ctx context.Context, path string) (*unixStream, error) {
 		// backoff handles it like any failed connection.
 		return nil, &net.OpError{Op: "dial", Net: "unix", Addr: &net.UnixAddr{Name: path, Net: "unix"}, Err: os.NewSyscallError("connect", err)}
 	}
-	s := &unixStream{fd: fd, ctx: ctx}
+	set, setFD, err := newPollable("log stream epoll set", func() (uintptr, syscall.Errno) {
+		fd, _, errno := syscall.RawSyscall(syscall.SYS_EPOLL_CREATE1, syscall.EPOLL_CLOEXEC, 0, 0)
+		return fd, errno
+	})
+	if err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	s := &unixStream{fd: fd, ctx: ctx, set: set, setFD: setFD}
+	s.setRC, err = set.SyscallConn()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.stop = context.AfterFunc(ctx, s.interrupt)
 	return s, nil
+}
+
+// newPollable makes a descriptor with create, sets it non-blocking and
+// hands it to Go's poller (os.NewFile does so for non-blocking ones). The
+// number is returned too: File.Fd would make the descriptor blocking.
+func newPollable(name string, create func() (uintptr, syscall.Errno)) (*os.File, uintptr, error) {
+	fd, errno := create()
+	if errno != 0 {
+		return nil, 0, os.NewSyscallError(name, errno)
+	}
+	if err := syscall.SetNonblock(int(fd), true); err != nil {
+		syscall.Close(int(fd))
+		return nil, 0, os.NewSyscallError(name, err)
+	}
+	return os.NewFile(fd, name), fd, nil
 }
 
 // interrupt makes a waiting or later Read return: a shut-down socket reads
@@ -99,8 +132,10 @@ func (s *unixStream) interrupt() {
 
 // Close releases the socket.
 func (s *unixStream) Close() error {
-	s.stop()
-	s.dropWaiter()
+	if s.stop != nil {
+		s.stop()
+	}
+	s.set.Close()
 	if s.pacer != nil {
 		s.pacer.close()
 	}
@@ -136,29 +171,36 @@ func (s *unixStream) Write(b []byte) (int, error) {
 
 // Read reads what the socket holds, waiting for the pace of a flowing
 // stream or for data on an idle one.
+//
+// The reads are raw system calls: they never block, and a read of a few
+// hundred messages takes long enough on a virtualised host (~40 µs) that
+// Go's monitor thread would take the processor away from a declared
+// system call and hand it to another thread, a wake-up per read for
+// nothing.
 func (s *unixStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var err error
-	if s.waiter == nil {
-		if s.flowing && !s.full {
-			if d := s.pace - time.Since(s.last); d > 0 {
-				s.sleep(d)
-			}
+	if s.flowing && !s.full {
+		if d := s.pace - time.Since(s.last); d > 0 {
+			s.sleep(d)
 		}
-		n, err = s.readNow(p)
-		if err == syscall.EAGAIN {
-			// Dry: wait in the poller until something comes.
-			s.flowing = false
-			n, err = s.readWaiting(p)
-		}
-	} else {
-		n, err = s.readWaiting(p)
 	}
-	if err != nil {
-		return 0, err
+	var n int
+	for {
+		var errno syscall.Errno
+		n, errno = rawRead(uintptr(s.fd), p)
+		if errno == 0 {
+			break
+		}
+		if errno != syscall.EAGAIN {
+			return 0, s.err("read", errno)
+		}
+		// Dry: wait until something comes.
+		s.flowing = false
+		if err := s.waitReadable(); err != nil {
+			return 0, err
+		}
 	}
 	if n == 0 {
 		if err := s.ctx.Err(); err != nil {
@@ -173,12 +215,44 @@ func (s *unixStream) Read(p []byte) (int, error) {
 		s.pace = nextPace(n, gap)
 	case n >= flowBytes || gap < paceMin:
 		// Lines come faster than one read per interval: read them on a
-		// schedule, outside the poller, until a read finds nothing.
+		// schedule until a read finds nothing.
 		s.flowing, s.pace = true, paceMin
-		s.dropWaiter()
 	}
 	s.last, s.full = now, n == len(p)
 	return n, nil
+}
+
+// waitReadable arms the socket in the stream's epoll set for one event
+// and parks until it comes.
+func (s *unixStream) waitReadable() error {
+	op := syscall.EPOLL_CTL_MOD
+	if !s.armed {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(s.fd)}
+	if _, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, s.setFD, uintptr(op), uintptr(s.fd), uintptr(unsafe.Pointer(&ev)), 0, 0); errno != 0 {
+		return s.err("epoll_ctl", errno)
+	}
+	s.armed = true
+	var events [1]syscall.EpollEvent
+	var errno syscall.Errno
+	err := s.setRC.Read(func(fd uintptr) bool {
+		var n uintptr
+		for {
+			n, _, errno = syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&events[0])), 1, 0, 0, 0)
+			if errno != syscall.EINTR {
+				break
+			}
+		}
+		return n > 0 || errno != 0
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return s.err("epoll_pwait", err)
+	}
+	return nil
 }
 
 // sleep waits d on the stream's timer descriptor, or with a Go timer if
@@ -208,23 +282,6 @@ func nextPace(n int, gap time.Duration) time.Duration {
 	return min(max(gap*paceBytes/time.Duration(n), paceMin), paceMax)
 }
 
-// readNow is one non-blocking read; syscall.EAGAIN when there is nothing.
-//
-// It is a raw system call: it never blocks, and a read of a few hundred
-// messages takes long enough on a virtualised host (~40 µs) that Go's
-// monitor thread would take the processor away from a declared system
-// call and hand it to another thread, a wake-up per read for nothing.
-func (s *unixStream) readNow(p []byte) (int, error) {
-	n, errno := rawRead(uintptr(s.fd), p)
-	switch errno {
-	case 0:
-		return n, nil
-	case syscall.EAGAIN:
-		return 0, errno
-	}
-	return 0, s.err("read", errno)
-}
-
 // rawRead reads a non-blocking descriptor without telling Go's scheduler:
 // a declared system call would also wake its monitor thread when it
 // sleeps (every time the agent is idle between two reads).
@@ -234,55 +291,6 @@ func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
 		if errno != syscall.EINTR {
 			return int(r), errno
 		}
-	}
-}
-
-// readWaiting reads through the poller's duplicate, parking until the
-// socket is readable.
-func (s *unixStream) readWaiting(p []byte) (int, error) {
-	if s.waiter == nil {
-		f, err := s.newWaiter()
-		if err != nil {
-			return 0, err
-		}
-		s.waiter = f
-	}
-	rc, err := s.waiter.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	var errno syscall.Errno
-	err = rc.Read(func(fd uintptr) bool {
-		n, errno = rawRead(fd, p)
-		return errno != syscall.EAGAIN
-	})
-	if err == nil && errno != 0 {
-		err = errno
-	}
-	if err != nil {
-		return 0, s.err("read", err)
-	}
-	return n, nil
-}
-
-// newWaiter registers a duplicate of the socket with Go's poller.
-func (s *unixStream) newWaiter() (*os.File, error) {
-	nfd, _, errno := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(s.fd), syscall.F_DUPFD_CLOEXEC, 0)
-	if errno != 0 {
-		return nil, s.err("fcntl", errno)
-	}
-	// The descriptor is non-blocking (a flag of the shared open file), so
-	// os.NewFile puts it in the poller.
-	return os.NewFile(nfd, "docker log stream"), nil
-}
-
-// dropWaiter takes the duplicate out of the poller, so that the daemon's
-// writes stop waking it.
-func (s *unixStream) dropWaiter() {
-	if s.waiter != nil {
-		_ = s.waiter.Close()
-		s.waiter = nil
 	}
 }
 
@@ -313,11 +321,13 @@ type itimerspec struct {
 
 func newPacer() (*pacer, error) {
 	const clockMonotonic = 1
-	fd, _, errno := syscall.RawSyscall(syscall.SYS_TIMERFD_CREATE, clockMonotonic, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if errno != 0 {
-		return nil, os.NewSyscallError("timerfd_create", errno)
+	f, fd, err := newPollable("timerfd_create", func() (uintptr, syscall.Errno) {
+		fd, _, errno := syscall.RawSyscall(syscall.SYS_TIMERFD_CREATE, clockMonotonic, syscall.O_CLOEXEC, 0)
+		return fd, errno
+	})
+	if err != nil {
+		return nil, err
 	}
-	f := os.NewFile(fd, "log stream pacer") // non-blocking: in the poller
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
