@@ -295,19 +295,7 @@ func TestFaultSlowAndRefusingBackend(t *testing.T) {
 				endpoint = startGRPCFaultProxy
 			}
 			scope := "fault-slow-" + strings.ReplaceAll(protocol, "/", "-")
-			a := startAgent(t, agentOpts{scope: scope, extra: fmt.Sprintf(`exporters:
-  otlp:
-    endpoint: %s
-    protocol: %s
-    interval: 60s
-    retry:
-      initial_interval: 200ms
-      max_interval: 1s
-logs:
-  batch:
-    max_records: 100
-    timeout: 200ms
-`, endpoint(t, col, b), protocol)})
+			a := startAgent(t, agentOpts{scope: scope, extra: logsConfigTo(endpoint(t, col, b), protocol, 100)})
 			name := uniq(t, "slow")
 			const lines, rate = 6000, 200
 			harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t),

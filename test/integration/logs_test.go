@@ -27,6 +27,11 @@ func logsConfigProto(col *harness.Collector, batch int, protocol string) string 
 	if protocol == "grpc" {
 		endpoint = "http://" + col.GRPCEndpoint
 	}
+	return logsConfigTo(endpoint, protocol, batch)
+}
+
+// logsConfigTo points the agent's OTLP exporter at any endpoint.
+func logsConfigTo(endpoint, protocol string, batch int) string {
 	return fmt.Sprintf(`exporters:
   otlp:
     endpoint: %s
