@@ -237,14 +237,7 @@ func (t *tailer) run(ctx context.Context) bool {
 				// picks it up (design §4 rule 3).
 				finalPass = true
 			} else if gone || !running {
-				// Stopped: a last line without newline is complete.
-				counts := m.c.store.LogCounters(t.id)
-				for _, rec := range t.unterminated {
-					if t.deliver(ctx, read, counts, rec, pipeline.PrintOf(&rec)) != nil {
-						return false
-					}
-				}
-				return true
+				return t.finish(ctx, read)
 			}
 		} else {
 			if errors.Is(err, errUnreadable) {
@@ -258,6 +251,11 @@ func (t *tailer) run(ctx context.Context) bool {
 			m.c.tel.LogReconnects.Add(1)
 			t.log.Debug("log stream failed; reopening from the last record read", "err", err)
 			if !errors.Is(err, errStalled) { // the daemon is fine: reopen at once
+				if _, gone := t.stillRunning(ctx); gone {
+					// Removed (404, or 409 while being removed): its log
+					// went with it, and retrying would never end.
+					return t.finish(ctx, read)
+				}
 				select {
 				case <-ctx.Done():
 					return false
@@ -274,6 +272,19 @@ func (t *tailer) run(ctx context.Context) bool {
 }
 
 var errUnreadable = errors.New("log driver does not support reading")
+
+// finish ends the reading of a stopped or removed container: a last line
+// without newline is complete. It reports false if the queue refused it
+// (shutdown).
+func (t *tailer) finish(ctx context.Context, read *pipeline.LogCursor) bool {
+	counts := t.m.c.store.LogCounters(t.id)
+	for _, rec := range t.unterminated {
+		if t.deliver(ctx, read, counts, rec, pipeline.PrintOf(&rec)) != nil {
+			return false
+		}
+	}
+	return true
+}
 
 func (t *tailer) stillRunning(ctx context.Context) (running, gone bool) {
 	ctx, cancel := context.WithTimeout(ctx, t.m.c.cfg.Docker.Timeout)
