@@ -48,6 +48,7 @@ type agentOpts struct {
 	stateDir string
 	// user runs the agent as another user; nil is this process's.
 	user *syscall.Credential
+	args []string // more command-line flags
 }
 
 // startAgent builds the agent once per process and starts it with a fast
@@ -91,8 +92,8 @@ stats:
 	}
 	// The test's own environment must not turn OTLP on; o.env may.
 	env := append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="}, o.env...)
-	p := harness.StartProcessAs(t, o.user, bin, env,
-		"--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")
+	p := harness.StartProcessAs(t, o.user, bin, env, append([]string{
+		"--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug"}, o.args...)...)
 	a := &agent{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port), cfgPath: cfgPath}
 	if !o.noWait {
 		harness.WaitFor(t, 20*time.Second, 100*time.Millisecond, func() (bool, string) {

@@ -366,6 +366,11 @@ type agentUsage struct {
 
 func (a *agent) usage(t *testing.T) agentUsage {
 	t.Helper()
+	// A collection first (the profile endpoint runs one), so that the heap
+	// figures are live data, not garbage waiting for the next cycle.
+	if code, body := a.get("/debug/pprof/heap?gc=1"); code != http.StatusOK {
+		t.Fatalf("forcing a GC in the agent: %d %s", code, body)
+	}
 	m := a.scrape(t)
 	var u agentUsage
 	for name, v := range map[string]*float64{"go_goroutines": &u.goroutines, "process_resident_memory_bytes": &u.rss, "process_open_fds": &u.fds,
@@ -474,7 +479,7 @@ func TestFaultChurn(t *testing.T) {
 	}
 	col := harness.Otelcol(t)
 	scope := "fault-churn"
-	a := startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 500)})
+	a := startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 500), args: []string{"--web.enable-pprof"}})
 	harness.WorkloadImage(t)
 	eng := harness.NewEngine()
 	defer eng.Close()
