@@ -54,6 +54,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCgroupFiles$$' -fuzztime $(FUZZTIME) ./collector/
 	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' -fuzztime $(FUZZTIME) ./collector/logparse/
 
+## fault-churn: the churn fault test at its full size (2,000 containers, ~25 minutes here)
+fault-churn:
+	DOCKSCOPE_CHURN=2000 $(GO) test -race -count=1 -tags integration -timeout 60m -run '^TestFaultChurn$$' -v ./test/integration/
+
 ## bench: the overhead benchmark (see README, Performance); about 10 minutes
 bench:
 	$(GO) run ./bench/overhead
