@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build image setup test unit integration lint fuzz deploy-check bench bench-logs soak clean
+.PHONY: all build image setup test unit integration lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
