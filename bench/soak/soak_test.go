@@ -181,8 +181,8 @@ func TestGoroutines(t *testing.T) {
 	}
 	want := goroutineCounts{
 		"github.com/dockscope/dockscope/collector.(*statsSampler).run.func1": 64,
-		"net/http.(*persistConn).writeLoop":                                 3,
-		"os/signal.loop":                                                    3,
+		"net/http.(*persistConn).writeLoop":                                  3,
+		"os/signal.loop":                                                     3,
 	}
 	if len(g) != len(want) {
 		t.Errorf("parsed %v, want %v", g, want)
