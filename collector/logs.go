@@ -32,6 +32,7 @@ type logManager struct {
 	c       *Collector
 	opts    LogOptions
 	started time.Time // this run's start: containers that exit later are read in full
+	socket  string    // the daemon's unix socket, read directly; "" to use the client
 
 	mu         sync.Mutex
 	ctx        context.Context
@@ -51,6 +52,7 @@ func newLogManager(c *Collector, opts LogOptions) *logManager {
 		c:          c,
 		opts:       opts,
 		started:    time.Now(),
+		socket:     rawSocketPath(c.host),
 		tailers:    map[string]*tailer{},
 		done:       map[string]bool{},
 		unreadable: map[string]bool{},
@@ -134,6 +136,7 @@ func (m *logManager) observe(meta pipeline.ContainerMeta, state pipeline.Contain
 		m.reads[id] = read
 	}
 	t := &tailer{m: m, id: id, tty: state.Tty, log: m.c.log.With("container", meta.Name), read: read, done: make(chan struct{})}
+	t.onDrop = func(i int) { t.dropped = append(t.dropped, i) }
 	t.meta.Store(&meta)
 	m.tailers[id] = t
 	m.wg.Go(func() {
@@ -181,11 +184,18 @@ type tailer struct {
 	read *pipeline.LogCursor
 	// unterminated holds the lines a cleanly ended stream stopped inside.
 	unterminated []pipeline.LogRecord
-	// guard watches the current stream for a stall (see stallGuard).
-	guard *stallGuard
+	// pending holds the records read and not queued yet: they are queued
+	// together before the stream is read again (see batchingReader).
+	pending []pipeline.LogRecord
+	dropped []int     // indices in pending the queue's drop policy discarded
+	onDrop  func(int) // appends to dropped
 
 	done chan struct{} // closed when run returns
 }
+
+// maxPending bounds the records queued together: what one read of a fast
+// stream returns (a few hundred lines) fits many times.
+const maxPending = 1024
 
 // run reads until the container has stopped and its log is read to the
 // end (true), or ctx ends (false). Stream errors reopen the stream from the
@@ -276,46 +286,6 @@ func (t *tailer) finish(ctx context.Context, read *pipeline.LogCursor) bool {
 	return true
 }
 
-// stallGuard works around a daemon that stops sending: dockerd 20.10 (seen
-// with json-file) leaves a follow stream silent for good when the log file
-// was rotated while the stream's reader was not reading, although the new
-// file grows. So once queueing a record had to wait (the queue was full,
-// heldUp), a read that then waits longer than stallAfter ends the stream
-// (stop), and the tailer reopens it from the last record read: at worst
-// one needless reopen when the container really went quiet.
-type stallGuard struct {
-	r       io.Reader
-	stop    func() // ends the stream's context
-	heldUp  bool
-	stalled atomic.Bool
-}
-
-// A wait for the queue longer than heldUpAfter arms the guard; a read
-// waiting stallAfter after that ends the stream.
-const (
-	heldUpAfter = 500 * time.Millisecond
-	stallAfter  = 2 * time.Second
-)
-
-func (g *stallGuard) Read(p []byte) (int, error) {
-	if !g.heldUp {
-		return g.r.Read(p)
-	}
-	watchdog := time.AfterFunc(stallAfter, func() {
-		g.stalled.Store(true)
-		g.stop()
-	})
-	n, err := g.r.Read(p)
-	watchdog.Stop()
-	if g.stalled.Load() {
-		return n, errStalled
-	}
-	return n, err
-}
-
-// errStalled ends a stream that went silent after the tailer was held up.
-var errStalled = errors.New("log stream silent after the queue was full (dockerd loses a follow stream across a rotation); reopening it")
-
 func (t *tailer) stillRunning(ctx context.Context) (running, gone bool) {
 	ctx, cancel := context.WithTimeout(ctx, t.m.c.cfg.Docker.Timeout)
 	defer cancel()
@@ -343,11 +313,7 @@ func (t *tailer) reportResume(r *pipeline.Resume) {
 // deliver queues a record and advances the read position past it. A
 // record that could not be queued (shutdown) leaves the position alone.
 func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *pipeline.LogCounters, rec pipeline.LogRecord, p pipeline.RecordPrint) error {
-	began := time.Now()
 	queued, err := t.m.opts.Queue.Push(ctx, rec)
-	if t.guard != nil && time.Since(began) > heldUpAfter {
-		t.guard.heldUp = true
-	}
 	if err != nil {
 		return err
 	}
@@ -362,15 +328,109 @@ func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *
 	return nil
 }
 
+// flush queues the pending records and advances the read position past
+// those queued or dropped; records that could not be queued (shutdown)
+// leave the position alone.
+func (t *tailer) flush(ctx context.Context, read *pipeline.LogCursor, counts *pipeline.LogCounters) error {
+	if len(t.pending) == 0 {
+		return nil
+	}
+	t.dropped = t.dropped[:0]
+	n, err := t.m.opts.Queue.PushBatch(ctx, t.pending, t.onDrop)
+	var lines, size uint64
+	var last int64
+	d := 0
+	for i := range t.pending[:n] {
+		r := &t.pending[i]
+		read.Advance(pipeline.PrintOf(r))
+		if d < len(t.dropped) && t.dropped[d] == i {
+			d++
+			continue
+		}
+		lines++
+		size += uint64(len(r.Body))
+		last = r.Time.UnixNano()
+	}
+	if lines > 0 {
+		counts.LinesRead.Add(lines)
+		counts.BytesRead.Add(size)
+		counts.LastRead.Store(last)
+	}
+	if d > 0 {
+		counts.LinesDropped.Add(uint64(d))
+	}
+	clear(t.pending) // the bodies belong to the queue now
+	t.pending = t.pending[:0]
+	return err
+}
+
+// batchingReader is the stream as the line reader sees it: before each
+// read, which may wait for the daemon, it queues the records read so far,
+// so that the queue's lock and wake-up are paid once per read rather than
+// once per line; after each read it notes the time, which the records
+// parsed from what it read carry as their Observed time.
+//
+// It also works around a daemon that stops sending: dockerd 20.10 (seen
+// with json-file) leaves a follow stream silent for good when the log file
+// was rotated while the stream's reader was not reading, although the new
+// file grows. So once
+// queueing had to wait (the queue was full), a read that then waits longer
+// than stallAfter ends the stream (stop), and the tailer reopens it from
+// the last record read: at worst one needless reopen when the container
+// really went quiet.
+type batchingReader struct {
+	r      io.Reader
+	flush  func() error
+	readAt time.Time
+
+	stop    func() // ends the stream's context
+	heldUp  bool   // a flush waited for room in the queue
+	stalled atomic.Bool
+}
+
+// Waits for the queue longer than heldUpAfter arm the stall check; a read
+// waiting stallAfter after that ends the stream.
+const (
+	heldUpAfter = 500 * time.Millisecond
+	stallAfter  = 2 * time.Second
+)
+
+func (b *batchingReader) Read(p []byte) (int, error) {
+	began := time.Now()
+	if err := b.flush(); err != nil {
+		return 0, err
+	}
+	if time.Since(began) > heldUpAfter {
+		b.heldUp = true
+	}
+	if !b.heldUp {
+		n, err := b.r.Read(p)
+		b.readAt = time.Now()
+		return n, err
+	}
+	watchdog := time.AfterFunc(stallAfter, func() {
+		b.stalled.Store(true)
+		b.stop()
+	})
+	n, err := b.r.Read(p)
+	watchdog.Stop()
+	b.readAt = time.Now()
+	if b.stalled.Load() {
+		return n, errStalled
+	}
+	return n, err
+}
+
+// errStalled ends a stream that went silent after the tailer was held up.
+var errStalled = errors.New("log stream silent after the queue was full (dockerd loses a follow stream across a rotation); reopening it")
+
 // follow reads one stream until it ends (nil) or fails.
 func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resume, read *pipeline.LogCursor, seeding bool) error {
 	m := t.m
-	// The stream has a context of its own so that the stall guard can end it.
-	ctx, stop := context.WithCancel(ctx)
+	// The stream has a context of its own so that the stall check can end it.
+	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	body, err := m.c.docker.ContainerLogs(ctx, t.id, client.ContainerLogsOptions{
-		ShowStdout: true, ShowStderr: true, Follow: true, Timestamps: true, Since: since,
-	})
+	body, err := t.openLogs(sctx, since)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support reading") {
 			return fmt.Errorf("following logs of %s: %w: %v", shortID(t.id), errUnreadable, err)
@@ -379,10 +439,10 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 	}
 	defer body.Close()
 
-	t.guard = &stallGuard{r: &coalescingReader{r: body}, stop: stop}
-	defer func() { t.guard = nil }()
-	lines := logparse.NewReader(t.guard, t.tty, m.opts.MaxLineBytes)
 	counts := m.c.store.LogCounters(t.id)
+	flush := func() error { return t.flush(ctx, read, counts) }
+	src := &batchingReader{r: body, flush: flush, stop: stop}
+	lines := logparse.NewReader(src, t.tty, m.opts.MaxLineBytes)
 	var slab []byte
 	emit := func(line logparse.Line) error {
 		// Bodies are carved out of a shared slab: one allocation per
@@ -397,9 +457,10 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			ContainerID: t.id,
 			Container:   t.meta.Load(),
 			Time:        line.Time,
-			Observed:    time.Now(),
+			Observed:    src.readAt,
 			Stream:      line.Stream,
 			Body:        slab[start:len(slab):len(slab)],
+			Hash:        pipeline.HashBody(line.Body, line.Truncated),
 			Truncated:   line.Truncated,
 		}
 		p := pipeline.PrintOf(&rec)
@@ -409,6 +470,10 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 				t.reportResume(resume)
 			}
 			if !keep {
+				// The read position advances in stream order.
+				if err := flush(); err != nil {
+					return err
+				}
 				read.Advance(p)
 				if seeding {
 					m.opts.Checkpoints.Seed(t.id, p)
@@ -424,7 +489,11 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 			t.unterminated = append(t.unterminated, rec)
 			return nil
 		}
-		return t.deliver(ctx, read, counts, rec, p)
+		t.pending = append(t.pending, rec)
+		if len(t.pending) >= maxPending {
+			return flush()
+		}
+		return nil
 	}
 	for {
 		line, err := lines.Next()
@@ -437,7 +506,12 @@ func (t *tailer) follow(ctx context.Context, since string, resume *pipeline.Resu
 				t.log.Warn("docker reported an error in the log stream", "err", err)
 				continue
 			case errors.Is(err, io.EOF):
-				return nil
+				return flush()
+			}
+			// The lines read before the failure are whole: queue them,
+			// so that the reopened stream resumes after them.
+			if ferr := flush(); ferr != nil {
+				return ferr
 			}
 			return fmt.Errorf("reading logs of %s: %w", shortID(t.id), err)
 		}

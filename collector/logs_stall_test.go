@@ -24,23 +24,30 @@ func (r *blockingReader) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
-// TestStallGuardEndsAStallAfterBackpressure: a stream is left alone while
-// the queue has room, and ended once it goes silent after the queue held
-// the tailer up.
-func TestStallGuardEndsAStallAfterBackpressure(t *testing.T) {
+// TestBatchingReaderEndsAStallAfterBackpressure: a stream is left alone
+// while the queue has room, and ended once it goes silent after the queue
+// held the tailer up.
+func TestBatchingReaderEndsAStallAfterBackpressure(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	g := &stallGuard{r: &blockingReader{ctx: ctx}, stop: stop}
+	held := false
+	b := &batchingReader{r: &blockingReader{ctx: ctx}, stop: stop, flush: func() error {
+		if held {
+			time.Sleep(heldUpAfter + 100*time.Millisecond) // the queue was full
+		}
+		return nil
+	}}
 	buf := make([]byte, 64)
-	if n, err := g.Read(buf); n == 0 || err != nil {
+	if n, err := b.Read(buf); n == 0 || err != nil {
 		t.Fatalf("first read = %d, %v", n, err)
 	}
-	g.heldUp = true // a record waited for room in the queue
-	if n, err := g.Read(buf); n == 0 || err != nil {
+	held = true
+	if n, err := b.Read(buf); n == 0 || err != nil {
 		t.Fatalf("read after a wait for the queue = %d, %v", n, err)
 	}
+	held = false
 	began := time.Now()
-	_, err := g.Read(buf)
+	_, err := b.Read(buf)
 	if !errors.Is(err, errStalled) {
 		t.Fatalf("silent stream after backpressure: err = %v, want errStalled", err)
 	}
@@ -52,15 +59,15 @@ func TestStallGuardEndsAStallAfterBackpressure(t *testing.T) {
 	}
 }
 
-// TestStallGuardLeavesQuietStreamsAlone: without backpressure a silent
+// TestBatchingReaderLeavesQuietStreamsAlone: without backpressure a silent
 // stream is an idle container, not a stall.
-func TestStallGuardLeavesQuietStreamsAlone(t *testing.T) {
+func TestBatchingReaderLeavesQuietStreamsAlone(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	stalled := make(chan struct{})
-	g := &stallGuard{r: &blockingReader{ctx: ctx, reads: 2}, stop: func() { close(stalled) }}
+	b := &batchingReader{r: &blockingReader{ctx: ctx, reads: 2}, stop: func() { close(stalled) }, flush: func() error { return nil }}
 	done := make(chan error, 1)
 	go func() {
-		_, err := g.Read(make([]byte, 64))
+		_, err := b.Read(make([]byte, 64))
 		done <- err
 	}()
 	select {

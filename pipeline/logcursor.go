@@ -33,17 +33,27 @@ const (
 	fnvPrime64  = 1099511628211
 )
 
-// PrintOf fingerprints a record.
+// PrintOf fingerprints a record, with the hash stored in it if any.
 func PrintOf(r *LogRecord) RecordPrint {
+	h := r.Hash
+	if h == 0 {
+		h = HashBody(r.Body, r.Truncated)
+	}
+	return RecordPrint{TimeNanos: r.Time.UnixNano(), Stream: r.Stream, Hash: h}
+}
+
+// HashBody is the hash of a record's fingerprint. It is persisted in
+// checkpoints, so it must not change.
+func HashBody(body []byte, truncated bool) uint64 {
 	sum := uint64(fnvOffset64)
-	for _, b := range r.Body {
+	for _, b := range body {
 		sum ^= uint64(b)
 		sum *= fnvPrime64
 	}
-	if r.Truncated {
+	if truncated {
 		sum = ^sum
 	}
-	return RecordPrint{TimeNanos: r.Time.UnixNano(), Stream: r.Stream, Hash: sum}
+	return sum
 }
 
 // LogCursor is a position in one container's log, advanced record by record
@@ -63,11 +73,19 @@ type LogCursor struct {
 	window []RecordPrint
 	head   int
 	latest int64 // newest timestamp handled, ns
+	// skewed holds, in order, the indices in window of the records stamped
+	// earlier than a record handled before them (stdout/stderr skew). Only
+	// they can be older than the window's first record, so Checkpoint
+	// need not look at the others: it runs after every acknowledged batch,
+	// and the window holds up to MaxResumeWindow records.
+	skewed []int
 }
 
 // Advance records one more handled record.
 func (c *LogCursor) Advance(p RecordPrint) {
-	if p.TimeNanos > c.latest {
+	if p.TimeNanos < c.latest {
+		c.skewed = append(c.skewed, len(c.window))
+	} else {
 		c.latest = p.TimeNanos
 	}
 	c.window = append(c.window, p)
@@ -78,10 +96,18 @@ func (c *LogCursor) Advance(p RecordPrint) {
 	if n := len(c.window) - c.head; n > MaxResumeWindow {
 		c.head += n - MaxResumeWindow
 	}
+	k := 0
+	for k < len(c.skewed) && c.skewed[k] < c.head {
+		k++
+	}
+	c.skewed = c.skewed[k:]
 	// Reuse the array once the consumed prefix dominates it.
 	if c.head > 1024 && c.head > len(c.window)/2 {
 		n := copy(c.window, c.window[c.head:])
 		c.window = c.window[:n]
+		for i := range c.skewed {
+			c.skewed[i] -= c.head
+		}
 		c.head = 0
 	}
 }
@@ -103,9 +129,11 @@ func (c *LogCursor) Checkpoint() LogCheckpoint {
 		Last:       w[len(w)-1],
 		SkipFromOn: len(w),
 	}
-	for _, p := range w {
-		if p.TimeNanos >= since {
-			cp.SkipAtOrAfter++
+	// Every record but a skewed one is at least as new as the first.
+	cp.SkipAtOrAfter = len(w)
+	for _, i := range c.skewed {
+		if c.window[i].TimeNanos < since {
+			cp.SkipAtOrAfter--
 		}
 	}
 	return cp

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"errors"
+	"hash/fnv"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,5 +274,85 @@ func TestPrintOfIsFNV1a(t *testing.T) {
 	r.Truncated = true
 	if got := PrintOf(&r).Hash; got != ^uint64(0xa430d84680aabd0b) {
 		t.Fatalf("truncated hash = %#x", got)
+	}
+}
+
+// The hash is persisted in checkpoint files: it must stay FNV-1a, 64 bits.
+func TestHashBodyIsFNV1a(t *testing.T) {
+	for _, body := range []string{"", "hello", "\xff\x00 binary"} {
+		h := fnv.New64a()
+		h.Write([]byte(body))
+		if got := HashBody([]byte(body), false); got != h.Sum64() {
+			t.Errorf("HashBody(%q) = %x, want %x", body, got, h.Sum64())
+		}
+		if got := HashBody([]byte(body), true); got != ^h.Sum64() {
+			t.Errorf("HashBody(%q, truncated) = %x, want %x", body, got, ^h.Sum64())
+		}
+	}
+	r := LogRecord{Body: []byte("x"), Hash: 42}
+	if p := PrintOf(&r); p.Hash != 42 {
+		t.Errorf("PrintOf ignored the stored hash: %x", p.Hash)
+	}
+}
+
+// Checkpoint's count of the records at or after the first one, kept
+// from the skewed records only, matches a count over the whole window,
+// whatever the skew, the trimming and the array reuse.
+func TestCheckpointCountsSkewedRecords(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for iter := range 20 {
+		var cur LogCursor
+		ts := int64(1_800_000_000_000_000_000)
+		for i := range 60000 {
+			ts += int64(rng.IntN(100_000)) // up to 100 µs apart: the window is capped, not timed out
+			if iter%2 == 1 && i%5000 == 0 {
+				ts += int64(2 * ResumeSlack) // a pause: the window times out
+			}
+			t0 := ts
+			if rng.IntN(8) == 0 {
+				t0 -= int64(rng.IntN(3_000_000)) // stamped up to 3 ms early
+			}
+			cur.Advance(RecordPrint{TimeNanos: t0, Stream: Stream(1 + i%2), Hash: uint64(i)})
+			if i%997 != 0 {
+				continue
+			}
+			cp := cur.Checkpoint()
+			want := 0
+			for _, p := range cur.window[cur.head:] {
+				if p.TimeNanos >= cp.Since {
+					want++
+				}
+			}
+			if cp.SkipAtOrAfter != want {
+				t.Fatalf("iteration %d, record %d: SkipAtOrAfter %d, want %d", iter, i, cp.SkipAtOrAfter, want)
+			}
+		}
+	}
+}
+
+// One op is one record acknowledged, in batches of 8192 from four
+// containers, the file write itself left out.
+func BenchmarkCheckpointerAck(b *testing.B) {
+	c, err := OpenCheckpointer(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.writeFile = func(string, []byte) error { return nil }
+	batch := make([]LogRecord, 8192)
+	for i := range batch {
+		batch[i] = logLine(0, Stdout, "a line")
+		batch[i].ContainerID = strings.Repeat(string(rune('a'+i/256%4)), 64)
+		batch[i].Hash = uint64(i + 1)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%len(batch) == 0 {
+			for j := range batch {
+				batch[j].Time = batch[j].Time.Add(5 * time.Millisecond) // 200k lines/s over four containers
+			}
+			if err := c.Ack(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }

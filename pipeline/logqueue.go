@@ -26,6 +26,11 @@ const recordOverhead = int64(unsafe.Sizeof(LogRecord{}))
 // blockRecords is how many records one queue block holds.
 const blockRecords = 512
 
+// maxFreeBlocks bounds the emptied blocks kept for reuse (~60 KB each):
+// enough for an exporter batch of the default 8192 records, so that a
+// steady flow allocates none, without keeping a drained 64 MiB queue.
+const maxFreeBlocks = 20
+
 // block is one link of the queue's FIFO: records[head:tail] are queued.
 type block struct {
 	records    [blockRecords]LogRecord
@@ -46,7 +51,8 @@ type LogQueue struct {
 
 	mu          sync.Mutex
 	first, last *block // FIFO of blocks, oldest first
-	spare       *block // one emptied block kept for reuse
+	free        *block // emptied blocks kept for reuse, linked by next
+	nfree       int
 	count       int
 	bytes       int64
 	closed      bool
@@ -102,6 +108,40 @@ func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
 	}
 }
 
+// PushBatch appends records in order, as Push would one by one, but taking
+// the lock once for as many as fit. onDrop, if not nil, is told the index
+// of each record the Drop policy discarded. It returns how many records
+// were handled (queued or dropped), all of them unless ctx ended or the
+// queue closed while it waited for room.
+func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(i int)) (int, error) {
+	i := 0
+	for i < len(recs) {
+		n, err := q.tryAppendBatch(recs[i:])
+		i += n
+		if err != nil {
+			return i, err
+		}
+		if i == len(recs) {
+			break
+		}
+		// recs[i] does not fit now.
+		if q.overflow == Drop {
+			q.counters.Dropped.Add(1)
+			if onDrop != nil {
+				onDrop(i)
+			}
+			i++
+			continue
+		}
+		select {
+		case <-q.notFull:
+		case <-ctx.Done():
+			return i, ctx.Err()
+		}
+	}
+	return i, nil
+}
+
 // Offer appends a record only if there is room now, whatever the overflow
 // policy, and reports whether it did. It is for callers that must never
 // wait for the exporter, such as the Docker event handler (dockerd drops
@@ -141,6 +181,37 @@ func (q *LogQueue) tryAppend(r *LogRecord) (bool, error) {
 	return true, nil
 }
 
+// tryAppendBatch queues the longest prefix of recs that fits and reports
+// its length.
+func (q *LogQueue) tryAppendBatch(recs []LogRecord) (int, error) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, context.Canceled
+	}
+	n := 0
+	for n < len(recs) {
+		size := RecordSize(&recs[n])
+		if q.bytes+size > q.limit && q.bytes != 0 {
+			break
+		}
+		q.append(recs[n])
+		q.bytes += size
+		n++
+	}
+	room := q.bytes < q.limit
+	wake := n > 0 && (q.count >= q.wakeRecords || q.bytes >= q.wakeBytes)
+	q.mu.Unlock()
+	q.counters.In.Add(uint64(n))
+	if wake {
+		signal(q.notEmpty)
+	}
+	if room && n > 0 {
+		signal(q.notFull)
+	}
+	return n, nil
+}
+
 // Bytes is what the queue holds now.
 func (q *LogQueue) Bytes() int64 {
 	q.mu.Lock()
@@ -158,9 +229,11 @@ func (q *LogQueue) Len() int {
 // append adds a record at the tail; q.mu is held.
 func (q *LogQueue) append(r LogRecord) {
 	if q.last == nil || q.last.tail == blockRecords {
-		b := q.spare
-		q.spare = nil
-		if b == nil {
+		b := q.free
+		if b != nil {
+			q.free, b.next = b.next, nil
+			q.nfree--
+		} else {
 			b = new(block)
 		}
 		if q.last == nil {
@@ -187,20 +260,22 @@ func (q *LogQueue) Close() {
 
 // PopBatch waits for at least one record, then up to linger for the batch to
 // reach maxRecords records or maxBytes bytes, and returns the records in
-// FIFO order. It returns an empty batch when ctx is done or the queue is
-// closed and empty.
-func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64, linger time.Duration) []LogRecord {
+// FIFO order, appended to dst[:0] (whose array is reused: the caller clears
+// it once done, so that it does not keep bodies alive). It returns an empty
+// batch when ctx is done or the queue is closed and empty.
+func (q *LogQueue) PopBatch(ctx context.Context, dst []LogRecord, maxRecords int, maxBytes int64, linger time.Duration) []LogRecord {
+	dst = dst[:0]
 	for q.Len() == 0 {
 		q.mu.Lock()
 		closed := q.closed
 		q.mu.Unlock()
 		if closed {
-			return nil
+			return dst
 		}
 		select {
 		case <-q.notEmpty:
 		case <-ctx.Done():
-			return nil
+			return dst
 		}
 	}
 	if linger > 0 && !q.full(maxRecords, maxBytes) {
@@ -225,7 +300,7 @@ func (q *LogQueue) PopBatch(ctx context.Context, maxRecords int, maxBytes int64,
 		}
 		timer.Stop()
 	}
-	return q.take(maxRecords, maxBytes)
+	return q.take(dst, maxRecords, maxBytes)
 }
 
 // full reports whether a batch of the given bounds is ready.
@@ -235,9 +310,8 @@ func (q *LogQueue) full(maxRecords int, maxBytes int64) bool {
 	return q.count >= maxRecords || q.bytes >= maxBytes || q.closed
 }
 
-func (q *LogQueue) take(maxRecords int, maxBytes int64) []LogRecord {
+func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRecord {
 	q.mu.Lock()
-	var out []LogRecord
 	size := int64(0)
 	for q.first != nil && len(out) < maxRecords {
 		b := q.first
@@ -249,15 +323,20 @@ func (q *LogQueue) take(maxRecords int, maxBytes int64) []LogRecord {
 			if q.first == nil {
 				q.last = nil
 			}
-			*b = block{} // let the bodies be collected
-			q.spare = b
+			// Every record was zeroed as it was taken: no body is
+			// kept alive, and the block needs no clearing.
+			b.head, b.tail, b.next = 0, 0, nil
+			if q.nfree < maxFreeBlocks {
+				b.next, q.free = q.free, b
+				q.nfree++
+			}
 			continue
 		}
 		s := RecordSize(&b.records[b.head])
 		if len(out) > 0 && size+s > maxBytes {
 			break
 		}
-		if out == nil {
+		if cap(out) == 0 {
 			out = make([]LogRecord, 0, min(maxRecords, q.count))
 		}
 		out = append(out, b.records[b.head])

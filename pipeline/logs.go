@@ -34,11 +34,15 @@ type LogRecord struct {
 	// was split); Observed is when the agent read it.
 	Time     time.Time
 	Observed time.Time
-	Stream   Stream
 	// Body is the line without its trailing newline. Bytes are kept as the
 	// container wrote them, invalid UTF-8 included; exporters decide how to
 	// encode them.
 	Body []byte
+	// Hash is HashBody(Body, Truncated), stored by the reader so that the
+	// read position and the checkpoint do not hash every line twice; zero
+	// when not stored (PrintOf then computes it).
+	Hash   uint64
+	Stream Stream
 	// Truncated is set when the line was longer than logs.max_line_bytes
 	// and was cut; the rest of the line was discarded.
 	Truncated bool

@@ -127,14 +127,25 @@ func (c *Checkpointer) cursor(id string) *LogCursor {
 // Ack advances the positions past delivered records and saves the file.
 func (c *Checkpointer) Ack(records []LogRecord) error {
 	c.mu.Lock()
+	// Batches hold runs of one container's records: look its cursor up
+	// once per run, not once per record.
+	var cur *LogCursor // nil: the container was destroyed
+	id, looked := "", false
 	for i := range records {
 		r := &records[i]
-		if _, gone := c.forgot[r.ContainerID]; gone || r.Event != nil {
-			// Destroyed while its records were in flight, or an event,
-			// which has no position in the container's log.
-			continue
+		if r.Event != nil {
+			continue // an event has no position in the container's log
 		}
-		c.cursor(r.ContainerID).Advance(PrintOf(r))
+		if !looked || r.ContainerID != id {
+			id, looked, cur = r.ContainerID, true, nil
+			if _, gone := c.forgot[id]; !gone {
+				cur = c.cursor(id)
+			}
+		}
+		if cur == nil {
+			continue // destroyed while its records were in flight
+		}
+		cur.Advance(PrintOf(r))
 	}
 	c.dirty = c.dirty || len(records) > 0
 	c.mu.Unlock()

@@ -2,8 +2,10 @@ package otlp
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dockscope/dockscope/config"
@@ -30,8 +33,7 @@ func testRecords() []pipeline.LogRecord {
 }
 
 func TestLogRequestGroupsByContainer(t *testing.T) {
-	e := &LogExporter{}
-	req := e.request(testRecords())
+	req := decodeRequest(t, newLogEncoder(testScope).encode(testRecords()))
 	if len(req.ResourceLogs) != 2 {
 		t.Fatalf("%d resources, want one per container", len(req.ResourceLogs))
 	}
@@ -48,9 +50,6 @@ func TestLogRequestGroupsByContainer(t *testing.T) {
 		len(r2.Attributes) != 2 || r2.Attributes[1].Key != "log.truncated" {
 		t.Errorf("record 2 = %v", r2)
 	}
-	if _, err := proto.Marshal(req); err != nil {
-		t.Fatalf("request does not marshal: %v", err)
-	}
 }
 
 func TestEventRecordsCarryNameSeverityAndAttributes(t *testing.T) {
@@ -59,9 +58,9 @@ func TestEventRecordsCarryNameSeverityAndAttributes(t *testing.T) {
 	ev := &pipeline.Event{Name: "container.die", Severity: pipeline.SeverityWarn, Attrs: []pipeline.EventAttr{
 		{Key: "docker.event.action", Str: "die"}, {Key: "process.exit.code", Int: 3, IsInt: true},
 	}}
-	req := (&LogExporter{}).request([]pipeline.LogRecord{
+	req := decodeRequest(t, newLogEncoder(testScope).encode([]pipeline.LogRecord{
 		{ContainerID: "w", Container: web, Time: at, Observed: at, Body: []byte("container web die (exit code 3)"), Event: ev},
-	})
+	}))
 	r := req.ResourceLogs[0].ScopeLogs[0].LogRecords[0]
 	if r.EventName != "container.die" || r.SeverityNumber != 13 || r.SeverityText != "WARN" || r.Body.GetStringValue() != "container web die (exit code 3)" {
 		t.Fatalf("event record = %v", r)
@@ -196,5 +195,124 @@ func TestParseRetryAfter(t *testing.T) {
 		if got := parseRetryAfter(in, now); got != want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+type logsServer struct {
+	collogspb.UnimplementedLogsServiceServer
+	mu   sync.Mutex
+	reqs []*collogspb.ExportLogsServiceRequest
+}
+
+func (s *logsServer) Export(_ context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reqs = append(s.reqs, req)
+	return &collogspb.ExportLogsServiceResponse{PartialSuccess: &collogspb.ExportLogsPartialSuccess{RejectedLogRecords: 1}}, nil
+}
+
+// Encoded requests go through gRPC as they are, compressed or not, and the
+// response is decoded.
+func TestGRPCLogSenderSendsEncodedRequests(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	backend := &logsServer{}
+	collogspb.RegisterLogsServiceServer(srv, backend)
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	batch := testRecords()
+	for _, comp := range []string{"none", "gzip"} {
+		cfg := config.Default().Exporters.OTLP
+		cfg.Endpoint, cfg.Protocol, cfg.Insecure, cfg.Compression = ln.Addr().String(), ProtocolGRPC, true, comp
+		target, err := resolveLogTarget(cfg, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := newLogSender(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rejected, err := s.send(context.Background(), newLogEncoder(testScope).encode(batch))
+		s.close()
+		if err != nil || rejected != 1 {
+			t.Fatalf("%s: rejected %d, %v; want the server's partial success read", comp, rejected, err)
+		}
+	}
+	backend.mu.Lock()
+	defer backend.mu.Unlock()
+	for _, got := range backend.reqs {
+		if !proto.Equal(got, referenceRequest(batch)) {
+			t.Fatalf("server got %v", got)
+		}
+	}
+	if len(backend.reqs) != 2 {
+		t.Fatalf("server got %d requests, want 2", len(backend.reqs))
+	}
+}
+
+// orderAcker records the bodies acknowledged, in order.
+type orderAcker struct {
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (a *orderAcker) Ack(rs []pipeline.LogRecord) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range rs {
+		a.bodies = append(a.bodies, string(r.Body))
+	}
+	return nil
+}
+
+// A batch whose export the shutdown interrupted is the first one sent
+// while draining: acknowledging later records first would move the
+// checkpoints past lines never delivered.
+func TestLogExporterDrainSendsTheInterruptedBatchFirst(t *testing.T) {
+	var up atomic.Bool
+	failing := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			select {
+			case failing <- struct{}{}:
+			default:
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer srv.Close()
+	tel := pipeline.NewTelemetry()
+	q := pipeline.NewLogQueue(1<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
+	acker := &orderAcker{}
+	cfg := config.Default().Exporters.OTLP
+	cfg.Endpoint, cfg.Protocol, cfg.Compression = srv.URL, ProtocolHTTP, "none"
+	cfg.Retry.InitialInterval, cfg.Retry.MaxInterval = 20*time.Millisecond, 20*time.Millisecond
+	e, err := NewLogExporter(LogOptions{Config: cfg, Batch: config.LogBatchConfig{MaxRecords: 2, MaxBytes: 1 << 20, Timeout: time.Millisecond},
+		Queue: q, Acker: acker, Telemetry: tel, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 6 {
+		r := testRecords()[0]
+		r.Body = []byte{'a' + byte(i)}
+		want = append(want, string(r.Body))
+		q.Push(context.Background(), r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx, 5*time.Second); close(done) }()
+	<-failing // the first batch is being retried
+	cancel()
+	up.Store(true)
+	<-done
+	if got := fmt.Sprint(acker.bodies); got != fmt.Sprint(want) {
+		t.Fatalf("acknowledged %v, want %v", got, want)
 	}
 }

@@ -2,7 +2,6 @@ package otlp
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcgzip "google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -29,11 +30,12 @@ import (
 	"github.com/dockscope/dockscope/config"
 )
 
-// logSender sends one OTLP logs request. Errors it returns are either
-// retryable (*retryableError, possibly with the delay the server asked for)
-// or permanent.
+// logSender sends one OTLP logs request, an encoded
+// ExportLogsServiceRequest (logEncoder); it does not keep req. Errors it
+// returns are either retryable (*retryableError, possibly with the delay
+// the server asked for) or permanent.
 type logSender interface {
-	send(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (rejected int64, err error)
+	send(ctx context.Context, req []byte) (rejected int64, err error)
 	close() error
 	describe() string
 }
@@ -183,10 +185,9 @@ func newLogSender(t logTarget) (logSender, error) {
 
 // grpcLogSender speaks OTLP/gRPC.
 type grpcLogSender struct {
-	t      logTarget
-	conn   *grpc.ClientConn
-	client collogspb.LogsServiceClient
-	md     metadata.MD
+	t    logTarget
+	conn *grpc.ClientConn
+	md   metadata.MD
 }
 
 func newGRPCLogSender(t logTarget) (*grpcLogSender, error) {
@@ -206,16 +207,21 @@ func newGRPCLogSender(t logTarget) (*grpcLogSender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating OTLP/gRPC logs client for %s: %w", t.endpoint, err)
 	}
-	return &grpcLogSender{t: t, conn: conn, client: collogspb.NewLogsServiceClient(conn), md: metadata.New(t.headers)}, nil
+	return &grpcLogSender{t: t, conn: conn, md: metadata.New(t.headers)}, nil
 }
 
 func (s *grpcLogSender) describe() string { return "grpc " + s.t.endpoint }
 func (s *grpcLogSender) close() error     { return s.conn.Close() }
 
-func (s *grpcLogSender) send(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (int64, error) {
+// exportLogsMethod is LogsService.Export, called with requests encoded by
+// logEncoder (rawCodec).
+const exportLogsMethod = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+func (s *grpcLogSender) send(ctx context.Context, req []byte) (int64, error) {
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, s.md), s.t.timeout)
 	defer cancel()
-	resp, err := s.client.Export(ctx, req)
+	resp := &collogspb.ExportLogsServiceResponse{}
+	err := s.conn.Invoke(ctx, exportLogsMethod, encodedMessage(req), resp, grpc.ForceCodecV2(rawCodec{}))
 	if err == nil {
 		return resp.GetPartialSuccess().GetRejectedLogRecords(), nil
 	}
@@ -236,11 +242,39 @@ func (s *grpcLogSender) send(ctx context.Context, req *collogspb.ExportLogsServi
 	return 0, fmt.Errorf("OTLP/gRPC export to %s: %w", s.t.endpoint, err)
 }
 
+// encodedMessage is a request already in protobuf wire format.
+type encodedMessage []byte
+
+// rawCodec sends encodedMessages as they are and decodes responses with
+// the protobuf library. Its name is that of gRPC's protobuf codec, so the
+// content type is the usual application/grpc+proto.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, ok := v.(encodedMessage)
+	if !ok {
+		return nil, fmt.Errorf("OTLP/gRPC: cannot send a %T", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("OTLP/gRPC: cannot decode into a %T", v)
+	}
+	return proto.Unmarshal(data.Materialize(), m)
+}
+
+func (rawCodec) Name() string { return "proto" }
+
 // httpLogSender speaks OTLP/HTTP with binary protobuf.
 type httpLogSender struct {
 	t      logTarget
 	client *http.Client
-	buf    []byte
+	// The compressed body and its writer, reused from request to request.
+	zbuf bytes.Buffer
+	zw   *gzip.Writer
 }
 
 func newHTTPLogSender(t logTarget) *httpLogSender {
@@ -257,23 +291,22 @@ func (s *httpLogSender) close() error {
 	return nil
 }
 
-func (s *httpLogSender) send(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (int64, error) {
-	var err error
-	s.buf, err = proto.MarshalOptions{}.MarshalAppend(s.buf[:0], req)
-	if err != nil {
-		return 0, fmt.Errorf("encoding OTLP logs request: %w", err)
-	}
-	body := io.Reader(bytes.NewReader(s.buf))
+func (s *httpLogSender) send(ctx context.Context, req []byte) (int64, error) {
+	body := io.Reader(bytes.NewReader(req))
 	if s.t.gzip {
-		var zb bytes.Buffer
-		zw := gzip.NewWriter(&zb)
-		if _, err := zw.Write(s.buf); err != nil {
+		s.zbuf.Reset()
+		if s.zw == nil {
+			s.zw = gzip.NewWriter(&s.zbuf)
+		} else {
+			s.zw.Reset(&s.zbuf)
+		}
+		if _, err := s.zw.Write(req); err != nil {
 			return 0, fmt.Errorf("compressing OTLP logs request: %w", err)
 		}
-		if err := zw.Close(); err != nil {
+		if err := s.zw.Close(); err != nil {
 			return 0, fmt.Errorf("compressing OTLP logs request: %w", err)
 		}
-		body = &zb
+		body = bytes.NewReader(s.zbuf.Bytes())
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, s.t.endpoint, body)
 	if err != nil {
