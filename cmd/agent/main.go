@@ -38,7 +38,7 @@ const (
 // memoryHeadroom is what the Go runtime may use beyond the log buffer
 // before it collects harder: the agent's own state at a few hundred
 // containers, the batch being sent and the scrape buffers.
-const memoryHeadroom = 32 << 20
+const memoryHeadroom = 24 << 20
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
