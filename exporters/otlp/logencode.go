@@ -20,9 +20,10 @@ import (
 // reused. It is not safe for concurrent use.
 type logEncoder struct {
 	scope []byte // InstrumentationScope message
-	// resources caches each container's Resource message by its metadata,
-	// which records share and nobody mutates.
-	resources map[*pipeline.ContainerMeta][]byte
+	// resources holds the batch's Resource messages, one per container:
+	// marshalled per batch rather than cached across batches, so that the
+	// metadata of removed containers is not kept.
+	resources []byte
 	buf       []byte
 
 	// Per batch, reused: records grouped by container in a linked list
@@ -39,10 +40,6 @@ type logGroup struct {
 	first, last int32
 	records     int // bytes of the log_records fields
 }
-
-// maxCachedResources bounds the resource cache; it is emptied when full
-// (containers come and go, and renames make new metadata).
-const maxCachedResources = 1024
 
 // Field numbers of the OTLP log protos (opentelemetry/proto/logs/v1,
 // common/v1, collector/logs/v1).
@@ -85,13 +82,14 @@ func newLogEncoder(scope *commonpb.InstrumentationScope) *logEncoder {
 	if err != nil {
 		panic("marshalling the instrumentation scope: " + err.Error()) // a fixed, valid message
 	}
-	return &logEncoder{scope: b, resources: map[*pipeline.ContainerMeta][]byte{}, byID: map[string]int32{}}
+	return &logEncoder{scope: b, byID: map[string]int32{}}
 }
 
 // encode returns the request for batch: one ResourceLogs per container, in
 // order of first appearance, each container's records in batch order. The
 // result is valid until the next call.
 func (e *logEncoder) encode(batch []pipeline.LogRecord) []byte {
+	e.resources = e.resources[:0]
 	e.group(batch)
 	total := 0
 	for i := range e.groups {
@@ -161,20 +159,13 @@ func (e *logEncoder) group(batch []pipeline.LogRecord) {
 }
 
 func (e *logEncoder) resource(r *pipeline.LogRecord) []byte {
-	if b, ok := e.resources[r.Container]; ok && r.Container != nil {
-		return b
-	}
-	b, err := proto.Marshal(logResource(r))
+	start := len(e.resources)
+	var err error
+	e.resources, err = proto.MarshalOptions{}.MarshalAppend(e.resources, logResource(r))
 	if err != nil {
 		panic("marshalling a resource: " + err.Error()) // strings only: cannot fail
 	}
-	if r.Container != nil {
-		if len(e.resources) >= maxCachedResources {
-			clear(e.resources)
-		}
-		e.resources[r.Container] = b
-	}
-	return b
+	return e.resources[start:len(e.resources):len(e.resources)]
 }
 
 // recordSize is the size of a LogRecord message.
