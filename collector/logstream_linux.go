@@ -13,9 +13,7 @@ import (
 )
 
 // rawStreams: the unix socket's log streams are read with unixStream.
-// Off for now: with it, TestFaultChurn lost every line of about one
-// short-lived container in 40 (never with the Docker client's streams).
-const rawStreams = false
+const rawStreams = true
 
 // unixStream is a connection to the Engine's unix socket read with plain
 // system calls, outside Go's network poller.

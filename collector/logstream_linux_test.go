@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -383,5 +384,65 @@ func TestPacerSleeps(t *testing.T) {
 		if took := time.Since(t0); took < d || took > d+time.Second {
 			t.Errorf("sleep(%v) took %v", d, took)
 		}
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	return len(ents)
+}
+
+// Streams that flow (timer descriptor), wait (epoll set), fail or are
+// cancelled give every descriptor back when closed.
+func TestUnixLogStreamReleasesDescriptors(t *testing.T) {
+	d := startFakeLogDaemon(t, func(c net.Conn, req *http.Request) {
+		if req.URL.Query().Get("since") == "404" {
+			io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}")
+			return
+		}
+		io.WriteString(c, chunkedHeader)
+		bw := bufio.NewWriter(c)
+		for i := range 3000 {
+			writeChunk(bw, 1, tsLine(i))
+		}
+		bw.Flush()
+		time.Sleep(5 * time.Millisecond)
+		writeChunk(c, 1, tsLine(3000))
+		io.WriteString(c, "0\r\n\r\n")
+	})
+	before := openFDs(t)
+	for i := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := dialUnixStream(ctx, d.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := ""
+		if i%4 == 3 {
+			since = "404"
+		}
+		body, err := startLogs(s, "", "abc", since)
+		if err != nil {
+			s.Close()
+			cancel()
+			continue
+		}
+		if i%4 == 2 {
+			cancel() // mid-stream
+		}
+		io.Copy(io.Discard, body)
+		body.Close()
+		cancel()
+	}
+	// The fake daemon's side may take a moment to close.
+	for end := time.Now().Add(5 * time.Second); openFDs(t) > before && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after := openFDs(t); after > before {
+		t.Errorf("%d descriptors open after the streams were closed, %d before", after, before)
 	}
 }
