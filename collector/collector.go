@@ -18,6 +18,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
@@ -174,6 +175,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 }
 
+// eventWorkers is how many containers' events are handled at once.
+const eventWorkers = 8
+
 // session connects, lists, and follows events until the stream breaks.
 func (c *Collector) session(ctx context.Context) error {
 	if err := c.connect(ctx); err != nil {
@@ -187,8 +191,8 @@ func (c *Collector) session(ctx context.Context) error {
 
 	// Events first, then the list, so that nothing happening between the two
 	// is missed (design §3).
-	events := newEventReader(c.docker, c.tel, c.since.String())
-	wg.Go(func() { events.run(ctx) })
+	stream := newEventReader(c.docker, c.tel, c.since.String())
+	wg.Go(func() { stream.run(ctx) })
 
 	// The first list of a session inspects every container: the daemon may
 	// have restarted, or a reloaded configuration changed what is kept.
@@ -199,6 +203,13 @@ func (c *Collector) session(ctx context.Context) error {
 
 	sampler := newStatsSampler(c)
 	wg.Go(func() { sampler.run(ctx) })
+	// Runs before cancel (defers run last first): the events already
+	// taken off the stream are handled even when it broke, since the
+	// cursor has moved past them.
+	lanes := newEventLanes(ctx, eventWorkers, func(ctx context.Context, batch []events.Message) {
+		c.handleEvents(ctx, batch, sampler)
+	})
+	defer lanes.close()
 	if c.cfg.Swarm.Services {
 		wg.Go(func() { c.pollServices(ctx, c.cfg.Stats.Interval) })
 	}
@@ -209,12 +220,14 @@ func (c *Collector) session(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-events.errs:
+		case err := <-stream.errs:
 			c.tel.EventStreamReconnects.Add(1)
 			return fmt.Errorf("reading docker events: %w", err)
-		case ev := <-events.queue:
-			c.handleEvent(ctx, ev, sampler)
-		case <-events.overflowed:
+		case ev := <-stream.queue:
+			if c.since.advance(ev) && !lanes.dispatch(ctx, ev) {
+				return nil
+			}
+		case <-stream.overflowed:
 			// Events were dropped: only a full list heals that.
 			if err := c.reconcile(ctx, false); err != nil {
 				return err

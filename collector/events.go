@@ -154,42 +154,57 @@ var reinspectActions = map[string]bool{
 	"pause": true, "unpause": true, "rename": true, "update": true, "oom": true,
 }
 
-// handleEvent applies one event to the store.
-func (c *Collector) handleEvent(ctx context.Context, m events.Message, sampler *statsSampler) {
+// handleEvents applies one container's events, oldest first, to the store.
+// It inspects the container once, after the last of them: what an inspect
+// reports then is what each of them would have led to. A batch that ends
+// with the container's removal needs no inspect at all.
+func (c *Collector) handleEvents(ctx context.Context, batch []events.Message, sampler *statsSampler) {
 	counters := c.tel.Stage(pipeline.StageEvents)
-	if !c.since.advance(m) {
-		return // replayed after a reconnect
+	id := batch[0].Actor.ID
+	inspectFor, started, destroyed := "", false, false
+	for _, m := range batch {
+		action, detail := splitAction(m.Action)
+		switch {
+		case action == "destroy":
+			destroyed = true
+		case action == "health_status":
+			// Refreshed on every event, never only at start (an Alloy
+			// bug); an inspect below overrides it with what is newer.
+			c.store.SetHealth(id, detail)
+		case reinspectActions[action]:
+			inspectFor = action
+			// A new run of the container, even if it died since: its log
+			// is read again.
+			started = started || action == "start" || action == "restart"
+		}
 	}
-	id := m.Actor.ID
-	action, detail := splitAction(m.Action)
-	if action == "destroy" {
-		// The last chance to know whose event it is.
-		c.shipEvent(m, action, detail)
-	}
-	switch {
-	case action == "destroy":
-		c.forget(id)
-	case action == "health_status":
-		// Refreshed on every event, never only at start (an Alloy bug).
-		c.store.SetHealth(id, detail)
-	case reinspectActions[action]:
-		state, kept, err := c.inspect(ctx, id, action)
+	if inspectFor != "" && !destroyed {
+		if started {
+			inspectFor = "start"
+		}
+		state, kept, err := c.inspect(ctx, id, inspectFor)
 		if err != nil {
-			counters.Dropped.Add(1)
-			c.log.Debug("inspect after event failed", "container", shortID(id), "action", action, "err", err)
+			counters.Dropped.Add(uint64(len(batch)))
+			c.log.Debug("inspect after event failed", "container", shortID(id), "action", inspectFor, "err", err)
 			return
 		}
-		if kept && action == "start" && state.Running() {
+		if kept && started && state.Running() {
 			sampler.trigger(id)
 		}
 	}
-	if countedActions[action] {
-		c.store.RecordEvent(id, action)
-	}
-	if action != "destroy" {
+	for _, m := range batch {
+		action, detail := splitAction(m.Action)
+		if countedActions[action] {
+			c.store.RecordEvent(id, action)
+		}
+		// Shipped before forget below: the last chance to know whose
+		// event it is.
 		c.shipEvent(m, action, detail)
 	}
-	counters.Out.Add(1)
+	if destroyed {
+		c.forget(id)
+	}
+	counters.Out.Add(uint64(len(batch)))
 }
 
 // shippedActions are the lifecycle events sent as OTLP log records when

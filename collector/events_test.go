@@ -1,11 +1,20 @@
 package collector
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/events"
 
+	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
@@ -76,5 +85,94 @@ func TestEventCursorStartsAtConnect(t *testing.T) {
 	c.start(connected.Add(time.Hour)) // a reconnect: the event cursor wins
 	if s := c.String(); s != "1795372786.640188482" {
 		t.Fatalf("since after a reconnect = %q, want the last event's time", s)
+	}
+}
+
+// fakeInspectEngine answers container inspects for the ids it knows (404
+// for the rest) on a unix socket, counting them, and nothing else.
+func fakeInspectEngine(t *testing.T, known map[string]string) (*Collector, *atomic.Int32) {
+	t.Helper()
+	var inspects atomic.Int32
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Api-Version", "1.41")
+		parts := strings.Split(r.URL.Path, "/")
+		if len(parts) < 2 || parts[len(parts)-1] != "json" || parts[len(parts)-3] != "containers" {
+			http.NotFound(w, r)
+			return
+		}
+		inspects.Add(1)
+		id := parts[len(parts)-2]
+		name, ok := known[id]
+		if !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"message":"No such container: `+id+`"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"Id":%q,"Name":"/%s","Config":{"Image":"web:1"},"State":{"Status":"running","Running":true,"StartedAt":"2026-12-03T10:00:00Z"},"HostConfig":{"LogConfig":{"Type":"json-file"}}}`, id, name)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	cfg := config.Default()
+	cfg.Docker.Host = "unix://" + sock
+	cfg.Docker.APIVersion = "1.41"
+	c, err := New(Options{Config: cfg, Store: pipeline.NewStore(), Telemetry: pipeline.NewTelemetry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.docker.Close() })
+	host, driver := "host1", "cgroupfs"
+	c.hostname.Store(&host)
+	c.cgroupDriver.Store(&driver)
+	return c, &inspects
+}
+
+// One inspect serves a batch of a container's events, a batch ending in
+// its removal needs none, and every event is counted either way.
+func TestHandleEventsInspectsOncePerBatch(t *testing.T) {
+	c, inspects := fakeInspectEngine(t, map[string]string{"c1": "web"})
+	sampler := newStatsSampler(c)
+	batch := func(id string, actions ...string) []events.Message {
+		var b []events.Message
+		for _, a := range actions {
+			b = append(b, events.Message{Action: events.Action(a), Actor: events.Actor{ID: id}})
+		}
+		return b
+	}
+
+	c.handleEvents(t.Context(), batch("c1", "create", "start", "health_status: healthy"), sampler)
+	if n := inspects.Load(); n != 1 {
+		t.Fatalf("%d inspects for create+start+health_status, want 1", n)
+	}
+	snap, ok := c.store.Get("c1")
+	if !ok || snap.Meta.Name != "web" {
+		t.Fatalf("store after the batch: %+v, %v", snap.Meta, ok)
+	}
+	if snap.Events["create"] != 1 || snap.Events["start"] != 1 || snap.Events["health_status"] != 1 {
+		t.Errorf("events counted: %v", snap.Events)
+	}
+
+	c.handleEvents(t.Context(), batch("c1", "die", "destroy"), sampler)
+	if n := inspects.Load(); n != 1 {
+		t.Errorf("a batch ending in destroy inspected (%d inspects in all)", n)
+	}
+	if _, ok := c.store.Get("c1"); ok {
+		t.Error("a destroyed container is still in the store")
+	}
+
+	// Gone before its events were handled: inspected once, nothing kept.
+	c.handleEvents(t.Context(), batch("c2", "create", "start"), sampler)
+	if _, ok := c.store.Get("c2"); ok || inspects.Load() != 2 {
+		t.Errorf("a container the engine does not know: kept %v, %d inspects", ok, inspects.Load())
+	}
+	if out := c.tel.Stage(pipeline.StageEvents).Out.Load(); out != 7 {
+		t.Errorf("%d events counted as handled, want 7", out)
 	}
 }
