@@ -209,7 +209,7 @@ func (c *Collector) session(ctx context.Context) error {
 	lanes := newEventLanes(ctx, eventWorkers, func(ctx context.Context, batch []events.Message) {
 		c.handleEvents(ctx, batch, sampler)
 	})
-	defer lanes.close()
+	defer lanes.close(c.cfg.Docker.Timeout)
 	if c.cfg.Swarm.Services {
 		wg.Go(func() { c.pollServices(ctx, c.cfg.Stats.Interval) })
 	}

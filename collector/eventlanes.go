@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"time"
 
 	"github.com/moby/moby/api/types/events"
 )
@@ -18,9 +19,10 @@ import (
 // took, it holds them back and hands over all of them with the last: one
 // inspect then serves a create, start and die that arrived together.
 type eventLanes struct {
-	lanes []*lane
-	seed  maphash.Seed
-	wg    sync.WaitGroup
+	lanes  []*lane
+	seed   maphash.Seed
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
 }
 
 type lane struct {
@@ -36,10 +38,11 @@ const laneDepth = 256
 
 // newEventLanes starts n workers that call handle with each container's
 // events, oldest first, in batches. They run until close is called and
-// their lanes are drained; handle gets ctx and should give up early once
-// it is done.
+// their lanes are drained; handle gets a context that ends with ctx or
+// when close gives up waiting, and should then give up early.
 func newEventLanes(ctx context.Context, n int, handle func(context.Context, []events.Message)) *eventLanes {
-	l := &eventLanes{seed: maphash.MakeSeed()}
+	ctx, cancel := context.WithCancel(ctx)
+	l := &eventLanes{seed: maphash.MakeSeed(), cancel: cancel}
 	for range n {
 		ln := &lane{ch: make(chan events.Message, laneDepth), queued: map[string]int{}}
 		l.lanes = append(l.lanes, ln)
@@ -68,12 +71,25 @@ func (l *eventLanes) laneOf(id string) *lane {
 	return l.lanes[maphash.String(l.seed, id)%uint64(len(l.lanes))]
 }
 
-// close lets the workers finish what was dispatched and waits for them.
-func (l *eventLanes) close() {
+// close lets the workers finish what was dispatched and waits for them;
+// after grace it cancels what they still do (a daemon that stopped
+// answering would otherwise hold each inspect for its full timeout).
+func (l *eventLanes) close(grace time.Duration) {
 	for _, ln := range l.lanes {
 		close(ln.ch)
 	}
-	l.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		l.cancel()
+		<-done
+	}
+	l.cancel()
 }
 
 // taken counts one event of id off the lane and reports how many more of

@@ -49,7 +49,7 @@ func TestEventLanesKeepEachContainersOrder(t *testing.T) {
 			t.Fatal("dispatch gave up")
 		}
 	}
-	lanes.close()
+	lanes.close(time.Minute)
 	for id, w := range want {
 		if !slices.Equal(got[id], w) {
 			t.Errorf("%s: handled %d events %v…, want %d", id, len(got[id]), got[id][:min(5, len(got[id]))], len(w))
@@ -77,7 +77,7 @@ func TestEventLanesBatchWhatQueuedUp(t *testing.T) {
 	}
 	lanes.dispatch(t.Context(), ev("other", "start"))
 	close(release)
-	lanes.close()
+	lanes.close(time.Minute)
 	want := [][]string{{"start"}, {"create", "start", "die"}, {"start"}}
 	if !slices.EqualFunc(batches, want, slices.Equal) {
 		t.Errorf("batches = %v, want %v", batches, want)
@@ -95,7 +95,7 @@ func TestEventLanesHandleContainersConcurrently(t *testing.T) {
 		}
 		handled <- batch[0].Actor.ID
 	})
-	defer lanes.close()
+	defer lanes.close(time.Minute)
 	defer close(release)
 	other := "other"
 	for i := 0; lanes.laneOf(other) == lanes.laneOf("slow"); i++ {
@@ -137,12 +137,26 @@ func TestEventLanesDispatchGivesUpOnCancel(t *testing.T) {
 		t.Fatal("dispatch into a full lane with a cancelled context succeeded")
 	}
 	close(release)
-	lanes.close()
+	lanes.close(time.Minute)
 	n := 0
 	for _, b := range batches {
 		n += len(b)
 	}
 	if n != 1+laneDepth || !slices.Equal(batches[0], []string{"start"}) {
 		t.Errorf("handled %d events in %d batches, want %d", n, len(batches), 1+laneDepth)
+	}
+}
+
+// close stops waiting for handlers after its grace period: their context
+// ends, and close returns once they gave up.
+func TestEventLanesCloseCancelsAfterGrace(t *testing.T) {
+	lanes := newEventLanes(t.Context(), 2, func(ctx context.Context, _ []events.Message) {
+		<-ctx.Done() // a daemon that never answers
+	})
+	lanes.dispatch(t.Context(), ev("a", "start"))
+	t0 := time.Now()
+	lanes.close(200 * time.Millisecond)
+	if took := time.Since(t0); took < 200*time.Millisecond || took > 5*time.Second {
+		t.Errorf("close took %v with a grace of 200ms", took)
 	}
 }
