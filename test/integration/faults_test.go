@@ -364,12 +364,23 @@ type agentUsage struct {
 	heap, objects        float64 // Go heap in use and live objects: what tells a leak from the runtime's slack
 }
 
-func (a *agent) usage(t *testing.T) agentUsage {
+// usage reads the agent's goroutines, RSS, fds and heap after a GC. The
+// heap profile it takes is kept as $TMPDIR/<test>-heap-<label>.pb.gz,
+// for `go tool pprof -base` between two labels.
+func (a *agent) usage(t *testing.T, label string) agentUsage {
 	t.Helper()
-	// A collection first (the profile endpoint runs one), so that the heap
-	// figures are live data, not garbage waiting for the next cycle.
-	if code, body := a.get("/debug/pprof/heap?gc=1"); code != http.StatusOK {
+	// A scrape, so that each reading finds the scrape's pooled buffers and
+	// gzip writer in the same state; then a collection (the profile
+	// endpoint runs one), so that the heap figures are live data, not
+	// garbage waiting for the next cycle.
+	a.scrape(t)
+	code, body := a.get("/debug/pprof/heap?gc=1")
+	if code != http.StatusOK {
 		t.Fatalf("forcing a GC in the agent: %d %s", code, body)
+	}
+	profile := filepath.Join(os.TempDir(), t.Name()+"-heap-"+label+".pb.gz")
+	if err := os.WriteFile(profile, []byte(body), 0o644); err != nil {
+		t.Logf("keeping the heap profile: %v", err)
 	}
 	m := a.scrape(t)
 	var u agentUsage
@@ -497,7 +508,7 @@ func TestFaultChurn(t *testing.T) {
 	warm := churnContainers(t, eng, scope, uniq(t, "warm"), 40)
 	counts.wait(t, warm, 3, time.Minute)
 	time.Sleep(5 * time.Second)
-	before := a.usage(t)
+	before := a.usage(t, "before")
 
 	names := churnContainers(t, eng, scope, uniq(t, "churn"), total)
 	var short []string
@@ -525,7 +536,7 @@ func TestFaultChurn(t *testing.T) {
 
 	var after agentUsage
 	harness.WaitFor(t, time.Minute, 2*time.Second, func() (bool, string) {
-		after = a.usage(t)
+		after = a.usage(t, "after")
 		ok := after.goroutines <= before.goroutines*1.1 && after.rss <= before.rss*1.1 && after.fds <= before.fds
 		return ok, fmt.Sprintf("after %d containers: %v; before: %v", total, after, before)
 	})
