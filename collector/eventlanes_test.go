@@ -57,20 +57,24 @@ func TestEventLanesKeepEachContainersOrder(t *testing.T) {
 	}
 }
 
-// Events of a container that queue up while its lane is busy are handed
-// over together, so one inspect serves them all.
-func TestEventLanesBatchWhatQueuedUp(t *testing.T) {
-	release := make(chan struct{})
-	var mu sync.Mutex
+// busyLane is one lane whose handler records each batch's actions (read
+// them after close) and waits for release on the container "busy".
+func busyLane(t *testing.T, release chan struct{}) (*eventLanes, *[][]string) {
 	var batches [][]string
 	lanes := newEventLanes(t.Context(), 1, func(_ context.Context, batch []events.Message) {
 		if batch[0].Actor.ID == "busy" {
 			<-release
 		}
-		mu.Lock()
 		batches = append(batches, actions(batch))
-		mu.Unlock()
 	})
+	return lanes, &batches
+}
+
+// Events of a container that queue up while its lane is busy are handed
+// over together, so one inspect serves them all.
+func TestEventLanesBatchWhatQueuedUp(t *testing.T) {
+	release := make(chan struct{})
+	lanes, batches := busyLane(t, release)
 	lanes.dispatch(t.Context(), ev("busy", "start"))
 	for _, a := range []string{"create", "start", "die"} {
 		lanes.dispatch(t.Context(), ev("short", a))
@@ -79,8 +83,8 @@ func TestEventLanesBatchWhatQueuedUp(t *testing.T) {
 	close(release)
 	lanes.close(time.Minute)
 	want := [][]string{{"start"}, {"create", "start", "die"}, {"start"}}
-	if !slices.EqualFunc(batches, want, slices.Equal) {
-		t.Errorf("batches = %v, want %v", batches, want)
+	if !slices.EqualFunc(*batches, want, slices.Equal) {
+		t.Errorf("batches = %v, want %v", *batches, want)
 	}
 }
 
@@ -117,16 +121,7 @@ func TestEventLanesHandleContainersConcurrently(t *testing.T) {
 // the worker held back for it is still handled at close.
 func TestEventLanesDispatchGivesUpOnCancel(t *testing.T) {
 	release := make(chan struct{})
-	var mu sync.Mutex
-	var batches [][]string
-	lanes := newEventLanes(t.Context(), 1, func(_ context.Context, batch []events.Message) {
-		if batch[0].Actor.ID == "busy" {
-			<-release
-		}
-		mu.Lock()
-		batches = append(batches, actions(batch))
-		mu.Unlock()
-	})
+	lanes, batches := busyLane(t, release)
 	lanes.dispatch(t.Context(), ev("busy", "start"))
 	for range laneDepth {
 		lanes.dispatch(t.Context(), ev("c", "start"))
@@ -139,11 +134,11 @@ func TestEventLanesDispatchGivesUpOnCancel(t *testing.T) {
 	close(release)
 	lanes.close(time.Minute)
 	n := 0
-	for _, b := range batches {
+	for _, b := range *batches {
 		n += len(b)
 	}
-	if n != 1+laneDepth || !slices.Equal(batches[0], []string{"start"}) {
-		t.Errorf("handled %d events in %d batches, want %d", n, len(batches), 1+laneDepth)
+	if n != 1+laneDepth || !slices.Equal((*batches)[0], []string{"start"}) {
+		t.Errorf("handled %d events in %d batches, want %d", n, len(*batches), 1+laneDepth)
 	}
 }
 

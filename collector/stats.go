@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,12 @@ func newStatsSampler(c *Collector) *statsSampler {
 	}
 	cfg := c.cfg.Stats
 	if cfg.Source == "api" {
+		return s
+	}
+	if cfg.Source == "auto" && !strings.HasPrefix(c.host, "unix://") {
+		// A daemon elsewhere: this host's cgroups and pids are not its
+		// containers'.
+		c.log.Info("reading container stats through the Engine API (stats.source auto): the daemon is not on a local unix socket", "host", c.host)
 		return s
 	}
 	r, err := newCgroupReader(cfg.CgroupRoot, cfg.ProcRoot)

@@ -71,9 +71,10 @@ type StatsConfig struct {
 	Concurrency int `yaml:"concurrency"`
 	// Source is where samples come from: "api" (the Engine's stats
 	// endpoint), "cgroup" (the container's cgroup files and
-	// /proc/<pid>/net/dev, read by the agent) or "auto" (cgroup when
-	// CgroupRoot holds a cgroup filesystem, else api). A cgroup read that
-	// fails falls back to the API for that sample.
+	// /proc/<pid>/net/dev, read by the agent) or "auto", the default
+	// (cgroup when the daemon is on a local unix socket and CgroupRoot
+	// holds a cgroup filesystem, else api). A cgroup read that fails falls
+	// back to the API for that sample.
 	Source     string `yaml:"source"`
 	CgroupRoot string `yaml:"cgroup_root"`
 	ProcRoot   string `yaml:"proc_root"`
@@ -188,7 +189,7 @@ func Default() Config {
 		Stats: StatsConfig{
 			Interval:    10 * time.Second,
 			Concurrency: 64,
-			Source:      "api",
+			Source:      "auto",
 			CgroupRoot:  "/sys/fs/cgroup",
 			ProcRoot:    "/proc",
 		},

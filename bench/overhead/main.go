@@ -67,7 +67,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.chatty, "chatty", 10, "containers logging 20 lines/s each, added to every N")
 	fs.DurationVar(&o.window, "window", 60*time.Second, "length of each measurement window")
 	fs.DurationVar(&o.interval, "interval", 10*time.Second, "dockscope's stats.interval")
-	fs.StringVar(&o.statsSource, "stats-source", "api", "dockscope's stats.source: api, cgroup or auto")
+	fs.StringVar(&o.statsSource, "stats-source", "auto", "dockscope's stats.source: api, cgroup or auto")
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "pause after the containers are running, before the baseline")
 	// More often than Prometheus' usual 15 s, so that the scrapes' share of
 	// the agent's CPU is, if anything, overstated.

@@ -93,7 +93,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.outage, "outage", 20*time.Second, "for this long")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 3*time.Minute, "at the end, give up waiting for the last lines after this long without progress")
 	fs.StringVar(&o.protocol, "protocol", "http/protobuf", "the agent's OTLP protocol: http/protobuf or grpc")
-	fs.StringVar(&o.statsSource, "stats-source", "api", "the agent's stats.source: api, cgroup or auto")
+	fs.StringVar(&o.statsSource, "stats-source", "auto", "the agent's stats.source: api, cgroup or auto")
 	fs.StringVar(&o.agentBin, "agent-bin", "", "dockscope binary to run (default: build ./cmd/agent)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (agent and collector logs, collector output) at the end")
 	if err := fs.Parse(args); err != nil {

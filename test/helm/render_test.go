@@ -370,6 +370,9 @@ func TestAllFeatures(t *testing.T) {
 	agent, _ := wantCfg["agent"].(map[string]any)
 	agent["hostname"] = "${env:NODE_NAME}"
 	agent["state_dir"] = stateMount
+	// cgroupStats is on: the stats section gets the mounts' paths.
+	stats, _ := wantCfg["stats"].(map[string]any)
+	stats["source"], stats["cgroup_root"], stats["proc_root"] = "auto", "/host/sys/fs/cgroup", "/host/proc"
 	if got := m.config(t); !reflect.DeepEqual(got, wantCfg) {
 		gj, _ := json.MarshalIndent(got, "", "  ")
 		wj, _ := json.MarshalIndent(wantCfg, "", "  ")
@@ -964,18 +967,23 @@ func TestCgroupStats(t *testing.T) {
 		t.Errorf("config stats = %v", stats)
 	}
 
-	// Off: no host mounts, no stats settings.
+	// Off: no host mounts, and stats from the API (the pod's own cgroup
+	// filesystem would fool the agent's default, auto).
 	m = render(t, "--set", "cgroupStats.enabled=false")
 	ds = m.daemonSet(t)
 	if findVolume(ds, "host-proc") != nil || findVolume(ds, "host-cgroup") != nil {
 		t.Error("cgroupStats.enabled=false still mounts the node's /proc or cgroups")
 	}
-	if _, ok := m.config(t)["stats"]; ok {
-		t.Error("cgroupStats.enabled=false still sets stats in the config")
+	if stats, _ := m.config(t)["stats"].(map[string]any); len(stats) != 1 || stats["source"] != "api" {
+		t.Errorf("cgroupStats.enabled=false: config stats = %v, want source api alone", stats)
 	}
-	// A stats section of the user's own wins.
-	m = render(t, "--set", "config.stats.interval=30s")
-	if stats, _ := m.config(t)["stats"].(map[string]any); stats["interval"] != "30s" || stats["source"] != nil {
-		t.Errorf("the user's stats section was changed: %v", stats)
+	// The user's own stats settings are kept, the mounts' paths added.
+	m = render(t, "--set", "config.stats.interval=30s", "--set", "config.stats.source=cgroup")
+	if stats, _ := m.config(t)["stats"].(map[string]any); stats["interval"] != "30s" || stats["source"] != "cgroup" || stats["cgroup_root"] != "/host/sys/fs/cgroup" {
+		t.Errorf("the user's stats section: %v", stats)
+	}
+	m = render(t, "--set", "cgroupStats.enabled=false", "--set", "config.stats.source=auto")
+	if stats, _ := m.config(t)["stats"].(map[string]any); stats["source"] != "auto" {
+		t.Errorf("the user's stats.source was changed: %v", stats)
 	}
 }

@@ -104,9 +104,19 @@ Fails on values that would contradict the pod spec.
 {{- $_ := set $agent "hostname" "${env:NODE_NAME}" }}
 {{- end }}
 {{- $_ := set $cfg "agent" $agent }}
-{{- if and .Values.cgroupStats.enabled (not (hasKey $cfg "stats")) }}
-{{- $_ := set $cfg "stats" (dict "source" "auto" "cgroup_root" "/host/sys/fs/cgroup" "proc_root" "/host/proc") }}
+{{- $stats := get $cfg "stats" | default dict }}
+{{- if not (kindIs "map" $stats) }}
+{{- fail "config.stats must be a map" }}
 {{- end }}
+{{- if .Values.cgroupStats.enabled }}
+{{- if not (hasKey $stats "source") }}{{ $_ := set $stats "source" "auto" }}{{ end }}
+{{- if not (hasKey $stats "cgroup_root") }}{{ $_ := set $stats "cgroup_root" "/host/sys/fs/cgroup" }}{{ end }}
+{{- if not (hasKey $stats "proc_root") }}{{ $_ := set $stats "proc_root" "/host/proc" }}{{ end }}
+{{- else if not (hasKey $stats "source") }}
+{{- /* The pod's own /sys/fs/cgroup is not the node's: auto would find it and fail every read. */}}
+{{- $_ := set $stats "source" "api" }}
+{{- end }}
+{{- $_ := set $cfg "stats" $stats }}
 {{- if hasKey $cfg "web" }}
 {{- $web := get $cfg "web" | default dict }}
 {{- if not (kindIs "map" $web) }}
