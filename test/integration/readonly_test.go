@@ -122,6 +122,9 @@ func TestAgentIsReadOnly(t *testing.T) {
 	a := startAgent(t, agentOpts{
 		scope: scope,
 		env:   []string{"DOCKER_HOST=unix://" + sock},
+		// The API source, so that stats requests go through the proxy too
+		// (the default, auto, reads this host's cgroup files instead).
+		stats: "  source: api\n",
 		extra: logsConfig(col, 64) + "swarm:\n  services: true\n",
 	})
 
