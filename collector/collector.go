@@ -338,6 +338,9 @@ func (c *Collector) forget(id string) {
 // Unchanged containers cost nothing beyond the list, unless full is set.
 func (c *Collector) reconcile(ctx context.Context, full bool) error {
 	c.tel.Resyncs.Add(1)
+	// Only what the store held before the list can have vanished from it:
+	// the event workers may add a container created since.
+	known := c.store.IDs()
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.Docker.Timeout)
 	res, err := c.docker.ContainerList(lctx, client.ContainerListOptions{All: true})
 	cancel()
@@ -376,7 +379,7 @@ func (c *Collector) reconcile(ctx context.Context, full bool) error {
 			c.log.Debug("inspect failed during resync", "container", shortID(s.ID), "err", err)
 		}
 	}
-	for _, id := range c.store.IDs() {
+	for _, id := range known {
 		if !seen[id] {
 			c.forget(id)
 		}

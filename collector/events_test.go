@@ -89,8 +89,9 @@ func TestEventCursorStartsAtConnect(t *testing.T) {
 }
 
 // fakeInspectEngine answers container inspects for the ids it knows (404
-// for the rest) on a unix socket, counting them, and nothing else.
-func fakeInspectEngine(t *testing.T, known map[string]string) (*Collector, *atomic.Int32) {
+// for the rest) on a unix socket, counting them, and an empty container
+// list, calling onList (if set) while it answers; nothing else.
+func fakeInspectEngine(t *testing.T, known map[string]string, onList func()) (*Collector, *atomic.Int32) {
 	t.Helper()
 	var inspects atomic.Int32
 	sock := filepath.Join(t.TempDir(), "docker.sock")
@@ -100,6 +101,14 @@ func fakeInspectEngine(t *testing.T, known map[string]string) (*Collector, *atom
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Api-Version", "1.41")
+		if strings.HasSuffix(r.URL.Path, "/containers/json") {
+			if onList != nil {
+				onList()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, "[]")
+			return
+		}
 		parts := strings.Split(r.URL.Path, "/")
 		if len(parts) < 2 || parts[len(parts)-1] != "json" || parts[len(parts)-3] != "containers" {
 			http.NotFound(w, r)
@@ -137,7 +146,7 @@ func fakeInspectEngine(t *testing.T, known map[string]string) (*Collector, *atom
 // One inspect serves a batch of a container's events, a batch ending in
 // its removal needs none, and every event is counted either way.
 func TestHandleEventsInspectsOncePerBatch(t *testing.T) {
-	c, inspects := fakeInspectEngine(t, map[string]string{"c1": "web"})
+	c, inspects := fakeInspectEngine(t, map[string]string{"c1": "web"}, nil)
 	sampler := newStatsSampler(c)
 	batch := func(id string, actions ...string) []events.Message {
 		var b []events.Message
@@ -174,5 +183,25 @@ func TestHandleEventsInspectsOncePerBatch(t *testing.T) {
 	}
 	if out := c.tel.Stage(pipeline.StageEvents).Out.Load(); out != 7 {
 		t.Errorf("%d events counted as handled, want 7", out)
+	}
+}
+
+// A resync forgets the containers gone from its list, but not one that an
+// event worker added while the list was being read: it is newer than the
+// list, not gone.
+func TestReconcileKeepsContainersAddedDuringTheList(t *testing.T) {
+	var c *Collector
+	c, _ = fakeInspectEngine(t, nil, func() {
+		c.store.Upsert(pipeline.ContainerMeta{ID: "new", Name: "new"}, pipeline.ContainerState{Status: "running"}, pipeline.ContainerSpec{})
+	})
+	c.store.Upsert(pipeline.ContainerMeta{ID: "gone", Name: "gone"}, pipeline.ContainerState{Status: "running"}, pipeline.ContainerSpec{})
+	if err := c.reconcile(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.store.Get("gone"); ok {
+		t.Error("a container missing from the list is still in the store")
+	}
+	if _, ok := c.store.Get("new"); !ok {
+		t.Error("a container added while the list was read was forgotten")
 	}
 }
