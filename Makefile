@@ -58,18 +58,18 @@ fuzz:
 fault-churn:
 	DOCKSCOPE_CHURN=2000 $(GO) test -race -count=1 -tags integration -timeout 60m -run '^TestFaultChurn$$' -v ./test/integration/
 
-## bench: the overhead benchmark (see README, Performance); about 10 minutes
+## bench: the overhead benchmark (see README, Performance); about 16 minutes
 bench:
-	$(GO) run ./bench/overhead
+	$(GO) run ./bench/overhead -n 50,200,500 -window 60s -scrape-every 15s -plot docs/overhead.svg
 
-## bench-logs: the log throughput benchmark (see README, Performance); about 10 minutes
+## bench-logs: the log throughput benchmark (see README, Performance); about 5 minutes
 bench-logs: setup
 	$(GO) run ./bench/logs
 
 ## soak: dockscope for 30 minutes under container churn, steady logs and a collector stopped
 ## for 20 s every 2 min; samples RSS, goroutines and fds (soak.csv, soak.svg), checks every line
 soak: setup
-	$(GO) run ./bench/soak
+	$(GO) run ./bench/soak -csv docs/soak.csv -plot docs/soak.svg
 
 clean:
 	rm -rf bin

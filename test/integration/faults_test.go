@@ -481,7 +481,7 @@ feed:
 // while the agent follows them: every line of every container must arrive
 // once, and afterwards the agent's goroutines, RSS and open files must come
 // back to where they were. CI runs 300: the daemon here takes ~0.7 s of
-// CPU per short container, so 2,000 take ~25 minutes.
+// CPU per short container, so 2,000 take ~18 minutes.
 func TestFaultChurn(t *testing.T) {
 	t.Parallel()
 	total := 300
