@@ -3,7 +3,12 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
-FUZZTIME  ?= 20s
+# Fuzzing budgets are counts of executions (about 20 s each here), not durations: Go 1.26's
+# fuzz coordinator can fail a run whose wall-clock -fuzztime ends while a worker is busy,
+# "context deadline exceeded" with no failing input (go.dev/issue/75804, fixed in Go 1.27).
+# FUZZTIME=10m fuzzes every target for that long instead.
+FUZZTIME  ?=
+fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
 .PHONY: all build image setup test unit integration lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
@@ -48,11 +53,11 @@ deploy-check:
 ## fuzz: a short run of every fuzz target (the config parser, the log demuxer and merger,
 ## the stats JSON decoding, the cgroup and /proc parsers)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
-	$(GO) test -run '^$$' -fuzz '^FuzzDemux$$' -fuzztime $(FUZZTIME) ./collector/logparse/
-	$(GO) test -run '^$$' -fuzz '^FuzzStatsDecode$$' -fuzztime $(FUZZTIME) ./collector/
-	$(GO) test -run '^$$' -fuzz '^FuzzCgroupFiles$$' -fuzztime $(FUZZTIME) ./collector/
-	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' -fuzztime $(FUZZTIME) ./collector/logparse/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' $(call fuzzbudget,150000x) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDemux$$' $(call fuzzbudget,400000x) ./collector/logparse/
+	$(GO) test -run '^$$' -fuzz '^FuzzStatsDecode$$' $(call fuzzbudget,250000x) ./collector/
+	$(GO) test -run '^$$' -fuzz '^FuzzCgroupFiles$$' $(call fuzzbudget,150000x) ./collector/
+	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' $(call fuzzbudget,300000x) ./collector/logparse/
 
 ## fault-churn: the churn fault test at its full size (2,000 containers, ~18 minutes here; CI runs 300)
 fault-churn:
