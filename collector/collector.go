@@ -55,6 +55,10 @@ type Collector struct {
 
 	// events bookkeeping, owned by the session goroutine.
 	since eventCursor
+	// streamsOpened counts event streams opened: every one after the first
+	// is a reconnect, whatever ended the session before it (the stream
+	// itself, or a list or inspect that failed first as the daemon went).
+	streamsOpened int
 
 	logs *logManager // nil when logs are off
 }
@@ -193,6 +197,10 @@ func (c *Collector) session(ctx context.Context) error {
 	// is missed (design §3).
 	stream := newEventReader(c.docker, c.tel, c.since.String())
 	wg.Go(func() { stream.run(ctx) })
+	if c.streamsOpened > 0 {
+		c.tel.EventStreamReconnects.Add(1)
+	}
+	c.streamsOpened++
 
 	// The first list of a session inspects every container: the daemon may
 	// have restarted, or a reloaded configuration changed what is kept.
@@ -221,7 +229,6 @@ func (c *Collector) session(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-stream.errs:
-			c.tel.EventStreamReconnects.Add(1)
 			return fmt.Errorf("reading docker events: %w", err)
 		case ev := <-stream.queue:
 			if c.since.advance(ev) && !lanes.dispatch(ctx, ev) {
