@@ -154,31 +154,8 @@ func (q *LogQueue) Offer(r LogRecord) bool {
 // tryAppend queues r if it fits (or the queue is empty, so that a record
 // larger than the whole bound cannot wedge a reader).
 func (q *LogQueue) tryAppend(r *LogRecord) (bool, error) {
-	size := RecordSize(r)
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return false, context.Canceled
-	}
-	if q.bytes+size > q.limit && q.bytes != 0 {
-		q.mu.Unlock()
-		return false, nil
-	}
-	q.append(*r)
-	q.bytes += size
-	room := q.bytes < q.limit
-	wake := q.count >= q.wakeRecords || q.bytes >= q.wakeBytes
-	q.mu.Unlock()
-	q.counters.In.Add(1)
-	if wake {
-		signal(q.notEmpty)
-	}
-	if room {
-		// notFull wakes one waiter; pass the wake-up on to the next
-		// blocked reader while there is room.
-		signal(q.notFull)
-	}
-	return true, nil
+	n, err := q.tryAppendBatch(unsafe.Slice(r, 1))
+	return n == 1, err
 }
 
 // tryAppendBatch queues the longest prefix of recs that fits and reports
@@ -207,6 +184,8 @@ func (q *LogQueue) tryAppendBatch(recs []LogRecord) (int, error) {
 		signal(q.notEmpty)
 	}
 	if room && n > 0 {
+		// notFull wakes one waiter; pass the wake-up on to the next
+		// blocked reader while there is room.
 		signal(q.notFull)
 	}
 	return n, nil
