@@ -277,13 +277,8 @@ var errUnreadable = errors.New("log driver does not support reading")
 // without newline is complete. It reports false if the queue refused it
 // (shutdown).
 func (t *tailer) finish(ctx context.Context, read *pipeline.LogCursor) bool {
-	counts := t.m.c.store.LogCounters(t.id)
-	for _, rec := range t.unterminated {
-		if t.deliver(ctx, read, counts, rec, pipeline.PrintOf(&rec)) != nil {
-			return false
-		}
-	}
-	return true
+	t.pending = append(t.pending, t.unterminated...)
+	return t.flush(ctx, read, t.m.c.store.LogCounters(t.id)) == nil
 }
 
 func (t *tailer) stillRunning(ctx context.Context) (running, gone bool) {
@@ -308,24 +303,6 @@ func (t *tailer) reportResume(r *pipeline.Resume) {
 		t.m.c.tel.LogResumeMismatches.Add(1)
 		t.log.Warn("log resume did not find the records it expected; some lines may be shipped twice")
 	}
-}
-
-// deliver queues a record and advances the read position past it. A
-// record that could not be queued (shutdown) leaves the position alone.
-func (t *tailer) deliver(ctx context.Context, read *pipeline.LogCursor, counts *pipeline.LogCounters, rec pipeline.LogRecord, p pipeline.RecordPrint) error {
-	queued, err := t.m.opts.Queue.Push(ctx, rec)
-	if err != nil {
-		return err
-	}
-	read.Advance(p)
-	if queued {
-		counts.LinesRead.Add(1)
-		counts.BytesRead.Add(uint64(len(rec.Body)))
-		counts.LastRead.Store(rec.Time.UnixNano())
-	} else {
-		counts.LinesDropped.Add(1)
-	}
-	return nil
 }
 
 // flush queues the pending records and advances the read position past
