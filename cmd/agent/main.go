@@ -60,7 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.healthcheck, "healthcheck", false, "ask the agent running with this configuration whether it is ready (its /readyz); exit 0 if so, 1 if not (a HEALTHCHECK for the scratch image)")
 	fs.StringVar(&f.listenAddress, "web.listen-address", "", "address for /metrics, /healthz and /readyz (overrides web.listen_address; default :9817)")
 	fs.StringVar(&f.webConfigFile, "web.config.file", "", "exporter-toolkit web configuration for TLS and basic auth (overrides web.config_file)")
-	fs.BoolVar(&f.pprof, "web.enable-pprof", false, "serve Go profiles at /debug/pprof/ on the metrics endpoint (for diagnosing the agent's own cost)")
+	fs.BoolVar(&f.pprof, "web.enable-pprof", false, "serve Go profiles at /debug/pprof/, and POST /debug/free-os-memory, on the metrics endpoint (for diagnosing the agent's own cost)")
 	fs.StringVar(&f.logLevel, "log.level", "", "debug, info, warn or error (overrides agent.log_level)")
 	fs.StringVar(&f.logFormat, "log.format", "", "logfmt or json (overrides agent.log_format)")
 	if err := fs.Parse(args); err != nil {

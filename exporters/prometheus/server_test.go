@@ -161,6 +161,11 @@ func TestServerPprofOnlyWhenEnabled(t *testing.T) {
 		if got := rec.Code == http.StatusOK && strings.Contains(rec.Body.String(), "heap profile"); got != enabled {
 			t.Errorf("pprof enabled=%v: status %d", enabled, rec.Code)
 		}
+		rec = httptest.NewRecorder()
+		srv.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/debug/free-os-memory", nil))
+		if got := rec.Code == http.StatusOK && strings.Contains(rec.Body.String(), "released to the system"); got != enabled {
+			t.Errorf("pprof enabled=%v: POST /debug/free-os-memory: %d %s", enabled, rec.Code, rec.Body)
+		}
 		// Without a readiness source the agent is not ready.
 		rec = httptest.NewRecorder()
 		srv.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))

@@ -148,7 +148,17 @@ func (c *lineCount) add(t *testing.T, body, stream string) {
 // maxDup repeated; it returns how many repeated.
 func (c *lineCount) check(t *testing.T, n, maxDup int) int {
 	t.Helper()
-	missing, dups := 0, 0
+	dups, err := c.verify(n, maxDup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %d lines, none lost, %d duplicated", c.container, n, dups)
+	return dups
+}
+
+// verify is check without the test: it says what is wrong, if anything.
+func (c *lineCount) verify(n, maxDup int) (dups int, err error) {
+	missing := 0
 	var ranges []string // the first missing runs, to tell a lost batch from scattered loss
 	for i := 1; i <= n; i++ {
 		switch k := c.seen[i]; {
@@ -169,14 +179,13 @@ func (c *lineCount) check(t *testing.T, n, maxDup int) int {
 	}
 	for i := range c.seen {
 		if i > n {
-			t.Fatalf("%s: line %d arrived, but the container wrote %d lines", c.container, i, n)
+			return dups, fmt.Errorf("%s: line %d arrived, but the container wrote %d lines", c.container, i, n)
 		}
 	}
 	if missing > 0 || dups > maxDup {
-		t.Fatalf("%s: %d of %d lines missing (%v), %d duplicated (at most %d allowed)", c.container, missing, n, ranges, dups, maxDup)
+		return dups, fmt.Errorf("%s: %d of %d lines missing (%v), %d duplicated (at most %d allowed)", c.container, missing, n, ranges, dups, maxDup)
 	}
-	t.Logf("%s: %d lines, none lost, %d duplicated", c.container, n, dups)
-	return dups
+	return dups, nil
 }
 
 // lineCounts follows a collector's output incrementally and counts every
@@ -409,15 +418,24 @@ func TestLogsBackendDownThenUp(t *testing.T) {
 
 // rssOf reads a process's resident set size.
 func rssOf(t *testing.T, pid int) int64 {
+	return procStatus(pid, "VmRSS") << 10
+}
+
+// procStatus reads a number of /proc/<pid>/status (memory is in KiB); 0 if
+// it cannot.
+func procStatus(pid int, field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				return 0
+			}
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			return n
 		}
 	}
 	return 0
