@@ -3,6 +3,8 @@ package pipeline
 import (
 	"fmt"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // ResumeSlack is how far before the newest record a resumed log stream
@@ -27,12 +29,6 @@ type RecordPrint struct {
 	Hash      uint64 `json:"h,string"`
 }
 
-// FNV-1a, inlined: hash/fnv's interface value costs an allocation per line.
-const (
-	fnvOffset64 = 14695981039346656037
-	fnvPrime64  = 1099511628211
-)
-
 // PrintOf fingerprints a record, with the hash stored in it if any.
 func PrintOf(r *LogRecord) RecordPrint {
 	h := r.Hash
@@ -42,18 +38,27 @@ func PrintOf(r *LogRecord) RecordPrint {
 	return RecordPrint{TimeNanos: r.Time.UnixNano(), Stream: r.Stream, Hash: h}
 }
 
-// HashBody is the hash of a record's fingerprint. It is persisted in
-// checkpoints, so it must not change.
+// HashBody is the hash of a record's fingerprint: XXH64 (seed 0) of the
+// body, inverted for a truncated record. It is persisted in checkpoints, so
+// it changes only with stateVersion. XXH64 reads eight bytes at a time:
+// FNV-1a, which version 1 files hold, took a multiplication per byte,
+// ~120 ns of the ~1.3 µs a 70-byte line costs the agent.
 func HashBody(body []byte, truncated bool) uint64 {
-	sum := uint64(fnvOffset64)
-	for _, b := range body {
-		sum ^= uint64(b)
-		sum *= fnvPrime64
-	}
+	sum := xxhash.Sum64(body)
 	if truncated {
 		sum = ^sum
 	}
 	return sum
+}
+
+// samePrint reports whether a record read again is the one a checkpoint
+// holds. A zero hash in the checkpoint is unknown (a file of version 1,
+// whose hashes were FNV-1a): the timestamp and stream must do.
+func samePrint(read, held RecordPrint) bool {
+	if held.Hash == 0 {
+		read.Hash = 0
+	}
+	return read == held
 }
 
 // LogCursor is a position in one container's log, advanced record by record
@@ -210,7 +215,7 @@ func (r *Resume) Keep(p RecordPrint) bool {
 			r.Gap = true
 			r.skip = 0
 			return true
-		case p != r.cp.First:
+		case !samePrint(p, r.cp.First):
 			r.Mismatch = true
 			r.skip = 0
 			return true
@@ -218,7 +223,7 @@ func (r *Resume) Keep(p RecordPrint) bool {
 	}
 	r.seen++
 	r.skip--
-	if r.skip == 0 && p != r.cp.Last {
+	if r.skip == 0 && !samePrint(p, r.cp.Last) {
 		// The counts disagree with what the stream holds; from here on
 		// everything is new, so at worst a few lines were dropped twice.
 		r.Mismatch = true

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
@@ -264,34 +265,83 @@ func BenchmarkCursorAdvance(b *testing.B) {
 	}
 }
 
-func TestPrintOfIsFNV1a(t *testing.T) {
-	// Checkpoint files written by one version must be read by the next:
-	// the hash is FNV-1a 64, pinned here.
-	r := LogRecord{Body: []byte("hello")}
-	if got := PrintOf(&r).Hash; got != 0xa430d84680aabd0b {
-		t.Fatalf("hash = %#x", got)
+// The hash is persisted in checkpoint files: it is XXH64 with seed 0, as
+// published (test vectors of the xxHash reference), inverted when the
+// record was truncated.
+func TestHashBodyIsXXH64(t *testing.T) {
+	for body, want := range map[string]uint64{"": 0xef46db3751d8e999, "a": 0xd24ec4f1a98c6e5b, "abc": 0x44bc2cf5ad770999} {
+		if got := HashBody([]byte(body), false); got != want {
+			t.Errorf("HashBody(%q) = %#x, want %#x", body, got, want)
+		}
+		if got := HashBody([]byte(body), true); got != ^want {
+			t.Errorf("HashBody(%q, truncated) = %#x, want %#x", body, got, ^want)
+		}
 	}
-	r.Truncated = true
-	if got := PrintOf(&r).Hash; got != ^uint64(0xa430d84680aabd0b) {
-		t.Fatalf("truncated hash = %#x", got)
+	r := LogRecord{Body: []byte("abc")}
+	if got := PrintOf(&r).Hash; got != 0x44bc2cf5ad770999 {
+		t.Errorf("PrintOf hashed %q to %#x", r.Body, got)
+	}
+	r.Hash = 42
+	if p := PrintOf(&r); p.Hash != 42 {
+		t.Errorf("PrintOf ignored the stored hash: %x", p.Hash)
 	}
 }
 
-// The hash is persisted in checkpoint files: it must stay FNV-1a, 64 bits.
-func TestHashBodyIsFNV1a(t *testing.T) {
-	for _, body := range []string{"", "hello", "\xff\x00 binary"} {
+// A version 1 file (FNV-1a hashes) still resumes without loss or
+// duplicates: its records are recognised by timestamp and stream. A body
+// that differs at the same timestamp is still a mismatch in version 2.
+func TestCheckpointerReadsVersion1Files(t *testing.T) {
+	file := []LogRecord{logLine(0, Stdout, "a"), logLine(10, Stderr, "b"), logLine(20, Stdout, "c"), logLine(30, Stdout, "d")}
+	fnv1a := func(r *LogRecord) RecordPrint {
 		h := fnv.New64a()
-		h.Write([]byte(body))
-		if got := HashBody([]byte(body), false); got != h.Sum64() {
-			t.Errorf("HashBody(%q) = %x, want %x", body, got, h.Sum64())
-		}
-		if got := HashBody([]byte(body), true); got != ^h.Sum64() {
-			t.Errorf("HashBody(%q, truncated) = %x, want %x", body, got, ^h.Sum64())
+		h.Write(r.Body)
+		return RecordPrint{TimeNanos: r.Time.UnixNano(), Stream: r.Stream, Hash: h.Sum64()}
+	}
+	dir := t.TempDir()
+	v1 := fmt.Sprintf(`{"version":1,"saved_at":"2026-11-23T10:00:00Z","containers":{"c":{"since":%d,"latest":%d,
+		"first":{"t":%d,"s":%d,"h":"%d"},"last":{"t":%d,"s":%d,"h":"%d"},"skip_at_or_after":2,"skip_from_on":2}}}`,
+		file[0].Time.UnixNano(), file[1].Time.UnixNano(),
+		fnv1a(&file[0]).TimeNanos, fnv1a(&file[0]).Stream, fnv1a(&file[0]).Hash,
+		fnv1a(&file[1]).TimeNanos, fnv1a(&file[1]).Stream, fnv1a(&file[1]).Hash)
+	if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, ok := c.Get("c")
+	if !ok {
+		t.Fatal("the version 1 checkpoint was not loaded")
+	}
+	res := NewResume(cp, false)
+	var kept []LogRecord
+	for _, r := range engineRead(file, cp.Since, false) {
+		if res.Keep(PrintOf(&r)) {
+			kept = append(kept, r)
 		}
 	}
-	r := LogRecord{Body: []byte("x"), Hash: 42}
-	if p := PrintOf(&r); p.Hash != 42 {
-		t.Errorf("PrintOf ignored the stored hash: %x", p.Hash)
+	if got := bodies(kept); got != "c,d" || res.Gap || res.Mismatch {
+		t.Errorf("resumed from a version 1 file with %q (gap %v, mismatch %v), want c,d", got, res.Gap, res.Mismatch)
+	}
+
+	// Saved again, it is a version 2 file that still resumes.
+	c.dirty = true
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, stateFileName))
+	if !strings.Contains(string(data), `"version":2`) {
+		t.Errorf("saved as %s", data)
+	}
+
+	var cur LogCursor
+	cur.Advance(PrintOf(&file[0]))
+	other := file[0]
+	other.Body = []byte("not a")
+	res = NewResume(cur.Checkpoint(), false)
+	if !res.Keep(PrintOf(&other)) || !res.Mismatch {
+		t.Errorf("a different body at the checkpoint's timestamp was not a mismatch")
 	}
 }
 

@@ -453,7 +453,7 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 	if w.mode == "exited" {
 		// An empty checkpoint file saved before the containers started:
 		// to the agent they ran while it was down, so it reads them.
-		seed := fmt.Sprintf(`{"version":1,"saved_at":%q,"containers":{}}`,
+		seed := fmt.Sprintf(`{"version":2,"saved_at":%q,"containers":{}}`,
 			started.Add(-time.Second).UTC().Format(time.RFC3339Nano))
 		if err := os.WriteFile(filepath.Join(stateDir, "log-checkpoints.json"), []byte(seed), 0o644); err != nil {
 			return r, err
