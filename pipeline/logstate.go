@@ -220,8 +220,8 @@ func (c *Checkpointer) IDs() []string {
 	return ids
 }
 
-// Save writes the file if anything changed: temp file, fsync, rename, fsync
-// of the directory, so a crash leaves either the old or the new file.
+// Save writes the file if anything changed: temp file, fsync, rename, so a
+// crash leaves either the old or the new file (writeFileAtomic).
 func (c *Checkpointer) Save() error {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
