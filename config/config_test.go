@@ -54,6 +54,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad-file-order.yml":              `testdata/bad-file-order.yml:4: stats.interval: must be at least 1s, got 1ms`,
 		"bad-merge.yml":                   `testdata/bad-merge.yml:4: stats.<<: merge keys are not supported`,
 		"bad-state-dir.yml":               `testdata/bad-state-dir.yml:2: agent.state_dir: must not be empty`,
+		"bad-max-procs.yml":               `testdata/bad-max-procs.yml:3: agent.max_procs: must not be negative, got -2`,
 		"bad-header-type.yml":             `testdata/bad-header-type.yml:4: exporters.otlp.headers.x-tenant: expected a string, got a list`,
 	}
 	unsetEnv(t, "DOCKSCOPE_TEST_UNSET")
@@ -117,6 +118,7 @@ func TestGoodFull(t *testing.T) {
 			LogLevel:  "debug",
 			LogFormat: "json",
 			StateDir:  "/data/dockscope",
+			MaxProcs:  2,
 		},
 		Docker: DockerConfig{
 			Host:       "unix:///run/user/1000/docker.sock",
@@ -429,6 +431,8 @@ func TestValidate(t *testing.T) {
 		{"max backoff", func(c *Config) { c.Docker.MaxBackoff = -time.Second }, "docker.max_backoff: must be at least 1s, got -1s"},
 		{"log format", func(c *Config) { c.Agent.LogFormat = "text" }, `agent.log_format: must be one of logfmt, json; got "text"`},
 		{"state dir", func(c *Config) { c.Agent.StateDir = "" }, "agent.state_dir: must not be empty"},
+		{"max procs 1", func(c *Config) { c.Agent.MaxProcs = 1 }, ""},
+		{"max procs negative", func(c *Config) { c.Agent.MaxProcs = -1 }, "agent.max_procs: must not be negative, got -1"},
 		{"listen host:port", func(c *Config) { c.Web.ListenAddress = "0.0.0.0:9817" }, ""},
 		{"listen empty", func(c *Config) { c.Web.ListenAddress = "" }, `web.listen_address: cannot parse "" as host:port: missing port in address`},
 		{"readyz", func(c *Config) { c.Web.TelemetryPath = "/readyz" }, `web.telemetry_path: must not be /healthz or /readyz, which the agent serves itself; got "/readyz"`},

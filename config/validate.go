@@ -32,6 +32,9 @@ func (c *Config) problems() []*Error {
 	if a.StateDir == "" {
 		v.add("agent.state_dir", "must not be empty")
 	}
+	if a.MaxProcs < 0 {
+		v.add("agent.max_procs", "must not be negative, got %d", a.MaxProcs)
+	}
 
 	dk := c.Docker
 	v.positive("docker.timeout", dk.Timeout)

@@ -42,8 +42,10 @@ func TestParseOptionsAgentCmd(t *testing.T) {
 	}{
 		{[]string{"-agent-config", "c.yml"}, "-agent-config and -agent-done-after only go with -agent-cmd"},
 		{[]string{"-agent-done-after", "1m"}, "-agent-config and -agent-done-after only go with -agent-cmd"},
-		{[]string{"-agent-cmd", "x", "-agent-bin", "y"}, "-agent-cmd excludes -agent-bin and -perf (they are about dockscope)"},
-		{[]string{"-agent-cmd", "x", "-perf", "d"}, "-agent-cmd excludes -agent-bin and -perf (they are about dockscope)"},
+		{[]string{"-agent-cmd", "x", "-agent-bin", "y"}, "-agent-cmd excludes -agent-bin, -perf and -max-procs (they are about dockscope)"},
+		{[]string{"-agent-cmd", "x", "-perf", "d"}, "-agent-cmd excludes -agent-bin, -perf and -max-procs (they are about dockscope)"},
+		{[]string{"-agent-cmd", "x", "-max-procs", "1"}, "-agent-cmd excludes -agent-bin, -perf and -max-procs (they are about dockscope)"},
+		{[]string{"-max-procs", "-2"}, "-max-procs must be -1 (the agent's default) or more"},
 		{[]string{"-agent-cmd", "x", "-agent-done-after", "-1s"}, "-agent-done-after must not be negative"},
 		{[]string{"-agent-cmd", "x {{otlp}}"}, "-agent-cmd: unknown placeholder(s) {{otlp}}; known: " + placeholderHelp},
 	} {

@@ -114,6 +114,7 @@ type options struct {
 	keep       bool
 	perfDir    string
 	agentBin   string
+	maxProcs   int
 	stall      time.Duration
 	poll       time.Duration
 	// Another shipper instead of dockscope (see the package documentation).
@@ -134,6 +135,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the containers, the image and the working directory (configs, logs) at the end; a later run reuses the containers")
 	fs.StringVar(&o.perfDir, "perf", "", "record a CPU profile of each agent run with perf into this directory")
 	fs.StringVar(&o.agentBin, "agent-bin", "", "dockscope binary to run (default: build ./cmd/agent)")
+	fs.IntVar(&o.maxProcs, "max-procs", -1, "dockscope's agent.max_procs (GOMAXPROCS; 0: Go's default); -1: the agent's default")
 	fs.DurationVar(&o.stall, "stall", 60*time.Second, "give up on an agent run when no record is delivered for this long")
 	fs.DurationVar(&o.poll, "poll", 200*time.Millisecond, "how often the agent's metrics and RSS are sampled")
 	fs.StringVar(&o.agentCmd, "agent-cmd", "", "run this shell command line (sh -c) as the log shipper instead of dockscope; it must ship the "+
@@ -174,8 +176,10 @@ func parseOptions(args []string) (*options, error) {
 	switch {
 	case o.agentCmd == "" && (o.agentConfig != "" || o.agentDoneAfter != 0):
 		return nil, errors.New("-agent-config and -agent-done-after only go with -agent-cmd")
-	case o.agentCmd != "" && (o.agentBin != "" || o.perfDir != ""):
-		return nil, errors.New("-agent-cmd excludes -agent-bin and -perf (they are about dockscope)")
+	case o.agentCmd != "" && (o.agentBin != "" || o.perfDir != "" || o.maxProcs >= 0):
+		return nil, errors.New("-agent-cmd excludes -agent-bin, -perf and -max-procs (they are about dockscope)")
+	case o.maxProcs < -1:
+		return nil, errors.New("-max-procs must be -1 (the agent's default) or more")
 	case o.agentDoneAfter < 0:
 		return nil, errors.New("-agent-done-after must not be negative")
 	case o.agentCmd != "":

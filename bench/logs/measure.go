@@ -370,7 +370,7 @@ service:
 
 const agentConfig = `agent:
   state_dir: %q
-discovery:
+%sdiscovery:
   include:
     labels: [%q]
 logs:
@@ -475,7 +475,11 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 		endpoint = fmt.Sprintf("http://127.0.0.1:%d", sk.grpcPort)
 	}
 	agentCfg := filepath.Join(dir, "agent.yml")
-	cfg := fmt.Appendf(nil, agentConfig, stateDir, logsLabel+"="+w.key, endpoint, b.o.protocol, comp)
+	procs := "" // the agent's default
+	if b.o.maxProcs >= 0 {
+		procs = fmt.Sprintf("  max_procs: %d\n", b.o.maxProcs)
+	}
+	cfg := fmt.Appendf(nil, agentConfig, stateDir, procs, logsLabel+"="+w.key, endpoint, b.o.protocol, comp)
 	if err := os.WriteFile(agentCfg, cfg, 0o644); err != nil {
 		return r, err
 	}

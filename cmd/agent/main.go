@@ -156,7 +156,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}()
 	for {
 		logger := newLogger(cfg.Agent, stderr)
-		logger.Info("starting dockscope", "version", build.Version, "config", f.configFile)
+		procs := setMaxProcs(cfg.Agent.MaxProcs, os.Getenv("GOMAXPROCS") != "")
+		logger.Info("starting dockscope", "version", build.Version, "config", f.configFile, "gomaxprocs", procs)
 		// The listener survives reloads that leave the web section alone,
 		// so Prometheus never sees a refused scrape because of a SIGHUP.
 		if web == nil || web.cfg != cfg.Web {
@@ -377,4 +378,18 @@ func buildInfo() promexp.BuildInfo {
 		}
 	}
 	return b
+}
+
+// setMaxProcs applies agent.max_procs unless the GOMAXPROCS environment
+// variable is set, and returns the setting in force. 0 restores Go's own
+// default, so that a reload that removes the key undoes it.
+func setMaxProcs(n int, fromEnv bool) int {
+	switch {
+	case fromEnv:
+	case n > 0:
+		runtime.GOMAXPROCS(n)
+	default:
+		runtime.SetDefaultGOMAXPROCS()
+	}
+	return runtime.GOMAXPROCS(0)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -86,5 +87,23 @@ func TestVersionAndUsage(t *testing.T) {
 	}
 	if code, _, _ := runAgentCLI("stray"); code != exitUsage {
 		t.Errorf("stray argument: %d", code)
+	}
+}
+
+func TestSetMaxProcs(t *testing.T) {
+	runtime.SetDefaultGOMAXPROCS()
+	goDefault := runtime.GOMAXPROCS(0)
+	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
+
+	if got := setMaxProcs(1, false); got != 1 || runtime.GOMAXPROCS(0) != 1 {
+		t.Errorf("agent.max_procs 1: GOMAXPROCS %d (returned %d), want 1", runtime.GOMAXPROCS(0), got)
+	}
+	// The environment variable wins: the setting in force is left alone.
+	if got := setMaxProcs(3, true); got != 1 {
+		t.Errorf("agent.max_procs 3 with GOMAXPROCS in the environment: %d, want 1 (unchanged)", got)
+	}
+	// A reload that sets 0 gives Go's default back.
+	if got := setMaxProcs(0, false); got != goDefault {
+		t.Errorf("agent.max_procs 0: GOMAXPROCS %d, want Go's default %d", got, goDefault)
 	}
 }
