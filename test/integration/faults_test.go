@@ -409,7 +409,7 @@ func (a *agent) usage(t *testing.T, label string) agentUsage {
 	pid := a.proc.Pid()
 	u.rssAnon, u.rssFile = float64(procStatus(pid, "RssAnon")<<10), float64(procStatus(pid, "RssFile")<<10)
 	u.threads = float64(procStatus(pid, "Threads"))
-	u.fdKinds = fdKinds(t, a.proc.Pid())
+	u.fdKinds = fdKinds(t, pid)
 	return u
 }
 
