@@ -195,7 +195,7 @@ func (c *Collector) handleEvents(ctx context.Context, batch []events.Message, sa
 	for _, m := range batch {
 		action, detail := splitAction(m.Action)
 		if countedActions[action] {
-			c.store.RecordEvent(id, action)
+			c.store.RecordEvent(id, action, time.Unix(0, m.TimeNano))
 		}
 		// Shipped before forget below: the last chance to know whose
 		// event it is.

@@ -30,24 +30,28 @@ type Snapshot struct {
 	// Logs counts the container's log path; nil until its logs are read.
 	Logs *LogCounters
 
-	oom oomRun
+	oom oomDeaths
 }
 
-// oomRun is the OOM bookkeeping of the container's current run, so that an
-// `oom` event and the OOMKilled flag of the same death count once.
-type oomRun struct {
-	started      time.Time // StartedAt of the run this describes
-	events       int       // oom events seen in the run
-	byState      bool      // the run's OOMKilled flag was counted
-	countedDeath time.Time // FinishedAt of the last OOM death counted
+// oomDeaths is the OOM bookkeeping that makes an `oom` event and the
+// OOMKilled flag of the same death count once, whichever the agent sees
+// first. It goes by the order of deaths and by the event's own time, not by
+// the state stored when the event is handled: a resync's inspect may store
+// an older state than the event handler's (CI counted one death twice).
+type oomDeaths struct {
+	last time.Time // FinishedAt of the newest OOM death seen
+	// eventsSince counts the oom events counted since that death: a death
+	// seen after some is theirs, already counted.
+	eventsSince int
+	// absorbUntil: the newest death was counted by its flag alone, so an
+	// oom event stamped up to this time is that same kill, reported late.
+	absorbUntil time.Time
 }
 
-// forRun resets the bookkeeping when the container has started again.
-func (o *oomRun) forRun(started time.Time) {
-	if !o.started.Equal(started) {
-		*o = oomRun{started: started, countedDeath: o.countedDeath}
-	}
-}
+// oomEventLag bounds how much later than the process's exit (FinishedAt,
+// containerd's clock) the daemon may stamp its oom event (when it handles
+// it); it only matters when a container dies of OOM twice within it.
+const oomEventLag = 10 * time.Second
 
 // LogCounters are one container's log-path counters. The reader and the
 // exporter update them with atomics (no store lock on the hot path); the
@@ -126,13 +130,16 @@ func (s *Store) Upsert(meta ContainerMeta, state ContainerState, spec ContainerS
 		s.containers[meta.ID] = c
 	}
 	c.Meta, c.State, c.Spec = meta, state, spec
-	if state.OOMKilled && !state.FinishedAt.Equal(c.oom.countedDeath) {
-		c.oom.forRun(state.StartedAt)
-		c.oom.countedDeath = state.FinishedAt
-		if c.oom.events == 0 && !c.oom.byState {
+	// A run that ended (FinishedAt past StartedAt: while it runs, FinishedAt
+	// is the previous run's) OOM-killed, and newer than the last one seen.
+	if state.OOMKilled && state.FinishedAt.After(state.StartedAt) && state.FinishedAt.After(c.oom.last) {
+		c.oom.last = state.FinishedAt
+		c.oom.absorbUntil = time.Time{}
+		if c.oom.eventsSince == 0 {
 			c.OOMKills++
-			c.oom.byState = true
+			c.oom.absorbUntil = state.FinishedAt.Add(oomEventLag)
 		}
+		c.oom.eventsSince = 0
 	}
 	if !state.Running() {
 		// A stopped container's last sample would otherwise be exported as
@@ -160,8 +167,9 @@ func (s *Store) SetStats(id string, st Stats) bool {
 	return true
 }
 
-// RecordEvent counts a lifecycle event of a known container.
-func (s *Store) RecordEvent(id, action string) {
+// RecordEvent counts a lifecycle event of a known container; at is the
+// event's time, as the daemon stamped it.
+func (s *Store) RecordEvent(id, action string, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.containers[id]
@@ -170,12 +178,11 @@ func (s *Store) RecordEvent(id, action string) {
 	}
 	c.Events[action]++
 	if action == "oom" {
-		c.oom.forRun(c.State.StartedAt)
-		c.oom.events++
-		// The first event of a run whose OOM death an inspect already
-		// counted is that same kill.
-		if !c.oom.byState || c.oom.events > 1 {
+		absorbed := !c.oom.absorbUntil.IsZero() && !at.After(c.oom.absorbUntil)
+		c.oom.absorbUntil = time.Time{}
+		if !absorbed {
 			c.OOMKills++
+			c.oom.eventsSince++
 		}
 	}
 	c.LastSeen = s.now()

@@ -51,61 +51,84 @@ func TestStoreStoppedContainerLosesStats(t *testing.T) {
 func TestStoreOOMKillsCountEachKillOnce(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	meta := ContainerMeta{ID: "a", Name: "web"}
+	created := ContainerState{Status: "created"}
 	run := func(started time.Time) ContainerState {
 		return ContainerState{Status: "running", StartedAt: started}
 	}
+	// A run lasts a minute; its process is OOM-killed (or not) at its end.
 	died := func(started time.Time, oom bool) ContainerState {
 		return ContainerState{Status: "exited", StartedAt: started, FinishedAt: started.Add(time.Minute), OOMKilled: oom, ExitCode: 137}
 	}
+	oomAt := func(started time.Time) time.Time { return started.Add(time.Minute - 10*time.Millisecond) }
 	kills := func(s *Store) uint64 {
 		snap, _ := s.Get("a")
 		return snap.OOMKills
 	}
-
 	s := NewStore()
-	// Seen first after an OOM death that happened while the agent was down.
-	s.Upsert(meta, died(t0, true), ContainerSpec{})
-	if got := kills(s); got != 1 {
-		t.Fatalf("OOM-killed at first sight: %d kills, want 1", got)
-	}
-	// Resyncs of the same dead container do not count it again.
-	s.Upsert(meta, died(t0, true), ContainerSpec{})
-	if got := kills(s); got != 1 {
-		t.Fatalf("re-inspected death counted again: %d kills", got)
+	want := func(step string, n uint64) {
+		t.Helper()
+		if got := kills(s); got != n {
+			t.Fatalf("%s: %d kills, want %d", step, got, n)
+		}
 	}
 
-	// Second run: the oom event's inspect already sees the dead, OOM-killed
-	// container, then the event itself is recorded: one kill, not two.
+	// Seen first after an OOM death that happened while the agent was
+	// down; resyncs of the same dead container do not count it again.
+	s.Upsert(meta, died(t0, true), ContainerSpec{})
+	want("OOM-killed at first sight", 1)
+	s.Upsert(meta, died(t0, true), ContainerSpec{})
+	want("re-inspected death", 1)
+
+	// The inspect sees the dead, OOM-killed container before its oom event
+	// is recorded: one kill, not two.
 	t1 := t0.Add(time.Hour)
 	s.Upsert(meta, run(t1), ContainerSpec{})
 	s.Upsert(meta, died(t1, true), ContainerSpec{})
-	s.RecordEvent("a", "oom")
+	s.RecordEvent("a", "oom", oomAt(t1))
 	s.Upsert(meta, died(t1, true), ContainerSpec{}) // the die event's inspect
-	if got := kills(s); got != 2 {
-		t.Fatalf("oom event + OOMKilled of one death: %d kills, want 2", got)
-	}
+	want("flag, then the event of the same death", 2)
 
-	// Third run: a child process is killed twice (two oom events, the
-	// container lives on), then the main process: three kills.
+	// A child process is killed twice (two oom events, the container lives
+	// on; an inspect in between sees OOMKilled while it runs), then the
+	// main process: three kills.
 	t2 := t1.Add(time.Hour)
 	s.Upsert(meta, run(t2), ContainerSpec{})
-	s.RecordEvent("a", "oom")
-	s.RecordEvent("a", "oom")
-	s.RecordEvent("a", "oom")
+	s.RecordEvent("a", "oom", t2.Add(time.Second))
+	s.Upsert(meta, ContainerState{Status: "running", StartedAt: t2, FinishedAt: t1.Add(time.Minute), OOMKilled: true}, ContainerSpec{})
+	s.RecordEvent("a", "oom", t2.Add(2*time.Second))
+	s.RecordEvent("a", "oom", oomAt(t2))
 	s.Upsert(meta, died(t2, true), ContainerSpec{})
-	if got := kills(s); got != 5 {
-		t.Fatalf("three oom events in a run: %d kills, want 5", got)
-	}
+	want("three oom events in a run", 5)
 
 	// A run that ends without OOM adds nothing.
 	t3 := t2.Add(time.Hour)
 	s.Upsert(meta, run(t3), ContainerSpec{})
 	s.Upsert(meta, died(t3, false), ContainerSpec{})
-	if got := kills(s); got != 5 {
-		t.Fatalf("a clean exit counted: %d kills", got)
-	}
-	if snap, _ := s.Get("a"); snap.Events["oom"] != 4 {
-		t.Fatalf("oom events = %d, want 4", snap.Events["oom"])
+	want("a clean exit", 5)
+
+	// The event handler stored the running container, then a resync's
+	// older inspect (from before the start) overwrote it before the oom
+	// event was recorded: still one kill (CI once counted two).
+	t4 := t3.Add(time.Hour)
+	s.Upsert(meta, run(t4), ContainerSpec{})
+	s.Upsert(meta, created, ContainerSpec{})
+	s.RecordEvent("a", "oom", oomAt(t4))
+	s.Upsert(meta, died(t4, true), ContainerSpec{})
+	s.Upsert(meta, died(t3, false), ContainerSpec{}) // a stale resync again
+	s.Upsert(meta, died(t4, true), ContainerSpec{})
+	want("a stale state between the event and the death", 6)
+
+	// A death counted by its flag (its event never came: the agent was
+	// down), then the next run's oom event, long after: a kill of its own.
+	t5 := t4.Add(time.Hour)
+	s.Upsert(meta, died(t5, true), ContainerSpec{})
+	t6 := t5.Add(time.Hour)
+	s.RecordEvent("a", "oom", oomAt(t6))
+	s.Upsert(meta, died(t6, true), ContainerSpec{})
+	want("a flagged death, then another run's event", 8)
+
+	if snap, _ := s.Get("a"); snap.Events["oom"] != 6 {
+		t.Fatalf("oom events = %d, want 6", snap.Events["oom"])
 	}
 }
 
@@ -114,7 +137,7 @@ func TestStoreUnknownContainer(t *testing.T) {
 	if s.SetStats("nope", Stats{}) {
 		t.Error("SetStats on an unknown container returned true")
 	}
-	s.RecordEvent("nope", "start")
+	s.RecordEvent("nope", "start", time.Now())
 	s.SetHealth("nope", "healthy")
 	if s.Len() != 0 {
 		t.Error("events for unknown containers created entries")
@@ -124,9 +147,9 @@ func TestStoreUnknownContainer(t *testing.T) {
 func TestStoreEventsAndHealth(t *testing.T) {
 	s := NewStore()
 	s.Upsert(running("a", "web"))
-	s.RecordEvent("a", "oom")
-	s.RecordEvent("a", "oom")
-	s.RecordEvent("a", "die")
+	s.RecordEvent("a", "oom", time.Now())
+	s.RecordEvent("a", "oom", time.Now())
+	s.RecordEvent("a", "die", time.Now())
 	s.SetHealth("a", "unhealthy")
 	snap, _ := s.Get("a")
 	if snap.OOMKills != 2 || snap.Events["oom"] != 2 || snap.Events["die"] != 1 || snap.State.Health != "unhealthy" {
@@ -174,7 +197,7 @@ func TestStoreConcurrentUse(t *testing.T) {
 			for j := range 200 {
 				s.Upsert(running(id, id))
 				s.SetStats(id, Stats{Read: time.Unix(int64(j), 0)})
-				s.RecordEvent(id, "start")
+				s.RecordEvent(id, "start", time.Now())
 				_ = s.Snapshot()
 				if j%50 == 0 {
 					s.Remove(id)

@@ -47,8 +47,8 @@ func testStore(t *testing.T) *pipeline.Store {
 	logs.BytesShipped.Add(560)
 	logs.LastRead.Store(started.Add(3 * time.Second).UnixNano())
 	logs.LastShipped.Store(started.Add(time.Second).UnixNano())
-	s.RecordEvent("aaa", "start")
-	s.RecordEvent("aaa", "oom")
+	s.RecordEvent("aaa", "start", time.Now())
+	s.RecordEvent("aaa", "oom", time.Now())
 	s.Upsert(pipeline.ContainerMeta{
 		ID: "bbb", CgroupPath: "/docker/bbb", Name: "job", Image: "busybox", ImageName: "busybox", ImageTag: "latest", Hostname: "node-1",
 		Labels: map[string]string{"team": "data"},

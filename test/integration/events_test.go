@@ -71,7 +71,8 @@ func TestEventsShippedAsLogRecordsAndOOMKillsCounted(t *testing.T) {
 	a.waitValue(t, 30*time.Second, "container_memory_oom_kills_total", oom, nil, func(v float64) bool { return v >= 1 })
 	time.Sleep(2 * time.Second) // let any late event count, to catch double counting
 	if v, _ := a.value(t, "container_memory_oom_kills_total", oom, nil); v != 1 {
-		t.Errorf("container_memory_oom_kills_total = %v for one OOM death, want 1", v)
+		evs, _ := a.value(t, "container_oom_events_total", oom, nil)
+		t.Errorf("container_memory_oom_kills_total = %v for one OOM death (%v oom events), want 1", v, evs)
 	}
 	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
 		evs := shippedEvents(t, col, oom)
