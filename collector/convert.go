@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/moby/moby/api/types/container"
 
@@ -52,15 +53,15 @@ func containerFromInspect(in container.InspectResponse, hostname string, allow f
 		ImageTag:       tag,
 		ImageID:        in.Image,
 		Hostname:       hostname,
-		ComposeProject: labels[labelComposeProject],
-		ComposeService: labels[labelComposeService],
-		SwarmStack:     labels[labelSwarmStack],
-		SwarmService:   labels[labelSwarmService],
-		SwarmTask:      labels[labelSwarmTask],
-		SwarmNodeID:    labels[labelSwarmNode],
-		K8sPod:         labels[labelK8sPod],
-		K8sNamespace:   labels[labelK8sNamespace],
-		K8sContainer:   labels[labelK8sContainer],
+		ComposeProject: capValue(labels[labelComposeProject], maxIdentityBytes),
+		ComposeService: capValue(labels[labelComposeService], maxIdentityBytes),
+		SwarmStack:     capValue(labels[labelSwarmStack], maxIdentityBytes),
+		SwarmService:   capValue(labels[labelSwarmService], maxIdentityBytes),
+		SwarmTask:      capValue(labels[labelSwarmTask], maxIdentityBytes),
+		SwarmNodeID:    capValue(labels[labelSwarmNode], maxIdentityBytes),
+		K8sPod:         capValue(labels[labelK8sPod], maxIdentityBytes),
+		K8sNamespace:   capValue(labels[labelK8sNamespace], maxIdentityBytes),
+		K8sContainer:   capValue(labels[labelK8sContainer], maxIdentityBytes),
 		Labels:         allowedLabels(labels, allow),
 	}
 
@@ -105,7 +106,33 @@ func containerFromInspect(in container.InspectResponse, hostname string, allow f
 	return meta, state, spec
 }
 
-// allowedLabels returns the labels whose key passes allow, or nil.
+// Label values are copied onto every series and into every OTLP Resource,
+// so one hostile container (a 1 MB label) would otherwise repeat that much
+// in every scrape and every batch. Orchestrators' names are short — a
+// Kubernetes object name is at most 253 bytes, a Swarm task name is a
+// service name (≤ 63) plus a slot and a 25-character ID — so identity
+// values are cut at 253 bytes; allow-listed labels, chosen by the user, at
+// 1 KiB. The cut falls on a UTF-8 boundary.
+const (
+	maxIdentityBytes   = 253
+	maxLabelValueBytes = 1024
+)
+
+// capValue returns s cut to at most n bytes without splitting a UTF-8
+// sequence.
+func capValue(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
+}
+
+// allowedLabels returns the labels whose key passes allow, or nil; values
+// are capped at maxLabelValueBytes.
 func allowedLabels(labels map[string]string, allow func(string) bool) map[string]string {
 	if allow == nil {
 		return nil
@@ -116,7 +143,7 @@ func allowedLabels(labels map[string]string, allow func(string) bool) map[string
 			if out == nil {
 				out = make(map[string]string)
 			}
-			out[k] = v
+			out[k] = capValue(v, maxLabelValueBytes)
 		}
 	}
 	return out

@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
@@ -302,5 +304,34 @@ func TestBackoffIsCappedAndGrows(t *testing.T) {
 	b.reset()
 	if d := b.next(); d > 120*time.Millisecond {
 		t.Fatalf("after reset: %v, want about the initial 100ms", d)
+	}
+}
+
+func TestInspectCapsHostileLabelValues(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20)
+	// "é" is two bytes: a cut at an odd offset must not split it.
+	accented := "a" + strings.Repeat("é", 600)
+	in := container.InspectResponse{
+		ID:   "abc",
+		Name: "/job",
+		Config: &container.Config{Image: "img:1", Labels: map[string]string{
+			labelK8sPod:         huge,
+			labelComposeProject: accented,
+			labelSwarmTask:      "web.1.abcdefghijklmnopqrstuvwxy",
+			"team":              huge,
+		}},
+	}
+	meta, _, _ := containerFromInspect(in, "host", func(k string) bool { return k == "team" })
+	if len(meta.K8sPod) != maxIdentityBytes {
+		t.Errorf("pod name kept %d bytes, want %d", len(meta.K8sPod), maxIdentityBytes)
+	}
+	if !utf8.ValidString(meta.ComposeProject) || len(meta.ComposeProject) > maxIdentityBytes || len(meta.ComposeProject) < maxIdentityBytes-1 {
+		t.Errorf("compose project cut to %d bytes, valid UTF-8 %v", len(meta.ComposeProject), utf8.ValidString(meta.ComposeProject))
+	}
+	if meta.SwarmTask != "web.1.abcdefghijklmnopqrstuvwxy" {
+		t.Errorf("a normal task name changed: %q", meta.SwarmTask)
+	}
+	if got := len(meta.Labels["team"]); got != maxLabelValueBytes {
+		t.Errorf("allow-listed label kept %d bytes, want %d", got, maxLabelValueBytes)
 	}
 }
