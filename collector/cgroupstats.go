@@ -47,7 +47,7 @@ var blkioPrefixes = [3]string{"blkio.", "blkio.bfq.", "blkio.throttle."}
 // newCgroupReader checks the layout under root: cgroup v2 has
 // cgroup.controllers at its top, v1 one directory per controller.
 func newCgroupReader(root, procRoot string) (*cgroupReader, error) {
-	r := &cgroupReader{root: root, procRoot: procRoot, userHZ: 100, now: time.Now, files: openFiles{fds: map[string]*openFile{}}}
+	r := &cgroupReader{root: root, procRoot: procRoot, userHZ: 100, now: time.Now, files: openFiles{fds: map[string]*openFile{}, max: keptFilesCap()}}
 	switch {
 	case fileExists(filepath.Join(root, "cgroup.controllers")):
 		r.v2 = true
@@ -274,6 +274,23 @@ type openFiles struct {
 	mu    sync.RWMutex
 	fds   map[string]*openFile
 	round atomic.Uint64
+	// max caps the descriptors kept (0: no cap); past it a file is opened,
+	// read and closed each time, as before descriptors were kept.
+	max int
+}
+
+// keptFilesCap leaves three quarters of the process's descriptor limit to
+// everything else — one log stream per followed container, the scrape and
+// OTLP connections — so that on a host with thousands of containers, or
+// under a low hard limit, keeping stat files open can never make a log
+// stream or a scrape fail with EMFILE. Go raises the soft limit to the hard
+// one at start, so this is usually a large number.
+func keptFilesCap() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
+		return 256
+	}
+	return int(min(lim.Cur/4, 1<<20))
 }
 
 type openFile struct {
@@ -333,10 +350,19 @@ func (f *statFiles) loadOnce(path string) (b []byte, stale bool, err error) {
 	o.mu.RLock()
 	of, ok := o.fds[path]
 	if !ok {
+		full := o.max > 0 && len(o.fds) >= o.max
 		o.mu.RUnlock()
 		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, false, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		if full {
+			b, err = f.pread(fd)
+			syscall.Close(fd)
+			if err != nil {
+				return nil, false, &fs.PathError{Op: "read", Path: path, Err: err}
+			}
+			return b, false, nil
 		}
 		o.mu.Lock()
 		if of, ok = o.fds[path]; ok {

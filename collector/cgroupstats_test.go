@@ -2,6 +2,7 @@ package collector
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -199,5 +200,28 @@ func TestStatFilesKeepDescriptorsUntilSwept(t *testing.T) {
 	o.closeAll()
 	if len(o.fds) != 0 {
 		t.Fatal("closeAll left descriptors open")
+	}
+}
+
+// TestStatFilesKeepNoMoreDescriptorsThanTheCap: past the cap a file is
+// read through a descriptor opened and closed at once, and read right.
+func TestStatFilesKeepNoMoreDescriptorsThanTheCap(t *testing.T) {
+	dir := t.TempDir()
+	o := &openFiles{fds: map[string]*openFile{}, max: 2}
+	f := &statFiles{buf: make([]byte, 64), open: o}
+	for i := range 5 {
+		path := filepath.Join(dir, fmt.Sprintf("f%d", i))
+		if err := os.WriteFile(path, fmt.Appendf(nil, "%d\n", 10+i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := f.uint(path); err != nil || v != uint64(10+i) {
+			t.Fatalf("read of file %d = %d, %v", i, v, err)
+		}
+	}
+	if len(o.fds) != 2 {
+		t.Fatalf("%d descriptors kept, the cap is 2", len(o.fds))
+	}
+	if keptFilesCap() < 1 {
+		t.Fatalf("keptFilesCap() = %d", keptFilesCap())
 	}
 }
