@@ -232,14 +232,14 @@ func TestGRPCLogSenderSendsEncodedRequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := newLogSender(target)
+		s, err := newSender(target)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rejected, err := s.send(context.Background(), newLogEncoder(testScope).encode(batch))
 		s.close()
-		if err != nil || rejected != 1 {
-			t.Fatalf("%s: rejected %d, %v; want the server's partial success read", comp, rejected, err)
+		if err != nil || rejected.rejected != 1 {
+			t.Fatalf("%s: rejected %d, %v; want the server's partial success read", comp, rejected.rejected, err)
 		}
 	}
 	backend.mu.Lock()
