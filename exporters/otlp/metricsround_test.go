@@ -47,8 +47,11 @@ type metricsBackend struct {
 	maxBody   int           // 413 above this, when set
 	delay     time.Duration // per request
 	// cutAfter, when set, makes every request after that many in a round
-	// hang until the client gives up: the round is cut short.
+	// call cut (which ends the round's context) and hang until the client
+	// gives up: the round is cut short, at the same place whatever the
+	// machine's speed.
 	cutAfter int
+	cut      func()
 }
 
 func (b *metricsBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -65,7 +68,9 @@ func (b *metricsBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.mu.Lock()
 	if b.cutAfter > 0 && b.requests >= b.cutAfter {
+		cut := b.cut
 		b.mu.Unlock()
+		cut()
 		<-r.Context().Done()
 		return
 	}
@@ -205,7 +210,10 @@ func TestMetricsRoundCutShortResumesWhereItStopped(t *testing.T) {
 	e, tel := newMetricsExporter(t, srv.URL, ProtocolHTTP, storeOf(n), 40<<10)
 	var previous map[string]int
 	for round := range 6 {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		backend.mu.Lock()
+		backend.cut = cancel
+		backend.mu.Unlock()
 		e.exportRound(ctx)
 		cancel()
 		_, _, _, seen := backend.round()
