@@ -124,7 +124,7 @@ func TestOTLPLimitsThousandContainersOverGRPC(t *testing.T) {
 				Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 1, TxBytes: 2}}})
 		}
 		tel := pipeline.NewTelemetry()
-		e, err := otlp.NewMetricsExporter(context.Background(), otlp.MetricsOptions{Config: cfg, Interval: time.Second, Store: store,
+		e, err := otlp.NewMetricsExporter(context.Background(), otlp.MetricsOptions{Config: cfg, Interval: 5 * time.Second, Store: store,
 			Telemetry: tel, Logger: logger, Getenv: getenv})
 		if err != nil {
 			t.Fatal(err)
