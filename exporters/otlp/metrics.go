@@ -7,12 +7,7 @@ import (
 	"strings"
 	"time"
 
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/containerconv"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
@@ -24,8 +19,10 @@ import (
 // 1,000 requests a round, four at a time, and a round cut at its interval
 // always dropped the same (alphabetically last) containers. Here a round is
 // one request holding every container's ResourceMetrics, split only by
-// encoded size; at 1,000 containers that is one request of ~2.6 MB
-// (TestMetricsRoundOf1000ContainersFigures prints the figures).
+// encoded size; at 1,000 containers that is one request of ~3 MB
+// (TestMetricsRoundOf1000ContainersFigures prints the figures). They are
+// written straight to the wire format (metricencode.go), as log records
+// are: BenchmarkMetricsRoundEncode1000.
 
 // MetricsOptions configure the OTLP metrics exporter.
 type MetricsOptions struct {
@@ -48,8 +45,9 @@ type MetricsExporter struct {
 	client   metricsClient
 	deliver  *deliverer
 	protocol string
-	scope    *commonpb.InstrumentationScope
+	scope    []byte // InstrumentationScope message
 	enc      metricEncoder
+	cm       containerMetrics // one container's metrics, reused
 	// maxRequest bounds one request: MaxRequestBytes, lowered when the
 	// backend refuses a request for its size.
 	maxRequest int
@@ -88,7 +86,7 @@ func NewMetricsExporter(_ context.Context, opts MetricsOptions) (*MetricsExporte
 		client:     metricsClient{s},
 		deliver:    newDeliverer(s, opts.Config.Retry, opts.Config.Retry.MaxElapsedTime, opts.Telemetry, opts.Logger, "metric"),
 		protocol:   t.protocol,
-		scope:      &commonpb.InstrumentationScope{Name: "github.com/dockscope/dockscope", Version: opts.Version},
+		scope:      marshalScope(opts.Version),
 		maxRequest: opts.MaxRequestBytes,
 		failedLogs: newThrottle(logInterval),
 	}, nil
@@ -162,9 +160,11 @@ func (e *MetricsExporter) exportRound(ctx context.Context) {
 	now := time.Now()
 	e.enc.reset()
 	for _, s := range order {
-		e.enc.add(e.resourceMetrics(s, now))
+		buildMetrics(&e.cm, s, now)
+		e.enc.add(&s.Meta, e.scope, &e.cm)
 	}
 	counters.In.Add(uint64(len(order)))
+	defer e.enc.release()
 	e.resume = containerKey{}
 	for sent := 0; sent < len(order); {
 		req, n := e.enc.request(sent, e.maxRequest)
@@ -205,170 +205,80 @@ func (e *MetricsExporter) exportRound(ctx context.Context) {
 	}
 }
 
-// metricEncoder holds a round's ExportMetricsServiceRequest entries, one
-// ResourceMetrics field per container, back to back: any run of
-// consecutive containers is a valid request as it stands.
-type metricEncoder struct {
-	buf  []byte
-	ends []int // end of each container's entry in buf
-}
-
-func (m *metricEncoder) reset() {
-	m.buf, m.ends = m.buf[:0], m.ends[:0]
-}
-
-// fRequestResourceMetrics is ExportMetricsServiceRequest.resource_metrics.
-const fRequestResourceMetrics = 1
-
-func (m *metricEncoder) add(rm *metricspb.ResourceMetrics) {
-	size := proto.Size(rm)
-	m.buf = protowire.AppendTag(m.buf, fRequestResourceMetrics, protowire.BytesType)
-	m.buf = protowire.AppendVarint(m.buf, uint64(size))
-	var err error
-	m.buf, err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(m.buf, rm)
-	if err != nil {
-		panic("marshalling container metrics: " + err.Error()) // built here from valid values
-	}
-	m.ends = append(m.ends, len(m.buf))
-}
-
-// request returns the request for the containers from first on that fit in
-// limit bytes (at least one), and how many they are.
-func (m *metricEncoder) request(first, limit int) ([]byte, int) {
-	start := 0
-	if first > 0 {
-		start = m.ends[first-1]
-	}
-	n := 1
-	for first+n < len(m.ends) && m.ends[first+n]-start <= limit {
-		n++
-	}
-	return m.buf[start:m.ends[first+n-1]], n
-}
-
-// resourceMetrics turns one snapshot into the semantic-convention metrics.
-func (e *MetricsExporter) resourceMetrics(s *pipeline.Snapshot, now time.Time) *metricspb.ResourceMetrics {
-	b := metricBuilder{now: unixNano(now), start: unixNano(s.State.StartedAt)}
+// buildMetrics fills cm with one snapshot's semantic-convention metrics.
+func buildMetrics(cm *containerMetrics, s *pipeline.Snapshot, now time.Time) {
+	cm.reset(unixNano(s.State.StartedAt), unixNano(now))
 	st, spec := &s.State, &s.Spec
 
 	running := st.Status == "running"
 	if running && !st.StartedAt.IsZero() {
-		b.gauge(containerconv.Uptime{}.Name(), containerconv.Uptime{}.Description(), "s", now.Sub(st.StartedAt).Seconds())
+		cm.gauge(containerconv.Uptime{}.Name(), containerconv.Uptime{}.Description(), "s", now.Sub(st.StartedAt).Seconds())
 	}
-	b.sum("container.restarts", "Times the Engine restarted the container.", "{restart}", true, float64(st.RestartCount))
+	cm.sum("container.restarts", "Times the Engine restarted the container.", "{restart}", true, float64(st.RestartCount))
 	if !st.FinishedAt.IsZero() {
-		b.gauge("container.last_exit_code", "Exit code of the container's last run.", "1", float64(st.ExitCode))
+		cm.gauge("container.last_exit_code", "Exit code of the container's last run.", "1", float64(st.ExitCode))
 	}
-	var stateDPs []*metricspb.NumberDataPoint
+	cm.metric("container.state", "1 for the container's current state.", "1", kindGauge)
 	for _, state := range []string{"created", "running", "paused", "restarting", "removing", "exited", "dead"} {
-		stateDPs = append(stateDPs, b.point(boolf(st.Status == state), attr("container.state", state)))
+		cm.point(boolf(st.Status == state), attrKV{"container.state", state})
 	}
-	b.gaugePoints("container.state", "1 for the container's current state.", "1", stateDPs)
 	health := st.Health
 	if health == "" {
 		health = "none"
 	}
-	var healthDPs []*metricspb.NumberDataPoint
+	cm.metric("container.health.status", "1 for the container's current health status.", "1", kindGauge)
 	for _, h := range []string{"healthy", "unhealthy", "starting", "none"} {
-		healthDPs = append(healthDPs, b.point(boolf(health == h), attr("container.health.status", h)))
+		cm.point(boolf(health == h), attrKV{"container.health.status", h})
 	}
-	b.gaugePoints("container.health.status", "1 for the container's current health status.", "1", healthDPs)
-	b.sum("container.memory.oom_kills", "Out-of-memory kills seen for the container.", "{kill}", true, float64(s.OOMKills))
+	cm.sum("container.memory.oom_kills", "Out-of-memory kills seen for the container.", "{kill}", true, float64(s.OOMKills))
 	if spec.MemoryLimit > 0 {
-		b.sum("container.memory.limit", "Memory limit of the container.", "By", false, float64(spec.MemoryLimit))
+		cm.sum("container.memory.limit", "Memory limit of the container.", "By", false, float64(spec.MemoryLimit))
 	}
 
 	if x := s.Stats; x != nil {
 		cpuTime := containerconv.CPUTime{}
-		b.sumPoints(cpuTime.Name(), cpuTime.Description(), cpuTime.Unit(), true, []*metricspb.NumberDataPoint{
-			b.point(x.CPUUser.Seconds(), attr("cpu.mode", "user")),
-			b.point(x.CPUSystem.Seconds(), attr("cpu.mode", "system")),
-		})
+		cm.metric(cpuTime.Name(), cpuTime.Description(), cpuTime.Unit(), kindMonotonicSum)
+		cm.point(x.CPUUser.Seconds(), attrKV{"cpu.mode", "user"})
+		cm.point(x.CPUSystem.Seconds(), attrKV{"cpu.mode", "system"})
 		if x.HasCPUUsage {
 			u := containerconv.CPUUsage{}
 			// Cores, never a percentage in unit "1" (a docker_stats bug).
-			b.gauge(u.Name(), u.Description(), u.Unit(), x.CPUUsageCores)
+			cm.gauge(u.Name(), u.Description(), u.Unit(), x.CPUUsageCores)
 		}
 		if x.CPUPeriods > 0 {
-			b.sum("container.cpu.throttled_time", "Time the container was throttled by its CPU quota.", "s", true, x.CPUThrottledTime.Seconds())
-			b.sum("container.cpu.throttled_periods", "CFS periods in which the container was throttled.", "{period}", true, float64(x.CPUThrottledPeriods))
+			cm.sum("container.cpu.throttled_time", "Time the container was throttled by its CPU quota.", "s", true, x.CPUThrottledTime.Seconds())
+			cm.sum("container.cpu.throttled_periods", "CFS periods in which the container was throttled.", "{period}", true, float64(x.CPUThrottledPeriods))
 		}
 		// The conventions list container.memory.usage as a Counter, but
 		// memory usage goes down as well as up: a monotonic sum would read
 		// as a counter reset to every backend. It is exported as a
 		// non-monotonic sum, like the other memory metrics.
-		b.sum(containerconv.MemoryUsage{}.Name(), containerconv.MemoryUsage{}.Description(), "By", false, float64(x.MemoryUsage))
-		b.sum(containerconv.MemoryWorkingSet{}.Name(), containerconv.MemoryWorkingSet{}.Description(), "By", false, float64(x.MemoryWorkingSet))
-		b.sum(containerconv.MemoryRss{}.Name(), containerconv.MemoryRss{}.Description(), "By", false, float64(x.MemoryRSS))
+		cm.sum(containerconv.MemoryUsage{}.Name(), containerconv.MemoryUsage{}.Description(), "By", false, float64(x.MemoryUsage))
+		cm.sum(containerconv.MemoryWorkingSet{}.Name(), containerconv.MemoryWorkingSet{}.Description(), "By", false, float64(x.MemoryWorkingSet))
+		cm.sum(containerconv.MemoryRss{}.Name(), containerconv.MemoryRss{}.Description(), "By", false, float64(x.MemoryRSS))
 		if spec.MemoryLimit > 0 {
 			avail := max(float64(spec.MemoryLimit)-float64(x.MemoryWorkingSet), 0)
-			b.sum(containerconv.MemoryAvailable{}.Name(), containerconv.MemoryAvailable{}.Description(), "By", false, avail)
+			cm.sum(containerconv.MemoryAvailable{}.Name(), containerconv.MemoryAvailable{}.Description(), "By", false, avail)
 		}
-		b.sum("container.pids", "Processes (pids) in the container.", "{process}", false, float64(x.Pids))
+		cm.sum("container.pids", "Processes (pids) in the container.", "{process}", false, float64(x.Pids))
 
-		var netDPs []*metricspb.NumberDataPoint
-		for _, n := range x.Networks {
-			netDPs = append(netDPs,
-				b.point(float64(n.RxBytes), attr("network.interface.name", n.Interface), attr("network.io.direction", "receive")),
-				b.point(float64(n.TxBytes), attr("network.interface.name", n.Interface), attr("network.io.direction", "transmit")))
-		}
-		if len(netDPs) > 0 {
+		if len(x.Networks) > 0 {
 			nio := containerconv.NetworkIO{}
-			b.sumPoints(nio.Name(), nio.Description(), nio.Unit(), true, netDPs)
+			cm.metric(nio.Name(), nio.Description(), nio.Unit(), kindMonotonicSum)
+			for _, n := range x.Networks {
+				cm.point(float64(n.RxBytes), attrKV{"network.interface.name", n.Interface}, attrKV{"network.io.direction", "receive"})
+				cm.point(float64(n.TxBytes), attrKV{"network.interface.name", n.Interface}, attrKV{"network.io.direction", "transmit"})
+			}
 		}
-		var diskDPs []*metricspb.NumberDataPoint
-		for _, d := range x.Disks {
-			diskDPs = append(diskDPs,
-				b.point(float64(d.ReadBytes), attr("disk.io.direction", "read"), attr("system.device", d.Device)),
-				b.point(float64(d.WriteBytes), attr("disk.io.direction", "write"), attr("system.device", d.Device)))
-		}
-		if len(diskDPs) > 0 {
+		if len(x.Disks) > 0 {
 			dio := containerconv.DiskIO{}
-			b.sumPoints(dio.Name(), dio.Description(), dio.Unit(), true, diskDPs)
+			cm.metric(dio.Name(), dio.Description(), dio.Unit(), kindMonotonicSum)
+			for _, d := range x.Disks {
+				cm.point(float64(d.ReadBytes), attrKV{"disk.io.direction", "read"}, attrKV{"system.device", d.Device})
+				cm.point(float64(d.WriteBytes), attrKV{"disk.io.direction", "write"}, attrKV{"system.device", d.Device})
+			}
 		}
 	}
-
-	return &metricspb.ResourceMetrics{
-		Resource:     containerResource(&s.Meta),
-		ScopeMetrics: []*metricspb.ScopeMetrics{{Scope: e.scope, Metrics: b.metrics, SchemaUrl: semconv.SchemaURL}},
-		SchemaUrl:    semconv.SchemaURL,
-	}
-}
-
-// metricBuilder accumulates one container's metrics. Cumulative sums start
-// at the container's start time: that is when its counters were zero.
-type metricBuilder struct {
-	now, start uint64
-	metrics    []*metricspb.Metric
-}
-
-// point is one data point; attrs in key order, as attribute sets are.
-func (b *metricBuilder) point(v float64, attrs ...*commonpb.KeyValue) *metricspb.NumberDataPoint {
-	return &metricspb.NumberDataPoint{Attributes: attrs, StartTimeUnixNano: b.start, TimeUnixNano: b.now,
-		Value: &metricspb.NumberDataPoint_AsDouble{AsDouble: v}}
-}
-
-func (b *metricBuilder) gauge(name, desc, unit string, v float64) {
-	b.gaugePoints(name, desc, unit, []*metricspb.NumberDataPoint{b.point(v)})
-}
-
-func (b *metricBuilder) gaugePoints(name, desc, unit string, dps []*metricspb.NumberDataPoint) {
-	b.metrics = append(b.metrics, &metricspb.Metric{Name: name, Description: desc, Unit: unit,
-		Data: &metricspb.Metric_Gauge{Gauge: &metricspb.Gauge{DataPoints: dps}}})
-}
-
-func (b *metricBuilder) sum(name, desc, unit string, monotonic bool, v float64) {
-	b.sumPoints(name, desc, unit, monotonic, []*metricspb.NumberDataPoint{b.point(v)})
-}
-
-func (b *metricBuilder) sumPoints(name, desc, unit string, monotonic bool, dps []*metricspb.NumberDataPoint) {
-	b.metrics = append(b.metrics, &metricspb.Metric{Name: name, Description: desc, Unit: unit,
-		Data: &metricspb.Metric_Sum{Sum: &metricspb.Sum{DataPoints: dps, IsMonotonic: monotonic,
-			AggregationTemporality: metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE}}})
-}
-
-func attr(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
 }
 
 // unixNano is 0 for the zero time, as OTLP wants for an unknown start.

@@ -1,15 +1,37 @@
 package otlp
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 	"time"
 
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
+
+// encodeSnapshot encodes one container's metrics as a round does and
+// decodes them with the protobuf library, which must find the same bytes
+// it would have written.
+func encodeSnapshot(t *testing.T, snap *pipeline.Snapshot, now time.Time) *metricspb.ResourceMetrics {
+	t.Helper()
+	var cm containerMetrics
+	var enc metricEncoder
+	buildMetrics(&cm, snap, now)
+	enc.add(&snap.Meta, marshalScope("1.2.3"), &cm)
+	var req colmetricspb.ExportMetricsServiceRequest
+	if err := proto.Unmarshal(enc.buf, &req); err != nil || len(req.ResourceMetrics) != 1 {
+		t.Fatalf("the encoded request does not parse: %v (%d resources)", err, len(req.ResourceMetrics))
+	}
+	if again, _ := (proto.MarshalOptions{Deterministic: true}).Marshal(&req); !bytes.Equal(again, enc.buf) {
+		t.Fatalf("the encoded request (%d bytes) differs from the protobuf library's (%d bytes)", len(enc.buf), len(again))
+	}
+	return req.ResourceMetrics[0]
+}
 
 // attrValue is the value of key among a data point's attributes.
 func attrValue(dp *metricspb.NumberDataPoint, key string) string {
@@ -41,10 +63,9 @@ func testSnapshot() pipeline.Snapshot {
 }
 
 func TestResourceMetrics(t *testing.T) {
-	e := &MetricsExporter{}
 	snap := testSnapshot()
 	now := snap.State.StartedAt.Add(90 * time.Second)
-	rm := e.resourceMetrics(&snap, now)
+	rm := encodeSnapshot(t, &snap, now)
 
 	attrs := map[string]string{}
 	for _, kv := range rm.Resource.Attributes {
@@ -121,12 +142,11 @@ func TestResourceMetrics(t *testing.T) {
 }
 
 func TestResourceMetricsStoppedContainer(t *testing.T) {
-	e := &MetricsExporter{}
 	snap := testSnapshot()
 	snap.State.Status = "exited"
 	snap.State.FinishedAt = snap.State.StartedAt.Add(time.Second)
 	snap.Stats = nil
-	rm := e.resourceMetrics(&snap, time.Now())
+	rm := encodeSnapshot(t, &snap, time.Now())
 	names := map[string]bool{}
 	for _, m := range rm.ScopeMetrics[0].Metrics {
 		names[m.Name] = true

@@ -260,30 +260,41 @@ func TestMetricsRunEndsCleanlyWhenBackendDown(t *testing.T) {
 	}
 }
 
-// The request is exactly the generated protobuf of each container's
-// ResourceMetrics, one after the other.
+// Any run of consecutive containers is a valid request holding exactly
+// their ResourceMetrics, however the round is cut.
 func TestMetricsRequestIsConcatenatedResourceMetrics(t *testing.T) {
 	store := storeOf(5)
-	e := &MetricsExporter{scope: nil}
 	now := time.Now()
+	var enc metricEncoder
+	var cm containerMetrics
 	want := &colmetricspb.ExportMetricsServiceRequest{}
 	for _, s := range store.Snapshot() {
-		e.enc.add(e.resourceMetrics(&s, now))
-		want.ResourceMetrics = append(want.ResourceMetrics, e.resourceMetrics(&s, now))
+		buildMetrics(&cm, &s, now)
+		enc.add(&s.Meta, marshalScope("1"), &cm)
+		want.ResourceMetrics = append(want.ResourceMetrics, encodeSnapshot(t, &s, now))
 	}
-	for _, limit := range []int{1, 1 << 30} {
+	for _, limit := range []int{1, 10 << 10, 1 << 30} {
 		var got colmetricspb.ExportMetricsServiceRequest
 		for first := 0; first < 5; {
-			req, n := e.enc.request(first, limit)
+			req, n := enc.request(first, limit)
 			var part colmetricspb.ExportMetricsServiceRequest
 			if err := proto.Unmarshal(req, &part); err != nil || len(part.ResourceMetrics) != n {
 				t.Fatalf("limit %d: request from %d: %d resources, %v; want %d", limit, first, len(part.ResourceMetrics), err, n)
 			}
+			if n > 1 && len(req) > limit {
+				t.Fatalf("limit %d: %d containers in %d bytes", limit, n, len(req))
+			}
 			got.ResourceMetrics = append(got.ResourceMetrics, part.ResourceMetrics...)
 			first += n
 		}
+		for _, rm := range got.ResourceMetrics {
+			rm.ScopeMetrics[0].Scope = nil // encodeSnapshot's scope has another version
+		}
+		for _, rm := range want.ResourceMetrics {
+			rm.ScopeMetrics[0].Scope = nil
+		}
 		if !proto.Equal(&got, want) {
-			t.Errorf("limit %d: requests differ from the generated message", limit)
+			t.Errorf("limit %d: requests differ from the containers' own messages", limit)
 		}
 	}
 }
@@ -292,14 +303,17 @@ func TestMetricsRequestIsConcatenatedResourceMetrics(t *testing.T) {
 // marshal); the request's size is reported as bytes/round.
 func BenchmarkMetricsRoundEncode1000(b *testing.B) {
 	store := storeOf(1000)
-	e := &MetricsExporter{}
+	var enc metricEncoder
+	var cm containerMetrics
+	scope := marshalScope("1")
 	b.ReportAllocs()
 	for b.Loop() {
 		now := time.Now()
-		e.enc.reset()
+		enc.reset()
 		for _, s := range store.Snapshot() {
-			e.enc.add(e.resourceMetrics(&s, now))
+			buildMetrics(&cm, &s, now)
+			enc.add(&s.Meta, scope, &cm)
 		}
 	}
-	b.ReportMetric(float64(len(e.enc.buf)), "bytes/round")
+	b.ReportMetric(float64(len(enc.buf)), "bytes/round")
 }
