@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -22,16 +23,28 @@ import (
 )
 
 // storeOf holds n running containers with a full stats sample and
-// realistic metadata.
+// realistic metadata: random-looking ids, and values that differ, so that
+// compressed sizes are not flattered.
 func storeOf(n int) *pipeline.Store {
 	store := pipeline.NewStore()
 	for i := range n {
 		s := testSnapshot()
-		s.Meta.ID = fmt.Sprintf("%064x", i)
+		s.Meta.ID = fmt.Sprintf("%x", sha256.Sum256([]byte{byte(i), byte(i >> 8)}))
 		s.Meta.Name = fmt.Sprintf("shop-svc-%04d-1", i)
 		s.Meta.ComposeService = fmt.Sprintf("svc-%04d", i)
+		s.Meta.ImageID = fmt.Sprintf("sha256:%x", sha256.Sum256([]byte{byte(i % 7)}))
+		st := *s.Stats
+		st.CPUUser += time.Duration(i) * 12345678
+		st.CPUSystem += time.Duration(i) * 2345678
+		st.CPUUsageCores = float64(i%97) / 100
+		st.MemoryUsage += uint64(i) * 40960
+		st.MemoryWorkingSet += uint64(i) * 36864
+		st.MemoryRSS += uint64(i) * 32768
+		st.Pids = uint64(1 + i%13)
+		st.Networks = []pipeline.NetworkStats{{Interface: "eth0", RxBytes: uint64(i) * 1234567, TxBytes: uint64(i) * 765432}}
+		st.Disks = []pipeline.DiskStats{{Device: "8:0", ReadBytes: uint64(i) * 4096, WriteBytes: uint64(i) * 8192}}
 		store.Upsert(s.Meta, s.State, s.Spec)
-		store.SetStats(s.Meta.ID, *s.Stats)
+		store.SetStats(s.Meta.ID, st)
 	}
 	return store
 }
