@@ -7,19 +7,19 @@ import (
 	"strings"
 )
 
-// LineReserveBytes is what one log record needs in an OTLP request beyond
+// lineReserveBytes is what one log record needs in an OTLP request beyond
 // its line: timestamps, attributes, its container's Resource and the
 // request's framing. A Resource with the identity attributes and a few
 // allow-listed labels encodes to well under 2 KiB; the rest is margin.
-const LineReserveBytes = 16 << 10
+const lineReserveBytes = 16 << 10
 
 // maxLineFitsBatch checks that the longest line, with its metadata, fits in
 // one request: logs.batch.max_bytes bounds a request's encoded size, and a
 // record that can never fit would be refused by the backend and dropped.
 func (v *validator) maxLineFitsBatch(l LogsConfig) {
-	if l.Batch.MaxBytes >= 1024 && l.MaxLineBytes > l.Batch.MaxBytes-LineReserveBytes {
+	if l.Batch.MaxBytes >= 1024 && l.MaxLineBytes > l.Batch.MaxBytes-lineReserveBytes {
 		v.add("logs.max_line_bytes", "must leave %d bytes of logs.batch.max_bytes (%d) for the record's metadata: at most %d, got %d",
-			LineReserveBytes, l.Batch.MaxBytes, max(l.Batch.MaxBytes-LineReserveBytes, 0), l.MaxLineBytes)
+			lineReserveBytes, l.Batch.MaxBytes, max(l.Batch.MaxBytes-lineReserveBytes, 0), l.MaxLineBytes)
 	}
 }
 

@@ -56,7 +56,7 @@ func TestValidateOTLPHeadersAndLineBytes(t *testing.T) {
 			`exporters.otlp.headers.grpc-timeout: header "grpc-timeout" is set by the transport itself`},
 		{"secret never echoed", func(c *Config) { c.Exporters.OTLP.Headers = map[string]string{"authorization": "Bearer s3cr3t\r"} },
 			`exporters.otlp.headers.authorization: value of header "authorization" has a byte that is not printable ASCII (0x0d) at byte 13 (a trailing newline read with ${file:...}?)`},
-		{"line fits", func(c *Config) { c.Logs.MaxLineBytes = 4<<20 - LineReserveBytes }, ""},
+		{"line fits", func(c *Config) { c.Logs.MaxLineBytes = 4<<20 - lineReserveBytes }, ""},
 		{"line too long for batch", func(c *Config) { c.Logs.Batch.MaxBytes = 1 << 20 },
 			"logs.max_line_bytes: must leave 16384 bytes of logs.batch.max_bytes (1048576) for the record's metadata: at most 1032192, got 1048576"},
 	} {
