@@ -156,6 +156,34 @@ func TestOTLPLimitsThousandContainersOverGRPC(t *testing.T) {
 				t.Errorf("container %s in %d rounds, want every round", id, n)
 			}
 		}
+		// What the collector decoded is what the conventions say, for any
+		// one of the containers.
+		found := false
+		for _, rm := range col.ResourceMetrics(t) {
+			if rm.Resource.Str("container.name") != "shop-svc-0777-1" {
+				continue
+			}
+			found = true
+			if rm.Resource.Str("docker.compose.service") != "svc-0777" || rm.Resource.Str("container.label.team") != "checkout" || rm.SchemaURL == "" {
+				t.Errorf("resource = %v (schema %q)", rm.Resource, rm.SchemaURL)
+			}
+			cpu, _ := rm.Metric("container.cpu.time")
+			user, ok := cpu.Point(map[string]string{"cpu.mode": "user"})
+			if cpu.Type != "sum" || !cpu.Monotonic || cpu.Temporality != "cumulative" || cpu.Unit != "s" || len(cpu.Points) != 2 ||
+				!ok || user.Value != 1 || !user.StartTime.Equal(started) || cpu.Scope != "github.com/dockscope/dockscope" {
+				t.Errorf("container.cpu.time = %+v", cpu)
+			}
+			mem, _ := rm.Metric("container.memory.usage")
+			state, _ := rm.Metric("container.state")
+			running, _ := state.Point(map[string]string{"container.state": "running"})
+			if mem.Type != "sum" || mem.Monotonic || len(mem.Points) != 1 || mem.Points[0].Value != 1<<20 || state.Type != "gauge" || running.Value != 1 {
+				t.Errorf("container.memory.usage = %+v, container.state = %+v", mem, state)
+			}
+			break
+		}
+		if !found {
+			t.Error("no metrics of shop-svc-0777-1")
+		}
 		st := tel.Stage(pipeline.StageOTLPMetrics)
 		if st.Dropped.Load() != 0 || tel.ExportFailures.Load() != 0 {
 			t.Errorf("%d containers' metrics dropped, %d export failures; want none", st.Dropped.Load(), tel.ExportFailures.Load())
