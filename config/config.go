@@ -114,7 +114,8 @@ type SwarmConfig struct {
 
 // LogBatchConfig shapes OTLP log requests: a batch is sent when it holds
 // MaxRecords records or MaxBytes bytes of bodies, or Timeout after its first
-// record.
+// record. MaxBytes also bounds one request's encoded size, Resources
+// included: a batch that encodes larger goes out as several requests.
 type LogBatchConfig struct {
 	MaxRecords int           `yaml:"max_records"`
 	MaxBytes   int           `yaml:"max_bytes"`
@@ -147,7 +148,9 @@ type PrometheusConfig struct {
 type OTLPConfig struct {
 	Endpoint string `yaml:"endpoint"`
 	// Protocol is grpc or http/protobuf.
-	Protocol string            `yaml:"protocol"`
+	Protocol string `yaml:"protocol"`
+	// Insecure means plaintext for an endpoint without a scheme; a URL's
+	// scheme (http, https) decides for itself.
 	Insecure bool              `yaml:"insecure"`
 	Headers  map[string]string `yaml:"headers"`
 	// Compression is gzip or none.

@@ -56,6 +56,11 @@ func TestBadConfigs(t *testing.T) {
 		"bad-state-dir.yml":               `testdata/bad-state-dir.yml:2: agent.state_dir: must not be empty`,
 		"bad-max-procs.yml":               `testdata/bad-max-procs.yml:3: agent.max_procs: must not be negative, got -2`,
 		"bad-header-type.yml":             `testdata/bad-header-type.yml:4: exporters.otlp.headers.x-tenant: expected a string, got a list`,
+		"bad-header-value.yml":            `testdata/bad-header-value.yml:6: exporters.otlp.headers.authorization: value of header "authorization" has a byte that is not printable ASCII (0x0a) at byte 10 (a trailing newline read with ${file:...}?)`,
+		"bad-header-name.yml":             `testdata/bad-header-name.yml:4: exporters.otlp.headers.x tenant: header name "x tenant" has a character other than letters, digits, '-', '_' and '.' at byte 1`,
+		"bad-header-reserved.yml":         `testdata/bad-header-reserved.yml:4: exporters.otlp.headers.Content-Type: header "Content-Type" is set by the transport itself`,
+		"bad-max-line-bytes.yml":          `testdata/bad-max-line-bytes.yml:2: logs.max_line_bytes: must leave 16384 bytes of logs.batch.max_bytes (4194304) for the record's metadata: at most 4177920, got 4194304`,
+		"bad-endpoint-userinfo.yml":       `testdata/bad-endpoint-userinfo.yml:3: exporters.otlp.endpoint: cannot parse "https://***@collector:port" as a URL: invalid port ":port" after host`,
 	}
 	unsetEnv(t, "DOCKSCOPE_TEST_UNSET")
 
@@ -141,7 +146,7 @@ func TestGoodFull(t *testing.T) {
 		},
 		Stats: StatsConfig{Interval: 15 * time.Second, Concurrency: 16, Source: "auto", CgroupRoot: "/host/sys/fs/cgroup", ProcRoot: "/host/proc"},
 		Logs: LogsConfig{Enabled: true, MaxLineBytes: 65536, BufferBytes: 8 << 20, Overflow: "drop",
-			Batch: LogBatchConfig{MaxRecords: 100, MaxBytes: 65536, Timeout: 200 * time.Millisecond}, Events: false},
+			Batch: LogBatchConfig{MaxRecords: 100, MaxBytes: 262144, Timeout: 200 * time.Millisecond}, Events: false},
 		Swarm: SwarmConfig{Services: true},
 		Web: WebConfig{
 			ListenAddress: "127.0.0.1:9900",

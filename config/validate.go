@@ -75,6 +75,7 @@ func (c *Config) problems() []*Error {
 		v.add("logs.batch.max_bytes", "must be at least 1024, got %d", l.Batch.MaxBytes)
 	}
 	v.positive("logs.batch.timeout", l.Batch.Timeout)
+	v.maxLineFitsBatch(l)
 
 	w := c.Web
 	v.listenAddress("web.listen_address", w.ListenAddress)
@@ -90,6 +91,7 @@ func (c *Config) problems() []*Error {
 	if o.Protocol != "" {
 		v.oneOf("exporters.otlp.protocol", o.Protocol, "grpc", "http/protobuf")
 	}
+	v.otlpHeaders("exporters.otlp.headers", o.Headers)
 	v.oneOf("exporters.otlp.compression", o.Compression, "gzip", "none")
 	v.positive("exporters.otlp.timeout", o.Timeout)
 	if o.Interval != 0 && o.Interval < time.Second {
@@ -199,11 +201,11 @@ func (v *validator) endpoint(key, ep string) {
 		u, err := url.Parse(ep)
 		switch {
 		case err != nil:
-			v.add(key, "cannot parse %q as a URL: %s", ep, urlErr(err))
+			v.add(key, "cannot parse %q as a URL: %s", RedactURL(ep), urlErr(err))
 		case u.Scheme != "http" && u.Scheme != "https":
 			v.add(key, "URL scheme must be http or https, got %q", u.Scheme)
 		case u.Host == "":
-			v.add(key, "URL %q has no host", ep)
+			v.add(key, "URL %q has no host", RedactURL(ep))
 		}
 		return
 	}
@@ -213,7 +215,7 @@ func (v *validator) endpoint(key, ep string) {
 			return
 		}
 	}
-	v.add(key, `must be a URL such as "https://collector:4318" or a host:port such as "collector:4317", got %q`, ep)
+	v.add(key, `must be a URL such as "https://collector:4318" or a host:port such as "collector:4317", got %q`, RedactURL(ep))
 }
 
 // addrErr drops the address that net.AddrError repeats, since the message

@@ -3,19 +3,10 @@
 package otlp
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net/url"
 	"os"
-	"path"
-	"strings"
-
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/dockscope/dockscope/config"
 )
@@ -26,113 +17,10 @@ const (
 	ProtocolHTTP = "http/protobuf"
 )
 
-// protocol resolves the transport: config first, then the standard
+// protocol resolves the metrics transport: config first, then the standard
 // variables, then the specification's default, http/protobuf.
 func protocol(cfg config.OTLPConfig, getenv func(string) string) string {
-	for _, p := range []string{cfg.Protocol, getenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL")} {
-		if p != "" {
-			return p
-		}
-	}
-	return ProtocolHTTP
-}
-
-// newMetricClient builds the otel-go OTLP metric exporter. We use it rather
-// than the raw OTLP protobufs because it brings TLS, headers, compression,
-// retry with backoff and every OTEL_EXPORTER_OTLP_* variable for free; we
-// only bypass its MeterProvider, feeding it metricdata built from our
-// snapshots, because a MeterProvider has one Resource and we need one per
-// container. Settings left empty in the config are taken from those
-// variables by the exporter itself.
-func newMetricClient(ctx context.Context, cfg config.OTLPConfig, getenv func(string) string) (sdkmetric.Exporter, string, error) {
-	proto := protocol(cfg, getenv)
-	tlsCfg, err := tlsConfig(cfg.TLS)
-	if err != nil {
-		return nil, "", err
-	}
-	retry := cfg.Retry
-	switch proto {
-	case ProtocolGRPC:
-		opts := []otlpmetricgrpc.Option{
-			otlpmetricgrpc.WithTimeout(cfg.Timeout),
-			otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{
-				Enabled: retry.Enabled, InitialInterval: retry.InitialInterval,
-				MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
-			}),
-		}
-		if ep := cfg.Endpoint; ep != "" {
-			if strings.Contains(ep, "://") {
-				opts = append(opts, otlpmetricgrpc.WithEndpointURL(ep))
-			} else {
-				opts = append(opts, otlpmetricgrpc.WithEndpoint(ep))
-			}
-		}
-		if cfg.Insecure {
-			opts = append(opts, otlpmetricgrpc.WithInsecure())
-		} else if tlsCfg != nil {
-			opts = append(opts, otlpmetricgrpc.WithTLSCredentials(credentials.NewTLS(tlsCfg)))
-		}
-		if len(cfg.Headers) > 0 {
-			opts = append(opts, otlpmetricgrpc.WithHeaders(cfg.Headers))
-		}
-		if cfg.Compression == "gzip" {
-			opts = append(opts, otlpmetricgrpc.WithCompressor("gzip"))
-		}
-		exp, err := otlpmetricgrpc.New(ctx, opts...)
-		if err != nil {
-			return nil, "", fmt.Errorf("creating OTLP/gRPC metric exporter: %w", err)
-		}
-		return exp, proto, nil
-
-	case ProtocolHTTP:
-		opts := []otlpmetrichttp.Option{
-			otlpmetrichttp.WithTimeout(cfg.Timeout),
-			otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{
-				Enabled: retry.Enabled, InitialInterval: retry.InitialInterval,
-				MaxInterval: retry.MaxInterval, MaxElapsedTime: retry.MaxElapsedTime,
-			}),
-		}
-		if ep := cfg.Endpoint; ep != "" {
-			u, err := httpMetricsURL(ep)
-			if err != nil {
-				return nil, "", err
-			}
-			opts = append(opts, otlpmetrichttp.WithEndpointURL(u))
-		}
-		if cfg.Insecure {
-			opts = append(opts, otlpmetrichttp.WithInsecure())
-		}
-		if tlsCfg != nil {
-			opts = append(opts, otlpmetrichttp.WithTLSClientConfig(tlsCfg))
-		}
-		if len(cfg.Headers) > 0 {
-			opts = append(opts, otlpmetrichttp.WithHeaders(cfg.Headers))
-		}
-		if cfg.Compression == "gzip" {
-			opts = append(opts, otlpmetrichttp.WithCompression(otlpmetrichttp.GzipCompression))
-		}
-		exp, err := otlpmetrichttp.New(ctx, opts...)
-		if err != nil {
-			return nil, "", fmt.Errorf("creating OTLP/HTTP metric exporter: %w", err)
-		}
-		return exp, proto, nil
-	}
-	return nil, "", fmt.Errorf("unknown OTLP protocol %q (want %s or %s)", proto, ProtocolGRPC, ProtocolHTTP)
-}
-
-// httpMetricsURL treats the configured endpoint like
-// OTEL_EXPORTER_OTLP_ENDPOINT: a base URL to which /v1/metrics is appended.
-// A bare host:port means https, as in the specification.
-func httpMetricsURL(endpoint string) (string, error) {
-	if !strings.Contains(endpoint, "://") {
-		endpoint = "https://" + endpoint
-	}
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return "", fmt.Errorf("parsing OTLP endpoint %q: %w", endpoint, err)
-	}
-	u.Path = path.Join("/", u.Path, "v1/metrics")
-	return u.String(), nil
+	return signalProtocol(cfg, getenv, signalMetrics)
 }
 
 // tlsConfig builds a client TLS configuration from the config file's

@@ -1,6 +1,7 @@
 package otlp
 
 import (
+	"math"
 	"unicode/utf8"
 
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -85,16 +86,20 @@ func newLogEncoder(scope *commonpb.InstrumentationScope) *logEncoder {
 	return &logEncoder{scope: b, byID: map[string]int32{}}
 }
 
-// encode returns the request for batch: one ResourceLogs per container, in
-// order of first appearance, each container's records in batch order. The
-// result is valid until the next call.
+// encode returns the request for the whole batch; see encodeUpTo.
 func (e *logEncoder) encode(batch []pipeline.LogRecord) []byte {
+	req, _ := e.encodeUpTo(batch, math.MaxInt)
+	return req
+}
+
+// encodeUpTo returns the request for the longest prefix of batch, n
+// records, that encodes to at most limit bytes (at least one record,
+// whatever its size): one ResourceLogs per container, in order of first
+// appearance, each container's records in batch order. The result is valid
+// until the next call.
+func (e *logEncoder) encodeUpTo(batch []pipeline.LogRecord, limit int) (req []byte, n int) {
 	e.resources = e.resources[:0]
-	e.group(batch)
-	total := 0
-	for i := range e.groups {
-		total += sizeField(e.resourceLogsSize(&e.groups[i]))
-	}
+	n, total := e.group(batch, limit)
 	b := e.buf[:0]
 	if cap(b) < total {
 		b = make([]byte, 0, total+total/8)
@@ -121,30 +126,55 @@ func (e *logEncoder) encode(batch []pipeline.LogRecord) []byte {
 	clear(e.groups)
 	clear(e.byID)
 	e.groups = e.groups[:0]
-	return b
+	return b, n
 }
 
 func (e *logEncoder) resourceLogsSize(g *logGroup) int {
 	return sizeField(len(g.resource)) + sizeField(sizeField(len(e.scope))+g.records) + sizeField(len(semconv.SchemaURL))
 }
 
-// group links each record to the next one of its container and sizes it.
-func (e *logEncoder) group(batch []pipeline.LogRecord) {
+// group links each record of the longest prefix of batch that encodes to
+// at most limit bytes (at least one record) to the next one of its
+// container, and sizes it. It returns the prefix's length and the
+// request's size, kept exact record by record: a container's first record
+// brings its Resource, the scope and the schema URL along.
+func (e *logEncoder) group(batch []pipeline.LogRecord, limit int) (n, total int) {
 	e.next = grow(e.next, len(batch))
 	e.sizes = grow(e.sizes, len(batch))
 	cur, curID := int32(-1), ""
 	for i := range batch {
 		r := &batch[i]
+		created := false
 		if cur < 0 || r.ContainerID != curID {
 			g, ok := e.byID[r.ContainerID]
 			if !ok {
 				g = int32(len(e.groups))
-				e.byID[r.ContainerID] = g
 				e.groups = append(e.groups, logGroup{resource: e.resource(r), first: -1, last: -1})
+				created = true
 			}
 			cur, curID = g, r.ContainerID
 		}
 		g := &e.groups[cur]
+		was := 0
+		if !created {
+			was = sizeField(e.resourceLogsSize(g))
+		}
+		size := recordSize(r)
+		g.records += sizeField(size)
+		grown := total - was + sizeField(e.resourceLogsSize(g))
+		if i > 0 && grown > limit {
+			if created {
+				e.resources = e.resources[:len(e.resources)-len(g.resource)]
+				e.groups = e.groups[:len(e.groups)-1]
+			} else {
+				g.records -= sizeField(size)
+			}
+			return i, total
+		}
+		if created {
+			e.byID[r.ContainerID] = cur
+		}
+		total = grown
 		if g.last >= 0 {
 			e.next[g.last] = int32(i)
 		} else {
@@ -152,10 +182,9 @@ func (e *logEncoder) group(batch []pipeline.LogRecord) {
 		}
 		g.last = int32(i)
 		e.next[i] = -1
-		n := recordSize(r)
-		e.sizes[i] = n
-		g.records += sizeField(n)
+		e.sizes[i] = size
 	}
+	return len(batch), total
 }
 
 func (e *logEncoder) resource(r *pipeline.LogRecord) []byte {

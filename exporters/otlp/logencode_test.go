@@ -188,3 +188,29 @@ func benchBatch(n int) []pipeline.LogRecord {
 	}
 	return out
 }
+
+// A request never exceeds the limit (unless one record alone does), holds
+// the longest prefix that fits, and is exactly that prefix's request.
+func TestLogEncoderPrefixFitsLimit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	enc := newLogEncoder(testScope)
+	for iter := range 300 {
+		batch := randomBatch(rng, 1+rng.IntN(60))
+		limit := 1 + rng.IntN(len(enc.encode(batch))+100)
+		req, n := enc.encodeUpTo(batch, limit)
+		if n < 1 || n > len(batch) {
+			t.Fatalf("iteration %d: %d records of %d", iter, n, len(batch))
+		}
+		if len(req) > limit && n > 1 {
+			t.Fatalf("iteration %d: %d records in %d bytes, limit %d", iter, n, len(req), limit)
+		}
+		if got, want := decodeRequest(t, req), referenceRequest(batch[:n]); !proto.Equal(got, want) {
+			t.Fatalf("iteration %d: the request is not that of the first %d records", iter, n)
+		}
+		if n < len(batch) {
+			if more := enc.encode(batch[:n+1]); len(more) <= limit {
+				t.Fatalf("iteration %d: %d records fit in %d bytes (limit %d), but only %d were taken", iter, n+1, len(more), limit, n)
+			}
+		}
+	}
+}

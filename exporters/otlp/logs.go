@@ -2,13 +2,10 @@ package otlp
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 
@@ -47,9 +44,16 @@ type LogOptions struct {
 
 // LogExporter drains the log queue into OTLP requests.
 type LogExporter struct {
-	opts   LogOptions
-	sender logSender
-	enc    *logEncoder
+	opts    LogOptions
+	sender  sender
+	deliver *deliverer
+	enc     *logEncoder
+	// maxRequest bounds one request's encoded size: logs.batch.max_bytes,
+	// lowered when the backend refuses a request for its size.
+	maxRequest int
+
+	// Repeated problems are logged once per logInterval.
+	rejectedLogs, refusedLogs, tooLargeLogs, splitLogs, ackLogs *throttle
 }
 
 // NewLogExporter resolves the endpoint; it does not connect yet.
@@ -61,18 +65,33 @@ func NewLogExporter(opts LogOptions) (*LogExporter, error) {
 	if err != nil {
 		return nil, err
 	}
-	sender, err := newLogSender(target)
+	sender, err := newSender(target)
 	if err != nil {
 		return nil, err
+	}
+	maxRequest := opts.Batch.MaxBytes
+	if maxRequest <= 0 {
+		maxRequest = defaultMaxRequestBytes
 	}
 	return &LogExporter{
 		opts:   opts,
 		sender: sender,
-		enc:    newLogEncoder(&commonpb.InstrumentationScope{Name: "github.com/dockscope/dockscope", Version: opts.Version}),
+		// Log batches never give up (max_elapsed_time is for metrics): the
+		// lines wait in Docker's files and the checkpoints stay put.
+		deliver:      newDeliverer(sender, opts.Config.Retry, 0, opts.Telemetry, opts.Logger, "log"),
+		enc:          newLogEncoder(&commonpb.InstrumentationScope{Name: "github.com/dockscope/dockscope", Version: opts.Version}),
+		maxRequest:   maxRequest,
+		rejectedLogs: newThrottle(logInterval), refusedLogs: newThrottle(logInterval), tooLargeLogs: newThrottle(logInterval),
+		splitLogs: newThrottle(logInterval), ackLogs: newThrottle(logInterval),
 	}, nil
 }
 
-// Target describes where logs go, for the start-up log line.
+// defaultMaxRequestBytes is gRPC's default receive limit, which the OTel
+// Collector's OTLP receiver keeps.
+const defaultMaxRequestBytes = 4 << 20
+
+// Target describes where logs go, for the start-up log line. It never
+// shows the endpoint's userinfo.
 func (e *LogExporter) Target() string { return e.sender.describe() }
 
 // Run exports batches until ctx is cancelled. It then keeps draining what
@@ -85,96 +104,118 @@ func (e *LogExporter) Run(ctx context.Context, drainTimeout time.Duration) error
 	// One batch array for the whole run; cleared after each batch so that
 	// it does not keep the bodies alive.
 	var batch []pipeline.LogRecord
-	// undelivered: batch was cut short by the shutdown. It goes first when
-	// draining: acknowledging later records before it would move the
+	// pending: the part of batch the shutdown cut short. It goes first
+	// when draining: acknowledging later records before it would move the
 	// checkpoints past lines that were never delivered.
-	undelivered := false
-	for ctx.Err() == nil && !undelivered {
+	var pending []pipeline.LogRecord
+	for ctx.Err() == nil && len(pending) == 0 {
 		batch = e.opts.Queue.PopBatch(ctx, batch, e.opts.Batch.MaxRecords, int64(e.opts.Batch.MaxBytes), e.opts.Batch.Timeout)
-		if len(batch) > 0 {
-			if undelivered = !e.export(ctx, batch); !undelivered {
-				clear(batch)
-			}
-		}
+		n := e.send(ctx, batch)
+		pending = batch[n:]
+		clear(batch[:n])
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	e.opts.Queue.Close()
 	for drainCtx.Err() == nil {
-		if !undelivered {
+		if len(pending) == 0 {
 			batch = e.opts.Queue.PopBatch(drainCtx, batch, e.opts.Batch.MaxRecords, int64(e.opts.Batch.MaxBytes), 0)
 			if len(batch) == 0 {
 				return nil
 			}
+			pending = batch
 		}
-		if undelivered = !e.export(drainCtx, batch); undelivered {
+		n := e.send(drainCtx, pending)
+		clear(pending[:n])
+		if pending = pending[n:]; len(pending) > 0 {
 			break
 		}
-		clear(batch)
 	}
-	n := e.opts.Queue.Len()
-	if undelivered {
-		n += len(batch)
-	}
-	if n > 0 {
+	if n := e.opts.Queue.Len() + len(pending); n > 0 {
 		e.opts.Logger.Warn("OTLP log backend did not take every record before shutdown; they will be read again from Docker on the next start",
 			"records", n)
 	}
 	return nil
 }
 
-// export sends one batch, retrying with backoff until it is delivered or
-// ctx ends: records are never dropped because the backend is down, which is
-// what makes the queue fill and the readers stop. It reports whether the
-// batch was delivered (or permanently refused).
+// export sends a whole batch; see send. It reports whether every record
+// was delivered or dropped (and acknowledged).
 func (e *LogExporter) export(ctx context.Context, batch []pipeline.LogRecord) bool {
-	counters := e.opts.Telemetry.Stage(pipeline.StageLogs)
-	req := e.enc.encode(batch)
-	retry := e.opts.Config.Retry
-	wait := retry.InitialInterval
-	failing := false
-	for {
-		rejected, err := e.sender.send(ctx, req)
-		if err == nil {
-			if failing {
-				e.opts.Logger.Info("OTLP log export recovered", "target", e.sender.describe())
-			}
-			if rejected > 0 {
-				counters.Dropped.Add(uint64(rejected))
-				e.opts.Logger.Warn("OTLP backend rejected log records", "rejected", rejected)
-			}
-			counters.Out.Add(uint64(int64(len(batch)) - rejected))
-			e.countShipped(batch)
-			e.ack(batch)
-			return true
+	return e.send(ctx, batch) == len(batch)
+}
+
+// send exports batch, retrying with backoff until it is delivered or ctx
+// ends: records are never dropped because the backend is down, which is
+// what makes the queue fill and the readers stop. A batch that encodes to
+// more than maxRequest bytes, Resources included, goes out as several
+// requests, each acknowledged, in queue order, when it is delivered. It
+// returns how many leading records of batch were acknowledged.
+func (e *LogExporter) send(ctx context.Context, batch []pipeline.LogRecord) int {
+	sent := 0
+	for sent < len(batch) {
+		req, n := e.enc.encodeUpTo(batch[sent:], e.maxRequest)
+		switch e.sendChunk(ctx, batch[sent:sent+n], req) {
+		case interrupted:
+			return sent
+		case tooLarge:
+			// maxRequest is now smaller than req: the next encodeUpTo
+			// takes fewer records.
+		default:
+			sent += n
 		}
-		e.opts.Telemetry.ExportFailures.Add(1)
-		var re *retryableError
-		if !errors.As(err, &re) || !retry.Enabled {
-			// A refusal that retrying cannot fix (bad request, auth): the
-			// batch is dropped, counted and acknowledged so that the
-			// readers do not stall on it forever.
-			counters.Dropped.Add(uint64(len(batch)))
-			e.opts.Logger.Error("OTLP log export failed permanently; batch dropped", "records", len(batch), "err", err)
-			e.ack(batch)
-			return true
-		}
-		if !failing {
-			e.opts.Logger.Warn("OTLP log export failing; retrying with backoff, readers will pause when the buffer is full",
-				"target", e.sender.describe(), "err", err)
-			failing = true
-		}
-		delay := time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))
-		if re.after > 0 {
-			delay = re.after
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
-		wait = min(wait*2, retry.MaxInterval)
 	}
+	return sent
+}
+
+// sendChunk sends one request of records and acknowledges them once they
+// are delivered or dropped. It returns interrupted when ctx ended first and
+// tooLarge when the request must be split (maxRequest was lowered).
+func (e *LogExporter) sendChunk(ctx context.Context, chunk []pipeline.LogRecord, req []byte) outcome {
+	counters := e.opts.Telemetry.Stage(pipeline.StageLogs)
+	res, ps, err := e.deliver.deliver(ctx, req)
+	switch res {
+	case interrupted:
+		return interrupted
+	case delivered:
+		rejected := min(max(ps.rejected, 0), int64(len(chunk)))
+		if rejected > 0 {
+			counters.Dropped.Add(uint64(rejected))
+			e.rejectedLogs.do(func(suppressed int) {
+				e.opts.Logger.Warn("OTLP backend rejected log records (partial success); they are dropped",
+					"rejected", rejected, "message", ps.message, "earlier_rejections_not_logged", suppressed)
+			})
+		}
+		counters.Out.Add(uint64(int64(len(chunk)) - rejected))
+		e.countShipped(chunk)
+	case refused:
+		// Malformed in the backend's eyes (400, INVALID_ARGUMENT), or
+		// failed with retry turned off: sending it again cannot help. It
+		// is dropped, counted and acknowledged, so that the readers do not
+		// stall on it for ever.
+		counters.Dropped.Add(uint64(len(chunk)))
+		e.refusedLogs.do(func(suppressed int) {
+			e.opts.Logger.Error("OTLP log export failed for good; records dropped", "records", len(chunk),
+				"err", err, "earlier_failures_not_logged", suppressed)
+		})
+	case tooLarge:
+		if len(chunk) > 1 {
+			// The backend takes less than we thought: this request is
+			// split, and later ones are bounded by half of what it refused.
+			e.maxRequest = len(req) / 2
+			e.splitLogs.do(func(suppressed int) {
+				e.opts.Logger.Warn("OTLP backend refused a log request for its size; splitting it and sending smaller requests from now on",
+					"request_bytes", len(req), "max_request_bytes", e.maxRequest, "err", err, "earlier_splits_not_logged", suppressed)
+			})
+			return tooLarge
+		}
+		counters.Dropped.Add(1)
+		e.tooLargeLogs.do(func(suppressed int) {
+			e.opts.Logger.Error("OTLP backend refused a single log record for its size; record dropped",
+				"request_bytes", len(req), "container_id", chunk[0].ContainerID, "err", err, "earlier_drops_not_logged", suppressed)
+		})
+	}
+	e.ack(chunk)
+	return delivered
 }
 
 // countShipped updates the per-container counters once per run of a
@@ -218,30 +259,21 @@ func (e *LogExporter) countShipped(batch []pipeline.LogRecord) {
 
 func (e *LogExporter) ack(batch []pipeline.LogRecord) {
 	if err := e.opts.Acker.Ack(batch); err != nil {
-		e.opts.Logger.Error("saving log checkpoints failed; lines may be shipped again after a restart", "err", err)
+		// A full or read-only disk fails every batch's save: once per
+		// interval is enough to say so.
+		e.ackLogs.do(func(suppressed int) {
+			e.opts.Logger.Error("saving log checkpoints failed; lines may be shipped again after a restart",
+				"err", err, "earlier_failures_not_logged", suppressed)
+		})
 	}
 }
 
-// logResource converts the container's Resource (the same one the metrics
-// use) to its protobuf form.
+// logResource is the Resource of a record's container (the same one the
+// metrics use).
 func logResource(r *pipeline.LogRecord) *resourcepb.Resource {
 	meta := r.Container
 	if meta == nil {
 		meta = &pipeline.ContainerMeta{ID: r.ContainerID}
 	}
-	res := containerResource(meta)
-	out := &resourcepb.Resource{}
-	for _, kv := range res.Attributes() {
-		// containerResource holds strings and one string slice (image tags).
-		v := &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: kv.Value.Emit()}}
-		if kv.Value.Type() == attribute.STRINGSLICE {
-			arr := &commonpb.ArrayValue{}
-			for _, s := range kv.Value.AsStringSlice() {
-				arr.Values = append(arr.Values, &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}})
-			}
-			v.Value = &commonpb.AnyValue_ArrayValue{ArrayValue: arr}
-		}
-		out.Attributes = append(out.Attributes, &commonpb.KeyValue{Key: string(kv.Key), Value: v})
-	}
-	return out
+	return containerResource(meta)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -191,6 +192,9 @@ func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for in, want := range map[string]time.Duration{
 		"": 0, "7": 7 * time.Second, "Thu, 01 Jan 2026 00:00:30 GMT": 30 * time.Second, "soon": 0,
+		// Never a wrap-around to a negative or short delay.
+		"-5": 0, "9223372037": math.MaxInt64, "99999999999999999999": math.MaxInt64, "-99999999999999999999": 0,
+		"Fri, 31 Dec 9999 23:59:59 GMT": math.MaxInt64, "Wed, 31 Dec 2025 00:00:00 GMT": 0,
 	} {
 		if got := parseRetryAfter(in, now); got != want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
@@ -232,14 +236,14 @@ func TestGRPCLogSenderSendsEncodedRequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := newLogSender(target)
+		s, err := newSender(target)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rejected, err := s.send(context.Background(), newLogEncoder(testScope).encode(batch))
 		s.close()
-		if err != nil || rejected != 1 {
-			t.Fatalf("%s: rejected %d, %v; want the server's partial success read", comp, rejected, err)
+		if err != nil || rejected.rejected != 1 {
+			t.Fatalf("%s: rejected %d, %v; want the server's partial success read", comp, rejected.rejected, err)
 		}
 	}
 	backend.mu.Lock()

@@ -2,27 +2,27 @@ package otlp
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"sync"
+	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/instrumentation"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"go.opentelemetry.io/otel/sdk/resource"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/containerconv"
 
 	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
-// exportConcurrency bounds the export requests in flight: each container is
-// one request, because the exporter takes one Resource per call.
-const exportConcurrency = 4
+// Metrics are encoded here as OTLP protobufs, like logs, rather than
+// through the otel-go SDK exporter: that exporter takes one Resource per
+// call, so every container was a request of its own — 1,000 containers,
+// 1,000 requests a round, four at a time, and a round cut at its interval
+// always dropped the same (alphabetically last) containers. Here a round is
+// one request holding every container's ResourceMetrics, split only by
+// encoded size; at 1,000 containers that is one request of ~3 MB
+// (TestMetricsRoundOf1000ContainersFigures prints the figures). They are
+// written straight to the wire format (metricencode.go), as log records
+// are: BenchmarkMetricsRoundEncode1000.
 
 // MetricsOptions configure the OTLP metrics exporter.
 type MetricsOptions struct {
@@ -34,38 +34,75 @@ type MetricsOptions struct {
 	Version   string
 	// Getenv reads OTEL_* variables; os.Getenv when nil.
 	Getenv func(string) string
+	// MaxRequestBytes bounds one request's encoded size; 0 means 4 MiB,
+	// gRPC's default receive limit (the OTel Collector's).
+	MaxRequestBytes int
 }
 
 // MetricsExporter pushes every container's latest snapshot on an interval.
 type MetricsExporter struct {
 	opts     MetricsOptions
-	client   sdkmetric.Exporter
+	client   metricsClient
+	deliver  *deliverer
 	protocol string
-	scope    instrumentation.Scope
+	scope    []byte // InstrumentationScope message
+	enc      metricEncoder
+	cm       containerMetrics // one container's metrics, reused
+	// maxRequest bounds one request: MaxRequestBytes, lowered when the
+	// backend refuses a request for its size.
+	maxRequest int
+	// resume is the first container a round could not send: the next
+	// round starts there, so that a round cut short never leaves out the
+	// same containers twice in a row.
+	resume     containerKey
+	failedLogs *throttle
 }
 
+// metricsClient owns the connection to the metrics backend.
+type metricsClient struct{ sender }
+
+// Shutdown closes the client's connections. It never waits for the
+// backend, so it cannot fail on a backend that is down.
+func (c metricsClient) Shutdown(context.Context) error { return c.close() }
+
 // NewMetricsExporter creates the exporter; it does not connect yet.
-func NewMetricsExporter(ctx context.Context, opts MetricsOptions) (*MetricsExporter, error) {
+func NewMetricsExporter(_ context.Context, opts MetricsOptions) (*MetricsExporter, error) {
 	if opts.Getenv == nil {
 		opts.Getenv = os.Getenv
 	}
-	client, proto, err := newMetricClient(ctx, opts.Config, opts.Getenv)
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = defaultMaxRequestBytes
+	}
+	t, err := resolveTarget(opts.Config, opts.Getenv, signalMetrics)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSender(t)
 	if err != nil {
 		return nil, err
 	}
 	return &MetricsExporter{
-		opts:     opts,
-		client:   client,
-		protocol: proto,
-		scope:    instrumentation.Scope{Name: "github.com/dockscope/dockscope", Version: opts.Version, SchemaURL: semconv.SchemaURL},
+		opts:       opts,
+		client:     metricsClient{s},
+		deliver:    newDeliverer(s, opts.Config.Retry, opts.Config.Retry.MaxElapsedTime, opts.Telemetry, opts.Logger, "metric"),
+		protocol:   t.protocol,
+		scope:      marshalScope(opts.Version),
+		maxRequest: opts.MaxRequestBytes,
+		failedLogs: newThrottle(logInterval),
 	}, nil
 }
 
 // Protocol is the transport in use.
 func (e *MetricsExporter) Protocol() string { return e.protocol }
 
+// Target describes where metrics go, without the endpoint's userinfo.
+func (e *MetricsExporter) Target() string { return e.client.describe() }
+
 // Run exports every interval until ctx is cancelled, then flushes one last
-// round (bounded by the configured timeout) and shuts the client down.
+// round and closes the connection. The last round has a context of its
+// own, bounded by the configured timeout — ctx is over by then — and
+// neither it nor the close can fail Run: a reload or a stop while the
+// backend is down is not an error of the agent.
 func (e *MetricsExporter) Run(ctx context.Context) error {
 	tick := time.NewTicker(e.opts.Interval)
 	defer tick.Stop()
@@ -74,10 +111,9 @@ func (e *MetricsExporter) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.Background(), e.opts.Config.Timeout)
 			e.exportRound(final)
-			err := e.client.Shutdown(final)
 			cancel()
-			if err != nil {
-				return fmt.Errorf("shutting down OTLP metric exporter: %w", err)
+			if err := e.client.Shutdown(context.Background()); err != nil {
+				e.opts.Logger.Warn("closing the OTLP metrics connection", "err", err)
 			}
 			return nil
 		case <-tick.C:
@@ -90,196 +126,167 @@ func (e *MetricsExporter) Run(ctx context.Context) error {
 	}
 }
 
-// exportRound sends one request per container.
+// containerKey orders containers as Store.Snapshot does.
+type containerKey struct{ name, id string }
+
+func (k containerKey) compare(o containerKey) int {
+	if c := strings.Compare(k.name, o.name); c != 0 {
+		return c
+	}
+	return strings.Compare(k.id, o.id)
+}
+
+// exportRound sends every container's metrics in as few requests as their
+// encoded size allows, starting where the previous round stopped.
 func (e *MetricsExporter) exportRound(ctx context.Context) {
 	counters := e.opts.Telemetry.Stage(pipeline.StageOTLPMetrics)
-	now := time.Now()
-	sem := make(chan struct{}, exportConcurrency)
-	var wg sync.WaitGroup
-	var failedOnce sync.Once
-	for _, snap := range e.opts.Store.Snapshot() {
-		rm := e.resourceMetrics(&snap, now)
-		counters.In.Add(1)
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			counters.Dropped.Add(1)
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := e.client.Export(ctx, rm); err != nil {
-				counters.Dropped.Add(1)
-				e.opts.Telemetry.ExportFailures.Add(1)
-				// Once per round, not once per container.
-				failedOnce.Do(func() {
-					e.opts.Logger.Warn("OTLP metric export failed", "protocol", e.protocol, "err", err)
-				})
-				return
+	snaps := e.opts.Store.Snapshot()
+	if len(snaps) == 0 {
+		return
+	}
+	first := 0
+	if e.resume != (containerKey{}) {
+		for i := range snaps {
+			if (containerKey{snaps[i].Meta.Name, snaps[i].Meta.ID}).compare(e.resume) >= 0 {
+				first = i
+				break
 			}
-			counters.Out.Add(1)
-		})
-	}
-	wg.Wait()
-}
-
-// containerResource builds the per-container Resource of the semantic
-// conventions; logs use the same one.
-func containerResource(m *pipeline.ContainerMeta) *resource.Resource {
-	attrs := []attribute.KeyValue{
-		semconv.ContainerID(m.ID),
-		semconv.ContainerName(m.Name),
-		semconv.ContainerImageName(m.ImageName),
-		semconv.ContainerRuntimeNameKey.String("docker"),
-		semconv.HostName(m.Hostname),
-	}
-	if m.ImageTag != "" {
-		attrs = append(attrs, semconv.ContainerImageTags(m.ImageTag))
-	}
-	if m.ImageID != "" {
-		attrs = append(attrs, semconv.ContainerImageID(m.ImageID))
-	}
-	optional := []struct {
-		key, value string
-	}{
-		{"docker.compose.project", m.ComposeProject},
-		{"docker.compose.service", m.ComposeService},
-		{"docker.swarm.stack.namespace", m.SwarmStack},
-		{"docker.swarm.service.name", m.SwarmService},
-		{"docker.swarm.task.name", m.SwarmTask},
-		{"docker.swarm.node.id", m.SwarmNodeID},
-		{string(semconv.K8SPodNameKey), m.K8sPod},
-		{string(semconv.K8SNamespaceNameKey), m.K8sNamespace},
-		{string(semconv.K8SContainerNameKey), m.K8sContainer},
-	}
-	for _, o := range optional {
-		if o.value != "" {
-			attrs = append(attrs, attribute.String(o.key, o.value))
 		}
 	}
-	for k, v := range m.Labels {
-		attrs = append(attrs, semconv.ContainerLabel(k, v))
+	order := make([]*pipeline.Snapshot, 0, len(snaps))
+	for i := range snaps {
+		order = append(order, &snaps[(first+i)%len(snaps)])
 	}
-	return resource.NewWithAttributes(semconv.SchemaURL, attrs...)
+	now := time.Now()
+	e.enc.reset()
+	for _, s := range order {
+		buildMetrics(&e.cm, s, now)
+		e.enc.add(&s.Meta, e.scope, &e.cm)
+	}
+	counters.In.Add(uint64(len(order)))
+	defer e.enc.release()
+	e.resume = containerKey{}
+	for sent := 0; sent < len(order); {
+		req, n := e.enc.request(sent, e.maxRequest)
+		res, ps, err := e.deliver.deliver(ctx, req)
+		switch res {
+		case delivered:
+			counters.Out.Add(uint64(n))
+			if ps.rejected > 0 {
+				e.failedLogs.do(func(suppressed int) {
+					e.opts.Logger.Warn("OTLP backend rejected metric data points (partial success)", "rejected", ps.rejected,
+						"message", ps.message, "earlier_failures_not_logged", suppressed)
+				})
+			}
+			sent += n
+		case tooLarge:
+			if n > 1 {
+				e.maxRequest = len(req) / 2
+				continue
+			}
+			fallthrough
+		case refused:
+			counters.Dropped.Add(uint64(n))
+			e.failedLogs.do(func(suppressed int) {
+				e.opts.Logger.Warn("OTLP metric export refused; those containers' metrics are dropped this round",
+					"containers", n, "request_bytes", len(req), "err", err, "earlier_failures_not_logged", suppressed)
+			})
+			sent += n
+		case interrupted:
+			counters.Dropped.Add(uint64(len(order) - sent))
+			next := order[sent].Meta
+			e.resume = containerKey{next.Name, next.ID}
+			e.failedLogs.do(func(suppressed int) {
+				e.opts.Logger.Warn("OTLP metric export round cut short; the next round starts with the containers left out",
+					"target", e.client.describe(), "sent", sent, "left_out", len(order)-sent, "err", err, "earlier_failures_not_logged", suppressed)
+			})
+			return
+		}
+	}
 }
 
-// resourceMetrics turns one snapshot into the semantic-convention metrics.
-func (e *MetricsExporter) resourceMetrics(s *pipeline.Snapshot, now time.Time) *metricdata.ResourceMetrics {
-	b := metricBuilder{now: now, start: s.State.StartedAt}
+// buildMetrics fills cm with one snapshot's semantic-convention metrics.
+func buildMetrics(cm *containerMetrics, s *pipeline.Snapshot, now time.Time) {
+	cm.reset(unixNano(s.State.StartedAt), unixNano(now))
 	st, spec := &s.State, &s.Spec
 
 	running := st.Status == "running"
 	if running && !st.StartedAt.IsZero() {
-		b.gauge(containerconv.Uptime{}.Name(), containerconv.Uptime{}.Description(), "s", now.Sub(st.StartedAt).Seconds())
+		cm.gauge(containerconv.Uptime{}.Name(), containerconv.Uptime{}.Description(), "s", now.Sub(st.StartedAt).Seconds())
 	}
-	b.sum("container.restarts", "Times the Engine restarted the container.", "{restart}", true, float64(st.RestartCount))
+	cm.sum("container.restarts", "Times the Engine restarted the container.", "{restart}", true, float64(st.RestartCount))
 	if !st.FinishedAt.IsZero() {
-		b.gauge("container.last_exit_code", "Exit code of the container's last run.", "1", float64(st.ExitCode))
+		cm.gauge("container.last_exit_code", "Exit code of the container's last run.", "1", float64(st.ExitCode))
 	}
-	var stateDPs []metricdata.DataPoint[float64]
+	cm.metric("container.state", "1 for the container's current state.", "1", kindGauge)
 	for _, state := range []string{"created", "running", "paused", "restarting", "removing", "exited", "dead"} {
-		stateDPs = append(stateDPs, b.point(boolf(st.Status == state), attribute.String("container.state", state)))
+		cm.point(boolf(st.Status == state), attrKV{"container.state", state})
 	}
-	b.add(metricdata.Metrics{Name: "container.state", Description: "1 for the container's current state.", Unit: "1",
-		Data: metricdata.Gauge[float64]{DataPoints: stateDPs}})
 	health := st.Health
 	if health == "" {
 		health = "none"
 	}
-	var healthDPs []metricdata.DataPoint[float64]
+	cm.metric("container.health.status", "1 for the container's current health status.", "1", kindGauge)
 	for _, h := range []string{"healthy", "unhealthy", "starting", "none"} {
-		healthDPs = append(healthDPs, b.point(boolf(health == h), attribute.String("container.health.status", h)))
+		cm.point(boolf(health == h), attrKV{"container.health.status", h})
 	}
-	b.add(metricdata.Metrics{Name: "container.health.status", Description: "1 for the container's current health status.", Unit: "1",
-		Data: metricdata.Gauge[float64]{DataPoints: healthDPs}})
-	b.sum("container.memory.oom_kills", "Out-of-memory kills seen for the container.", "{kill}", true, float64(s.OOMKills))
+	cm.sum("container.memory.oom_kills", "Out-of-memory kills seen for the container.", "{kill}", true, float64(s.OOMKills))
 	if spec.MemoryLimit > 0 {
-		b.sum("container.memory.limit", "Memory limit of the container.", "By", false, float64(spec.MemoryLimit))
+		cm.sum("container.memory.limit", "Memory limit of the container.", "By", false, float64(spec.MemoryLimit))
 	}
 
 	if x := s.Stats; x != nil {
 		cpuTime := containerconv.CPUTime{}
-		b.add(metricdata.Metrics{Name: cpuTime.Name(), Description: cpuTime.Description(), Unit: cpuTime.Unit(),
-			Data: metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true, DataPoints: []metricdata.DataPoint[float64]{
-				b.point(x.CPUUser.Seconds(), attribute.String("cpu.mode", "user")),
-				b.point(x.CPUSystem.Seconds(), attribute.String("cpu.mode", "system")),
-			}}})
+		cm.metric(cpuTime.Name(), cpuTime.Description(), cpuTime.Unit(), kindMonotonicSum)
+		cm.point(x.CPUUser.Seconds(), attrKV{"cpu.mode", "user"})
+		cm.point(x.CPUSystem.Seconds(), attrKV{"cpu.mode", "system"})
 		if x.HasCPUUsage {
 			u := containerconv.CPUUsage{}
 			// Cores, never a percentage in unit "1" (a docker_stats bug).
-			b.gauge(u.Name(), u.Description(), u.Unit(), x.CPUUsageCores)
+			cm.gauge(u.Name(), u.Description(), u.Unit(), x.CPUUsageCores)
 		}
 		if x.CPUPeriods > 0 {
-			b.sum("container.cpu.throttled_time", "Time the container was throttled by its CPU quota.", "s", true, x.CPUThrottledTime.Seconds())
-			b.sum("container.cpu.throttled_periods", "CFS periods in which the container was throttled.", "{period}", true, float64(x.CPUThrottledPeriods))
+			cm.sum("container.cpu.throttled_time", "Time the container was throttled by its CPU quota.", "s", true, x.CPUThrottledTime.Seconds())
+			cm.sum("container.cpu.throttled_periods", "CFS periods in which the container was throttled.", "{period}", true, float64(x.CPUThrottledPeriods))
 		}
 		// The conventions list container.memory.usage as a Counter, but
 		// memory usage goes down as well as up: a monotonic sum would read
 		// as a counter reset to every backend. It is exported as a
 		// non-monotonic sum, like the other memory metrics.
-		b.sum(containerconv.MemoryUsage{}.Name(), containerconv.MemoryUsage{}.Description(), "By", false, float64(x.MemoryUsage))
-		b.sum(containerconv.MemoryWorkingSet{}.Name(), containerconv.MemoryWorkingSet{}.Description(), "By", false, float64(x.MemoryWorkingSet))
-		b.sum(containerconv.MemoryRss{}.Name(), containerconv.MemoryRss{}.Description(), "By", false, float64(x.MemoryRSS))
+		cm.sum(containerconv.MemoryUsage{}.Name(), containerconv.MemoryUsage{}.Description(), "By", false, float64(x.MemoryUsage))
+		cm.sum(containerconv.MemoryWorkingSet{}.Name(), containerconv.MemoryWorkingSet{}.Description(), "By", false, float64(x.MemoryWorkingSet))
+		cm.sum(containerconv.MemoryRss{}.Name(), containerconv.MemoryRss{}.Description(), "By", false, float64(x.MemoryRSS))
 		if spec.MemoryLimit > 0 {
 			avail := max(float64(spec.MemoryLimit)-float64(x.MemoryWorkingSet), 0)
-			b.sum(containerconv.MemoryAvailable{}.Name(), containerconv.MemoryAvailable{}.Description(), "By", false, avail)
+			cm.sum(containerconv.MemoryAvailable{}.Name(), containerconv.MemoryAvailable{}.Description(), "By", false, avail)
 		}
-		b.sum("container.pids", "Processes (pids) in the container.", "{process}", false, float64(x.Pids))
+		cm.sum("container.pids", "Processes (pids) in the container.", "{process}", false, float64(x.Pids))
 
-		var netDPs []metricdata.DataPoint[float64]
-		for _, n := range x.Networks {
-			iface := attribute.String("network.interface.name", n.Interface)
-			netDPs = append(netDPs,
-				b.point(float64(n.RxBytes), iface, attribute.String("network.io.direction", "receive")),
-				b.point(float64(n.TxBytes), iface, attribute.String("network.io.direction", "transmit")))
-		}
-		if len(netDPs) > 0 {
+		if len(x.Networks) > 0 {
 			nio := containerconv.NetworkIO{}
-			b.add(metricdata.Metrics{Name: nio.Name(), Description: nio.Description(), Unit: nio.Unit(),
-				Data: metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true, DataPoints: netDPs}})
+			cm.metric(nio.Name(), nio.Description(), nio.Unit(), kindMonotonicSum)
+			for _, n := range x.Networks {
+				cm.point(float64(n.RxBytes), attrKV{"network.interface.name", n.Interface}, attrKV{"network.io.direction", "receive"})
+				cm.point(float64(n.TxBytes), attrKV{"network.interface.name", n.Interface}, attrKV{"network.io.direction", "transmit"})
+			}
 		}
-		var diskDPs []metricdata.DataPoint[float64]
-		for _, d := range x.Disks {
-			dev := attribute.String("system.device", d.Device)
-			diskDPs = append(diskDPs,
-				b.point(float64(d.ReadBytes), dev, attribute.String("disk.io.direction", "read")),
-				b.point(float64(d.WriteBytes), dev, attribute.String("disk.io.direction", "write")))
-		}
-		if len(diskDPs) > 0 {
+		if len(x.Disks) > 0 {
 			dio := containerconv.DiskIO{}
-			b.add(metricdata.Metrics{Name: dio.Name(), Description: dio.Description(), Unit: dio.Unit(),
-				Data: metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: true, DataPoints: diskDPs}})
+			cm.metric(dio.Name(), dio.Description(), dio.Unit(), kindMonotonicSum)
+			for _, d := range x.Disks {
+				cm.point(float64(d.ReadBytes), attrKV{"disk.io.direction", "read"}, attrKV{"system.device", d.Device})
+				cm.point(float64(d.WriteBytes), attrKV{"disk.io.direction", "write"}, attrKV{"system.device", d.Device})
+			}
 		}
 	}
+}
 
-	return &metricdata.ResourceMetrics{
-		Resource:     containerResource(&s.Meta),
-		ScopeMetrics: []metricdata.ScopeMetrics{{Scope: e.scope, Metrics: b.metrics}},
+// unixNano is 0 for the zero time, as OTLP wants for an unknown start.
+func unixNano(t time.Time) uint64 {
+	if t.IsZero() || t.UnixNano() < 0 {
+		return 0
 	}
-}
-
-// metricBuilder accumulates one container's metrics. Cumulative sums start
-// at the container's start time: that is when its counters were zero.
-type metricBuilder struct {
-	now, start time.Time
-	metrics    []metricdata.Metrics
-}
-
-func (b *metricBuilder) add(m metricdata.Metrics) { b.metrics = append(b.metrics, m) }
-
-func (b *metricBuilder) point(v float64, attrs ...attribute.KeyValue) metricdata.DataPoint[float64] {
-	return metricdata.DataPoint[float64]{Attributes: attribute.NewSet(attrs...), StartTime: b.start, Time: b.now, Value: v}
-}
-
-func (b *metricBuilder) gauge(name, desc, unit string, v float64) {
-	b.add(metricdata.Metrics{Name: name, Description: desc, Unit: unit,
-		Data: metricdata.Gauge[float64]{DataPoints: []metricdata.DataPoint[float64]{b.point(v)}}})
-}
-
-func (b *metricBuilder) sum(name, desc, unit string, monotonic bool, v float64) {
-	b.add(metricdata.Metrics{Name: name, Description: desc, Unit: unit,
-		Data: metricdata.Sum[float64]{Temporality: metricdata.CumulativeTemporality, IsMonotonic: monotonic,
-			DataPoints: []metricdata.DataPoint[float64]{b.point(v)}}})
+	return uint64(t.UnixNano())
 }
 
 func boolf(b bool) float64 {

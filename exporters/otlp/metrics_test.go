@@ -1,15 +1,47 @@
 package otlp
 
 import (
+	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
+
+// encodeSnapshot encodes one container's metrics as a round does and
+// decodes them with the protobuf library, which must find the same bytes
+// it would have written.
+func encodeSnapshot(t *testing.T, snap *pipeline.Snapshot, now time.Time) *metricspb.ResourceMetrics {
+	t.Helper()
+	var cm containerMetrics
+	var enc metricEncoder
+	buildMetrics(&cm, snap, now)
+	enc.add(&snap.Meta, marshalScope("1.2.3"), &cm)
+	var req colmetricspb.ExportMetricsServiceRequest
+	if err := proto.Unmarshal(enc.buf, &req); err != nil || len(req.ResourceMetrics) != 1 {
+		t.Fatalf("the encoded request does not parse: %v (%d resources)", err, len(req.ResourceMetrics))
+	}
+	if again, _ := (proto.MarshalOptions{Deterministic: true}).Marshal(&req); !bytes.Equal(again, enc.buf) {
+		t.Fatalf("the encoded request (%d bytes) differs from the protobuf library's (%d bytes)", len(enc.buf), len(again))
+	}
+	return req.ResourceMetrics[0]
+}
+
+// attrValue is the value of key among a data point's attributes.
+func attrValue(dp *metricspb.NumberDataPoint, key string) string {
+	for _, kv := range dp.Attributes {
+		if kv.Key == key {
+			return kv.Value.GetStringValue()
+		}
+	}
+	return ""
+}
 
 func testSnapshot() pipeline.Snapshot {
 	start := time.Date(2026, 11, 22, 18, 0, 0, 0, time.UTC)
@@ -31,14 +63,16 @@ func testSnapshot() pipeline.Snapshot {
 }
 
 func TestResourceMetrics(t *testing.T) {
-	e := &MetricsExporter{}
 	snap := testSnapshot()
 	now := snap.State.StartedAt.Add(90 * time.Second)
-	rm := e.resourceMetrics(&snap, now)
+	rm := encodeSnapshot(t, &snap, now)
 
 	attrs := map[string]string{}
-	for _, kv := range rm.Resource.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+	for _, kv := range rm.Resource.Attributes {
+		attrs[kv.Key] = kv.Value.GetStringValue()
+		if a := kv.Value.GetArrayValue(); a != nil {
+			attrs[kv.Key] = fmt.Sprintf("%q", []string{a.Values[0].GetStringValue()})
+		}
 	}
 	for k, want := range map[string]string{
 		"container.id": "abc", "container.name": "web", "container.image.name": "nginx",
@@ -54,7 +88,7 @@ func TestResourceMetrics(t *testing.T) {
 		t.Error("empty identity attributes must be left out")
 	}
 
-	byName := map[string]metricdata.Metrics{}
+	byName := map[string]*metricspb.Metric{}
 	for _, m := range rm.ScopeMetrics[0].Metrics {
 		if _, dup := byName[m.Name]; dup {
 			t.Errorf("metric %s emitted twice", m.Name)
@@ -74,29 +108,32 @@ func TestResourceMetrics(t *testing.T) {
 	if u := byName["container.cpu.usage"]; u.Unit != "{cpu}" {
 		t.Errorf("container.cpu.usage unit = %q, want cores ({cpu})", u.Unit)
 	}
-	cpu := byName["container.cpu.time"].Data.(metricdata.Sum[float64])
-	if !cpu.IsMonotonic || cpu.Temporality != metricdata.CumulativeTemporality || len(cpu.DataPoints) != 2 {
+	cpu := byName["container.cpu.time"].GetSum()
+	if !cpu.IsMonotonic || cpu.AggregationTemporality != metricspb.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE || len(cpu.DataPoints) != 2 {
 		t.Fatalf("container.cpu.time = %+v", cpu)
 	}
 	for _, dp := range cpu.DataPoints {
-		mode, _ := dp.Attributes.Value(attribute.Key("cpu.mode"))
-		want := map[string]float64{"user": 1, "system": 2}[mode.AsString()]
-		if dp.Value != want || !dp.StartTime.Equal(snap.State.StartedAt) {
-			t.Errorf("cpu.time{%s} = %v from %v, want %v from the container start", mode.AsString(), dp.Value, dp.StartTime, want)
+		mode := attrValue(dp, "cpu.mode")
+		want := map[string]float64{"user": 1, "system": 2}[mode]
+		if dp.GetAsDouble() != want || dp.StartTimeUnixNano != uint64(snap.State.StartedAt.UnixNano()) {
+			t.Errorf("cpu.time{%s} = %v from %v, want %v from the container start", mode, dp.GetAsDouble(), dp.StartTimeUnixNano, want)
 		}
 	}
-	avail := byName["container.memory.available"].Data.(metricdata.Sum[float64]).DataPoints[0].Value
+	if mem := byName["container.memory.usage"].GetSum(); mem == nil || mem.IsMonotonic {
+		t.Errorf("container.memory.usage = %v, want a non-monotonic sum", mem)
+	}
+	avail := byName["container.memory.available"].GetSum().DataPoints[0].GetAsDouble()
 	if avail != 400 {
 		t.Errorf("memory.available = %v, want limit 1000 - working set 600", avail)
 	}
-	uptime := byName["container.uptime"].Data.(metricdata.Gauge[float64]).DataPoints[0].Value
+	uptime := byName["container.uptime"].GetGauge().DataPoints[0].GetAsDouble()
 	if uptime != 90 {
 		t.Errorf("uptime = %v, want 90", uptime)
 	}
 	var healthy float64 = -1
-	for _, dp := range byName["container.health.status"].Data.(metricdata.Gauge[float64]).DataPoints {
-		if v, _ := dp.Attributes.Value("container.health.status"); v.AsString() == "healthy" {
-			healthy = dp.Value
+	for _, dp := range byName["container.health.status"].GetGauge().DataPoints {
+		if attrValue(dp, "container.health.status") == "healthy" {
+			healthy = dp.GetAsDouble()
 		}
 	}
 	if healthy != 1 {
@@ -105,12 +142,11 @@ func TestResourceMetrics(t *testing.T) {
 }
 
 func TestResourceMetricsStoppedContainer(t *testing.T) {
-	e := &MetricsExporter{}
 	snap := testSnapshot()
 	snap.State.Status = "exited"
 	snap.State.FinishedAt = snap.State.StartedAt.Add(time.Second)
 	snap.Stats = nil
-	rm := e.resourceMetrics(&snap, time.Now())
+	rm := encodeSnapshot(t, &snap, time.Now())
 	names := map[string]bool{}
 	for _, m := range rm.ScopeMetrics[0].Metrics {
 		names[m.Name] = true
@@ -129,9 +165,10 @@ func TestHTTPMetricsURL(t *testing.T) {
 		"https://otel.example/base/": "https://otel.example/base/v1/metrics",
 		"collector:4318":             "https://collector:4318/v1/metrics",
 	} {
-		got, err := httpMetricsURL(in)
-		if err != nil || got != want {
-			t.Errorf("httpMetricsURL(%q) = %q, %v; want %q", in, got, err, want)
+		cfg := config.OTLPConfig{Endpoint: in, Protocol: ProtocolHTTP}
+		got, err := resolveTarget(cfg, func(string) string { return "" }, signalMetrics)
+		if err != nil || got.endpoint != want {
+			t.Errorf("metrics endpoint of %q = %q, %v; want %q", in, got.endpoint, err, want)
 		}
 	}
 }
