@@ -471,3 +471,30 @@ func TestLogQueueFairShareBounds(t *testing.T) {
 		t.Fatalf("drained queue keeps %d shares, %d bytes", len(q.shares), q.bytes)
 	}
 }
+
+// As BenchmarkLogQueueBatches, with the reads of 64 containers
+// interleaved, as on a busy host: one share lookup per read.
+func BenchmarkLogQueueBatchesManyContainers(b *testing.B) {
+	q := NewLogQueue(64<<20, Block, new(StageCounters))
+	ctx := context.Background()
+	reads := make([][]LogRecord, 64)
+	for c := range reads {
+		reads[c] = make([]LogRecord, 200)
+		id := fmt.Sprintf("%064x", c) // a tailer's records share its ID string
+		for i := range reads[c] {
+			reads[c][i] = rec(i, "a line of seventy bytes or so, as the log benchmark writes them")
+			reads[c][i].ContainerID = id
+		}
+	}
+	var out []LogRecord
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%200 == 0 {
+			q.PushBatch(ctx, reads[i/200%len(reads)], nil)
+			if q.Len() >= 8192 {
+				out = q.PopBatch(ctx, out, 8192, 4<<20, 0)
+				clear(out)
+			}
+		}
+	}
+}
