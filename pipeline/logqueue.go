@@ -75,7 +75,11 @@ func RecordSize(r *LogRecord) int64 { return int64(len(r.Body)) + recordOverhead
 
 // LogQueue is the byte-bounded FIFO between the log readers and the log
 // exporter. It is the only buffer on the log path: when the exporter is slow
-// or its backend down, it fills, and then readers block (or drop).
+// or its backend down, it fills, and then readers block (or drop) — first
+// those holding more than their share, so that one noisy container cannot
+// starve the others. Order is FIFO across containers: a line waits behind
+// at most the bound's worth of records, so its delay is bounded by the
+// bound over the backend's rate, not by the noisy container's output.
 type LogQueue struct {
 	limit    int64
 	overflow Overflow
@@ -109,9 +113,10 @@ type LogQueue struct {
 	waiting bool
 }
 
-// NewLogQueue returns a queue holding at most limit bytes of records.
-// counters receive In for every record accepted and Dropped for every
-// record discarded by the Drop policy.
+// NewLogQueue returns a queue holding at most limit bytes of records, of
+// which lines may use all but EventReserve(limit). counters receive In for
+// every record accepted and Dropped for every record discarded by the Drop
+// policy.
 func NewLogQueue(limit int64, overflow Overflow, counters *StageCounters) *LogQueue {
 	return &LogQueue{
 		limit:     limit,
