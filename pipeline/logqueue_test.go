@@ -498,3 +498,32 @@ func BenchmarkLogQueueBatchesManyContainers(b *testing.B) {
 		}
 	}
 }
+
+// TestLogQueueCloseWakesBlockedReaders: readers waiting for room (for the
+// bound or for their share) return when the queue closes.
+func TestLogQueueCloseWakesBlockedReaders(t *testing.T) {
+	one := rec(0, "")
+	q := NewLogQueue(linesBound(2, one), Block, new(StageCounters))
+	ctx := context.Background()
+	q.Push(ctx, one)
+	q.Push(ctx, one)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := q.PushBatch(ctx, []LogRecord{one}, nil)
+			errs <- err
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	q.Close()
+	for range 3 {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Error("a reader blocked on a full queue got in after Close")
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("Close left a reader waiting")
+		}
+	}
+}
