@@ -226,6 +226,7 @@ func TestCheckpointerFailedWriteKeepsOldFile(t *testing.T) {
 	c.Ack([]LogRecord{logLine(0, Stdout, "a")})
 	before, _ := os.ReadFile(filepath.Join(dir, stateFileName))
 	c.writeFile = func(string, []byte) error { return errors.New("disk full") }
+	c.appendFile = c.writeFile
 	if err := c.Ack([]LogRecord{logLine(1, Stdout, "b")}); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("Ack with a failing write: %v", err)
 	}
@@ -233,7 +234,7 @@ func TestCheckpointerFailedWriteKeepsOldFile(t *testing.T) {
 	if string(before) != string(after) {
 		t.Fatal("a failed save changed the file")
 	}
-	c.writeFile = writeFileAtomic
+	c.writeFile, c.appendFile = writeFileAtomic, appendFileSync
 	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -388,6 +389,7 @@ func BenchmarkCheckpointerAck(b *testing.B) {
 		b.Fatal(err)
 	}
 	c.writeFile = func(string, []byte) error { return nil }
+	c.appendFile = c.writeFile
 	batch := make([]LogRecord, 8192)
 	for i := range batch {
 		batch[i] = logLine(0, Stdout, "a line")

@@ -32,22 +32,61 @@ const blockRecords = 512
 const maxFreeBlocks = 20
 
 // block is one link of the queue's FIFO: records[head:tail] are queued.
+// shares[i] is the share records[i] counts against (nil for an event).
 type block struct {
 	records    [blockRecords]LogRecord
+	shares     [blockRecords]*share
 	head, tail int
 	next       *block
 }
+
+// Fair shares. One container logging faster than the backend drains would
+// otherwise keep the queue full, and every other container's lines would
+// wait behind it (block) or be dropped (drop) as often as its own. So a
+// container's lines are admitted only while the bytes it holds stay under
+// shareFactor times the room left for lines (the dynamic threshold of
+// shared switch buffers, Choudhury and Hahne): a lone container fills up to
+// shareFactor/(shareFactor+1) of the line bound, n equally noisy ones
+// share shareFactor·n/(shareFactor·n+1) of it equally, and the rest is
+// always free for a container that has little or nothing queued. No count
+// of active containers, no clock: only the bytes each one holds.
+const (
+	shareFactor = 8
+	// shareFloor is what any container may hold whatever the threshold,
+	// so that a quiet container's burst is not cut while others are
+	// many; the queue's own bound still applies.
+	shareFloor = 64 << 10
+	// eventReserveDiv: lifecycle events (records with Event set) may use
+	// the whole bound, lines only all but 1/eventReserveDiv of it, so that
+	// a queue kept full by log readers still takes events, which the
+	// event handler can never wait for (Offer).
+	eventReserveDiv = 16
+)
+
+// share is the bytes of one container's lines in the queue.
+type share struct{ bytes int64 }
+
+// EventReserve is the part of a queue bound of limit bytes that only
+// lifecycle events may use.
+func EventReserve(limit int64) int64 { return limit / eventReserveDiv }
 
 // RecordSize is what a record counts against the queue's byte bound.
 func RecordSize(r *LogRecord) int64 { return int64(len(r.Body)) + recordOverhead }
 
 // LogQueue is the byte-bounded FIFO between the log readers and the log
 // exporter. It is the only buffer on the log path: when the exporter is slow
-// or its backend down, it fills, and then readers block (or drop).
+// or its backend down, it fills, and then readers block (or drop) — first
+// those holding more than their share, so that one noisy container cannot
+// starve the others. Order is FIFO across containers: a line waits behind
+// at most the bound's worth of records, so its delay is bounded by the
+// bound over the backend's rate, not by the noisy container's output.
 type LogQueue struct {
 	limit    int64
 	overflow Overflow
 	counters *StageCounters
+
+	// lineLimit is limit less the events' reserve: lines never use it.
+	lineLimit int64
 
 	mu          sync.Mutex
 	first, last *block // FIFO of blocks, oldest first
@@ -56,6 +95,10 @@ type LogQueue struct {
 	count       int
 	bytes       int64
 	closed      bool
+	// shares holds the containers with lines queued; a share leaves when
+	// its last line does, so the map is bounded by the queue's records.
+	shares     map[string]*share
+	freeShares []*share // kept for reuse, so a quiet container allocates none
 	// While PopBatch lingers it needs waking only when a batch is ready:
 	// a wake-up per record would cost the exporter a goroutine switch per
 	// line. Zero wakes it on every record.
@@ -63,19 +106,26 @@ type LogQueue struct {
 	wakeBytes   int64
 
 	notEmpty chan struct{} // signalled when records arrive
-	notFull  chan struct{} // signalled when records leave
+	// room is closed, and replaced, when records leave while a reader
+	// waits: every waiter looks again, since which of them may go on
+	// depends on its own share, not only on the room left.
+	room    chan struct{}
+	waiting bool
 }
 
-// NewLogQueue returns a queue holding at most limit bytes of records.
-// counters receive In for every record accepted and Dropped for every
-// record discarded by the Drop policy.
+// NewLogQueue returns a queue holding at most limit bytes of records, of
+// which lines may use all but EventReserve(limit). counters receive In for
+// every record accepted and Dropped for every record discarded by the Drop
+// policy.
 func NewLogQueue(limit int64, overflow Overflow, counters *StageCounters) *LogQueue {
 	return &LogQueue{
-		limit:    limit,
-		overflow: overflow,
-		counters: counters,
-		notEmpty: make(chan struct{}, 1),
-		notFull:  make(chan struct{}, 1),
+		limit:     limit,
+		lineLimit: limit - EventReserve(limit),
+		overflow:  overflow,
+		counters:  counters,
+		shares:    map[string]*share{},
+		notEmpty:  make(chan struct{}, 1),
+		room:      make(chan struct{}),
 	}
 }
 
@@ -91,32 +141,22 @@ func signal(c chan struct{}) {
 // cannot wedge the reader. It reports whether the record was queued; false
 // with a nil error means it was dropped.
 func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
-	for {
-		queued, err := q.tryAppend(&r)
-		if queued || err != nil {
-			return queued, err
-		}
-		if q.overflow == Drop {
-			q.counters.Dropped.Add(1)
-			return false, nil
-		}
-		select {
-		case <-q.notFull:
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
+	dropped := false
+	n, err := q.PushBatch(ctx, unsafe.Slice(&r, 1), func(int) { dropped = true })
+	return n == 1 && !dropped, err
 }
 
 // PushBatch appends records in order, as Push would one by one, but taking
-// the lock once for as many as fit. onDrop, if not nil, is told the index
-// of each record the Drop policy discarded. It returns how many records
-// were handled (queued or dropped), all of them unless ctx ended or the
-// queue closed while it waited for room.
+// the lock once for as many as fit. A line waits (Block) or is dropped
+// (Drop) when the queue is full or its container holds more than its fair
+// share (see shareFactor); events are held to the whole bound only. onDrop,
+// if not nil, is told the index of each record the Drop policy discarded.
+// It returns how many records were handled (queued or dropped), all of them
+// unless ctx ended or the queue closed while it waited for room.
 func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(i int)) (int, error) {
 	i := 0
 	for i < len(recs) {
-		n, err := q.tryAppendBatch(recs[i:])
+		n, room, err := q.tryAppendBatch(recs[i:], q.overflow == Block)
 		i += n
 		if err != nil {
 			return i, err
@@ -124,7 +164,7 @@ func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(
 		if i == len(recs) {
 			break
 		}
-		// recs[i] does not fit now.
+		// recs[i] may not go in now.
 		if q.overflow == Drop {
 			q.counters.Dropped.Add(1)
 			if onDrop != nil {
@@ -134,7 +174,7 @@ func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(
 			continue
 		}
 		select {
-		case <-q.notFull:
+		case <-room:
 		case <-ctx.Done():
 			return i, ctx.Err()
 		}
@@ -145,51 +185,103 @@ func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(
 // Offer appends a record only if there is room now, whatever the overflow
 // policy, and reports whether it did. It is for callers that must never
 // wait for the exporter, such as the Docker event handler (dockerd drops
-// an event subscriber that falls behind); they count what is refused.
+// an event subscriber that falls behind); they count what is refused. A
+// record with Event set may use the events' reserve (EventReserve), which
+// lines never fill.
 func (q *LogQueue) Offer(r LogRecord) bool {
-	queued, _ := q.tryAppend(&r)
-	return queued
+	n, _, _ := q.tryAppendBatch(unsafe.Slice(&r, 1), false)
+	return n == 1
 }
 
-// tryAppend queues r if it fits (or the queue is empty, so that a record
-// larger than the whole bound cannot wedge a reader).
-func (q *LogQueue) tryAppend(r *LogRecord) (bool, error) {
-	n, err := q.tryAppendBatch(unsafe.Slice(r, 1))
-	return n == 1, err
+// admit reports whether a record of size bytes may be queued now; sh is
+// its container's share, nil for an event. q.mu is held.
+func (q *LogQueue) admit(sh *share, size int64) bool {
+	if q.bytes == 0 {
+		return true // a record larger than the whole bound cannot wedge a reader
+	}
+	if sh == nil {
+		return q.bytes+size <= q.limit
+	}
+	if q.bytes+size > q.lineLimit {
+		return false
+	}
+	held := sh.bytes + size
+	return held <= shareFloor || held <= shareFactor*(q.lineLimit-q.bytes)
 }
 
-// tryAppendBatch queues the longest prefix of recs that fits and reports
-// its length.
-func (q *LogQueue) tryAppendBatch(recs []LogRecord) (int, error) {
+// tryAppendBatch queues the longest prefix of recs that may go in now and
+// reports its length. When it stops short and wait is set, room is the
+// channel closed when records next leave.
+func (q *LogQueue) tryAppendBatch(recs []LogRecord, wait bool) (n int, room <-chan struct{}, err error) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return 0, context.Canceled
+		return 0, nil, context.Canceled
 	}
-	n := 0
+	// A tailer's batch is one container's lines: look its share up once
+	// (the ID strings are then the same, and compare by pointer).
+	var sh *share
+	id := ""
 	for n < len(recs) {
-		size := RecordSize(&recs[n])
-		if q.bytes+size > q.limit && q.bytes != 0 {
+		r := &recs[n]
+		var s *share
+		if r.Event == nil {
+			if sh == nil || r.ContainerID != id {
+				id, sh = r.ContainerID, q.shareOf(r.ContainerID)
+			}
+			s = sh
+		}
+		size := RecordSize(r)
+		if !q.admit(s, size) {
 			break
 		}
-		q.append(recs[n])
+		q.append(r, s)
 		q.bytes += size
+		if s != nil {
+			s.bytes += size
+		}
 		n++
 	}
-	room := q.bytes < q.limit
+	if sh != nil && sh.bytes == 0 {
+		q.dropShare(id, sh) // looked up for a line that did not go in
+	}
+	if n < len(recs) && wait {
+		room, q.waiting = q.room, true
+	}
 	wake := n > 0 && (q.count >= q.wakeRecords || q.bytes >= q.wakeBytes)
 	q.mu.Unlock()
 	q.counters.In.Add(uint64(n))
 	if wake {
 		signal(q.notEmpty)
 	}
-	if room && n > 0 {
-		// notFull wakes one waiter; pass the wake-up on to the next
-		// blocked reader while there is room.
-		signal(q.notFull)
-	}
-	return n, nil
+	return n, room, nil
 }
+
+// shareOf returns a container's share, creating it; q.mu is held.
+func (q *LogQueue) shareOf(id string) *share {
+	if sh, ok := q.shares[id]; ok {
+		return sh
+	}
+	var sh *share
+	if n := len(q.freeShares); n > 0 {
+		sh, q.freeShares = q.freeShares[n-1], q.freeShares[:n-1]
+	} else {
+		sh = new(share)
+	}
+	q.shares[id] = sh
+	return sh
+}
+
+// dropShare forgets a share whose last line left; q.mu is held.
+func (q *LogQueue) dropShare(id string, sh *share) {
+	delete(q.shares, id)
+	if len(q.freeShares) < maxFreeShares {
+		q.freeShares = append(q.freeShares, sh)
+	}
+}
+
+// maxFreeShares bounds the emptied shares kept for reuse.
+const maxFreeShares = 256
 
 // Bytes is what the queue holds now.
 func (q *LogQueue) Bytes() int64 {
@@ -206,7 +298,7 @@ func (q *LogQueue) Len() int {
 }
 
 // append adds a record at the tail; q.mu is held.
-func (q *LogQueue) append(r LogRecord) {
+func (q *LogQueue) append(r *LogRecord, sh *share) {
 	if q.last == nil || q.last.tail == blockRecords {
 		b := q.free
 		if b != nil {
@@ -222,7 +314,8 @@ func (q *LogQueue) append(r LogRecord) {
 		}
 		q.last = b
 	}
-	q.last.records[q.last.tail] = r
+	q.last.records[q.last.tail] = *r
+	q.last.shares[q.last.tail] = sh
 	q.last.tail++
 	q.count++
 }
@@ -231,10 +324,13 @@ func (q *LogQueue) append(r LogRecord) {
 // left and then returns nothing.
 func (q *LogQueue) Close() {
 	q.mu.Lock()
-	q.closed = true
+	if !q.closed {
+		q.closed = true
+		close(q.room)
+		q.waiting = false
+	}
 	q.mu.Unlock()
 	signal(q.notEmpty)
-	signal(q.notFull)
 }
 
 // PopBatch waits for at least one record, then up to linger for the batch to
@@ -319,6 +415,12 @@ func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRe
 			out = make([]LogRecord, 0, min(maxRecords, q.count))
 		}
 		out = append(out, b.records[b.head])
+		if sh := b.shares[b.head]; sh != nil {
+			if sh.bytes -= s; sh.bytes == 0 {
+				q.dropShare(b.records[b.head].ContainerID, sh)
+			}
+			b.shares[b.head] = nil
+		}
 		b.records[b.head] = LogRecord{}
 		b.head++
 		size += s
@@ -326,8 +428,11 @@ func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRe
 	q.count -= len(out)
 	q.bytes -= size
 	remaining := q.count
+	if q.waiting && len(out) > 0 {
+		close(q.room)
+		q.room, q.waiting = make(chan struct{}), false
+	}
 	q.mu.Unlock()
-	signal(q.notFull)
 	if remaining > 0 {
 		signal(q.notEmpty)
 	}

@@ -4,12 +4,24 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 func rec(i int, body string) LogRecord {
 	return LogRecord{ContainerID: "c", Body: []byte(fmt.Sprintf("%d %s", i, body))}
+}
+
+// linesBound is the smallest queue bound whose lines' part (the bound less
+// the events' reserve) holds n records the size of r.
+func linesBound(n int, r LogRecord) int64 {
+	want := int64(n) * RecordSize(&r)
+	limit := want
+	for limit-EventReserve(limit) < want {
+		limit++
+	}
+	return limit
 }
 
 func TestLogQueueFIFOAndBatchBounds(t *testing.T) {
@@ -74,7 +86,7 @@ func TestLogQueueLingerWaitsForMore(t *testing.T) {
 func TestLogQueueBlocksWhenFullAndResumes(t *testing.T) {
 	var c StageCounters
 	r := rec(0, "0123456789")
-	q := NewLogQueue(3*RecordSize(&r), Block, &c)
+	q := NewLogQueue(linesBound(3, r), Block, &c)
 	ctx := context.Background()
 	for i := range 3 {
 		q.Push(ctx, rec(i, "0123456789"))
@@ -111,7 +123,7 @@ func TestLogQueueBlocksWhenFullAndResumes(t *testing.T) {
 func TestLogQueueDropPolicyCounts(t *testing.T) {
 	var c StageCounters
 	r := rec(0, "x")
-	q := NewLogQueue(2*RecordSize(&r), Drop, &c)
+	q := NewLogQueue(linesBound(2, r), Drop, &c)
 	ctx := context.Background()
 	results := []bool{}
 	for i := range 5 {
@@ -129,7 +141,7 @@ func TestLogQueueDropPolicyCounts(t *testing.T) {
 func TestLogQueueOfferNeverWaits(t *testing.T) {
 	var c StageCounters
 	r := rec(0, "x")
-	q := NewLogQueue(2*RecordSize(&r), Block, &c) // Block: Push would wait
+	q := NewLogQueue(linesBound(2, r), Block, &c) // Block: Push would wait
 	if !q.Offer(rec(0, "x")) || !q.Offer(rec(1, "x")) {
 		t.Fatal("Offer refused a record with room for it")
 	}
@@ -205,7 +217,7 @@ func TestLogQueueOrderAcrossBlocks(t *testing.T) {
 
 func TestLogQueuePushBatchBlocksAndKeepsOrder(t *testing.T) {
 	one := rec(0, "")
-	q := NewLogQueue(10*RecordSize(&one), Block, new(StageCounters))
+	q := NewLogQueue(linesBound(10, one), Block, new(StageCounters))
 	batch := make([]LogRecord, 35)
 	for i := range batch {
 		batch[i] = rec(i, "")
@@ -246,7 +258,7 @@ func TestLogQueuePushBatchBlocksAndKeepsOrder(t *testing.T) {
 func TestLogQueuePushBatchDropsWhatDoesNotFit(t *testing.T) {
 	small, big := rec(0, ""), LogRecord{Body: make([]byte, 100)}
 	counters := new(StageCounters)
-	q := NewLogQueue(3*RecordSize(&small), Drop, counters)
+	q := NewLogQueue(linesBound(3, small), Drop, counters)
 	batch := []LogRecord{small, small, big, small, small}
 	var dropped []int
 	n, err := q.PushBatch(context.Background(), batch, func(i int) { dropped = append(dropped, i) })
@@ -290,6 +302,228 @@ func BenchmarkLogQueueBatches(b *testing.B) {
 				out = q.PopBatch(ctx, out, 8192, 4<<20, 0)
 				clear(out)
 			}
+		}
+	}
+}
+
+// TestLogQueueNoisyContainerDoesNotStarveOthers: one container logging
+// as fast as it can into a backend slower than the input, nine quiet
+// containers at 50 lines/s each and a lifecycle event every 50 ms. In
+// both overflow modes every quiet container keeps its pace, its lines get
+// through within 5 s, and no event is refused; the noisy one pays alone.
+func TestLogQueueNoisyContainerDoesNotStarveOthers(t *testing.T) {
+	for _, mode := range []Overflow{Block, Drop} {
+		name := map[Overflow]string{Block: "block", Drop: "drop"}[mode]
+		t.Run(name, func(t *testing.T) {
+			counters := new(StageCounters)
+			q := NewLogQueue(1<<20, mode, counters)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			body := make([]byte, 200)
+			var noisyDropped atomic.Int64
+			wg.Go(func() {
+				batch := make([]LogRecord, 1024)
+				for ctx.Err() == nil {
+					for i := range batch {
+						batch[i] = LogRecord{ContainerID: "noisy", Body: body, Observed: time.Now()}
+					}
+					q.PushBatch(ctx, batch, func(int) { noisyDropped.Add(1) })
+				}
+			})
+			const quiet = 9
+			var sent, dropped [quiet]int
+			for c := range quiet {
+				wg.Go(func() {
+					tick := time.NewTicker(20 * time.Millisecond)
+					defer tick.Stop()
+					id := fmt.Sprintf("quiet-%d", c)
+					for {
+						select {
+						case <-ctx.Done():
+							return
+						case <-tick.C:
+						}
+						r := LogRecord{ContainerID: id, Body: []byte("a quiet line"), Observed: time.Now()}
+						if _, err := q.PushBatch(ctx, []LogRecord{r}, func(int) { dropped[c]++ }); err != nil {
+							return
+						}
+						sent[c]++
+					}
+				})
+			}
+			var events, refused int
+			wg.Go(func() { // the event handler never waits
+				tick := time.NewTicker(50 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					events++
+					if !q.Offer(LogRecord{ContainerID: "quiet-0", Event: &Event{Name: "container.die"}, Observed: time.Now()}) {
+						refused++
+					}
+				}
+			})
+			var delivered [quiet]int
+			var slowest time.Duration
+			var noisyOut int
+			// The backend, taking ~2,000 records/s, goes on after the
+			// readers stop until the quiet lines are all through.
+			backend, stop := context.WithTimeout(context.Background(), 10*time.Second)
+			defer stop()
+			var bwg sync.WaitGroup
+			bwg.Go(func() {
+				for {
+					batch := q.PopBatch(backend, nil, 200, 1<<20, 0)
+					if len(batch) == 0 {
+						return // closed and drained, or out of time
+					}
+					for _, r := range batch {
+						var c int
+						switch _, err := fmt.Sscanf(r.ContainerID, "quiet-%d", &c); {
+						case r.Event != nil:
+						case err != nil:
+							noisyOut++
+						default:
+							delivered[c]++
+							slowest = max(slowest, time.Since(r.Observed))
+						}
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			})
+			wg.Wait()
+			q.Close()
+			bwg.Wait()
+			for c := range quiet {
+				if sent[c] < 100 || dropped[c] > 0 {
+					t.Errorf("quiet-%d: %d lines sent in 3 s at 50/s, %d dropped", c, sent[c], dropped[c])
+				}
+				if delivered[c] != sent[c] {
+					t.Errorf("quiet-%d: %d of %d lines delivered", c, delivered[c], sent[c])
+				}
+			}
+			if slowest > 5*time.Second {
+				t.Errorf("a quiet container's line took %v to get through", slowest)
+			}
+			if refused > 0 {
+				t.Errorf("%d of %d events refused while the noisy container kept the queue full", refused, events)
+			}
+			if noisyOut == 0 {
+				t.Error("the noisy container got nothing through")
+			}
+			if mode == Drop && (noisyDropped.Load() == 0 || counters.Dropped.Load() != uint64(noisyDropped.Load())) {
+				t.Errorf("drops: noisy %d, counted %d; want only the noisy container's, all counted", noisyDropped.Load(), counters.Dropped.Load())
+			}
+			t.Logf("overflow=%s: quiet lines sent %v, delivered %v, slowest %v; events %d refused %d; noisy delivered %d dropped %d",
+				name, sent, delivered, slowest.Round(time.Millisecond), events, refused, noisyOut, noisyDropped.Load())
+		})
+	}
+}
+
+// TestLogQueueFairShareBounds: a lone container fills the lines' part of
+// the bound up to its share and leaves the rest to others; a second
+// container is admitted into that rest; events use the reserve lines
+// never fill; shares are released when their lines leave.
+func TestLogQueueFairShareBounds(t *testing.T) {
+	const limit = 4 << 20
+	q := NewLogQueue(limit, Drop, new(StageCounters))
+	ctx := context.Background()
+	line := func(id string) LogRecord { return LogRecord{ContainerID: id, Body: make([]byte, 1000)} }
+	for {
+		if ok, _ := q.Push(ctx, line("a")); !ok {
+			break
+		}
+	}
+	lines := limit - EventReserve(limit)
+	held := q.Bytes()
+	want := shareFactor * lines / (shareFactor + 1)
+	if one := RecordSize(&LogRecord{Body: make([]byte, 1000)}); held < want-2*one || held > want+2*one {
+		t.Fatalf("a lone container holds %d bytes, want about %d (%d/%d of %d)", held, want, shareFactor, shareFactor+1, lines)
+	}
+	n := 0
+	for {
+		if ok, _ := q.Push(ctx, line("b")); !ok {
+			break
+		}
+		n++
+	}
+	if got := q.Bytes(); n == 0 || got > lines {
+		t.Fatalf("a second container got %d lines in; queue holds %d of %d for lines", n, got, lines)
+	}
+	events := 0
+	for q.Offer(LogRecord{ContainerID: "a", Event: &Event{Name: "container.die"}, Body: make([]byte, 100)}) {
+		events++
+	}
+	if events == 0 || q.Bytes() > limit {
+		t.Fatalf("%d events admitted into a queue full of lines; holds %d of %d", events, q.Bytes(), limit)
+	}
+	for q.Len() > 0 {
+		q.PopBatch(ctx, nil, 1000, 1<<30, 0)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.shares) != 0 || q.bytes != 0 {
+		t.Fatalf("drained queue keeps %d shares, %d bytes", len(q.shares), q.bytes)
+	}
+}
+
+// As BenchmarkLogQueueBatches, with the reads of 64 containers
+// interleaved, as on a busy host: one share lookup per read.
+func BenchmarkLogQueueBatchesManyContainers(b *testing.B) {
+	q := NewLogQueue(64<<20, Block, new(StageCounters))
+	ctx := context.Background()
+	reads := make([][]LogRecord, 64)
+	for c := range reads {
+		reads[c] = make([]LogRecord, 200)
+		id := fmt.Sprintf("%064x", c) // a tailer's records share its ID string
+		for i := range reads[c] {
+			reads[c][i] = rec(i, "a line of seventy bytes or so, as the log benchmark writes them")
+			reads[c][i].ContainerID = id
+		}
+	}
+	var out []LogRecord
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%200 == 0 {
+			q.PushBatch(ctx, reads[i/200%len(reads)], nil)
+			if q.Len() >= 8192 {
+				out = q.PopBatch(ctx, out, 8192, 4<<20, 0)
+				clear(out)
+			}
+		}
+	}
+}
+
+// TestLogQueueCloseWakesBlockedReaders: readers waiting for room (for the
+// bound or for their share) return when the queue closes.
+func TestLogQueueCloseWakesBlockedReaders(t *testing.T) {
+	one := rec(0, "")
+	q := NewLogQueue(linesBound(2, one), Block, new(StageCounters))
+	ctx := context.Background()
+	q.Push(ctx, one)
+	q.Push(ctx, one)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := q.PushBatch(ctx, []LogRecord{one}, nil)
+			errs <- err
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	q.Close()
+	for range 3 {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Error("a reader blocked on a full queue got in after Close")
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("Close left a reader waiting")
 		}
 	}
 }

@@ -1,35 +1,84 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
+	"hash/crc32"
+	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 )
 
-// stateFileName is the checkpoint file inside the state directory.
-const stateFileName = "log-checkpoints.json"
+// The state directory holds a snapshot of every container's position and a
+// journal of the positions changed since: a save appends only what changed,
+// so its cost follows the batch, not the host. Measured at 5,000
+// containers, rewriting the whole file after every acknowledged batch cost
+// 1.3 MB and 34-49 ms (12 ms of CPU) per save, ~110 GB of writes a day at
+// one save a second.
+const (
+	stateFileName   = "log-checkpoints.json"
+	journalFileName = "log-checkpoints.journal"
+)
 
 // stateVersion 2 hashes bodies with XXH64 (HashBody); version 1 files,
-// whose hashes were FNV-1a, are read with their hashes dropped.
+// whose hashes were FNV-1a, are read with their hashes dropped. The
+// journal did not change the snapshot's format: an older agent reads the
+// snapshot alone, which is older than the journal, so it repeats lines but
+// loses none.
 const stateVersion = 2
 
+// journalVersion is the journal's format; see appendLine.
+const journalVersion = 1
+
+// The journal is folded into a new snapshot once it outgrows
+// compactFactor snapshots (and compactMin bytes): the bytes written are
+// then at most 1/compactFactor more than the journal's, and a start
+// replays at most that much.
+const (
+	compactFactor = 4
+	compactMin    = 1 << 20
+)
+
+// maxKeptSaveBuffer bounds the encoding buffer kept between saves.
+const maxKeptSaveBuffer = 64 << 10
+
 type stateFile struct {
-	Version    int                      `json:"version"`
-	SavedAt    time.Time                `json:"saved_at"`
+	Version int       `json:"version"`
+	SavedAt time.Time `json:"saved_at"`
+	// Generation names this snapshot; the journal that continues it
+	// carries the same. Zero in files of agents without a journal.
+	Generation uint64                   `json:"generation,omitempty,string"`
 	Containers map[string]LogCheckpoint `json:"containers"`
 }
 
+// journalHeader is the journal's first line.
+type journalHeader struct {
+	Journal    int    `json:"journal"` // journalVersion
+	Generation uint64 `json:"generation,string"`
+}
+
+// journalEntry is one container's position as of a save; a nil Checkpoint
+// means the container has none any more (destroyed, pruned).
+type journalEntry struct {
+	ID         string         `json:"id"`
+	Checkpoint *LogCheckpoint `json:"cp,omitempty"`
+}
+
 // Checkpointer keeps every container's acknowledged log position and saves
-// it to one small file, atomically, after every acknowledged batch: a
-// SIGKILL therefore repeats at most the batch that was in flight.
+// it after every acknowledged batch, before Ack returns: a SIGKILL
+// therefore repeats at most the batch that was in flight, and a position
+// is never saved before its records were acknowledged. A save appends the
+// changed positions to the journal and fsyncs it; now and then the journal
+// is folded into a new snapshot (temp file, fsync, rename).
 type Checkpointer struct {
-	path   string
-	saveMu sync.Mutex // one write at a time, so an older state never lands last
+	path, journalPath string
+	saveMu            sync.Mutex // one write at a time, so an older state never lands last
 
 	mu      sync.Mutex
 	loaded  map[string]LogCheckpoint // as read at start, until superseded
@@ -39,26 +88,56 @@ type Checkpointer struct {
 	// after forgetHorizon so that a host churning containers does not grow it.
 	forgot  map[string]time.Time
 	savedAt time.Time
-	dirty   bool
+	// changed holds the containers whose position changed since the last
+	// save; spare is the set being saved, reused so saves allocate none.
+	changed, spare map[string]struct{}
+	// dirty makes the next save write a whole snapshot and a new journal:
+	// there is none for this snapshot yet, or an append failed and may
+	// have left a torn line that later entries must not follow.
+	dirty         bool
+	snapshotBytes int64
+	journalBytes  int64
+	compactMin    int64     // compactMin, smaller in tests
+	lost          time.Time // last write of a state moved aside as unreadable
 
-	// writeFile is replaceable so tests can make the write fail.
-	writeFile func(path string, data []byte) error
+	// Written by saves only (saveMu held).
+	entries []journalEntry
+	buf     []byte
+
+	report *saveReport // nil: Ack returns save errors
+
+	// writeFile and appendFile are replaceable so tests can make writes fail.
+	writeFile  func(path string, data []byte) error
+	appendFile func(path string, data []byte) error
 }
 
-// OpenCheckpointer loads dir's checkpoint file, creating dir if needed. A
-// file that cannot be parsed is moved aside (named in the error, which is
-// returned together with a usable, empty Checkpointer) rather than silently
-// overwritten.
+// ErrNewerState is returned by OpenCheckpointer for a state written by a
+// newer dockscope: it is left alone rather than moved aside or overwritten.
+var ErrNewerState = errors.New("log state written by a newer dockscope")
+
+// OpenCheckpointer loads dir's snapshot and journal, creating dir if
+// needed. A snapshot that cannot be parsed is moved aside (named in the
+// error, which is returned together with a usable, empty Checkpointer; Lost
+// tells when it was last written) rather than silently overwritten. A
+// state written by a newer version is an error wrapping ErrNewerState,
+// with no Checkpointer: it is not touched. A journal's torn tail (a crash
+// during an append) is ignored: those positions were not yet promised.
 func OpenCheckpointer(dir string) (*Checkpointer, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
 	c := &Checkpointer{
-		path:      filepath.Join(dir, stateFileName),
-		loaded:    map[string]LogCheckpoint{},
-		cursors:   map[string]*LogCursor{},
-		forgot:    map[string]time.Time{},
-		writeFile: writeFileAtomic,
+		path:        filepath.Join(dir, stateFileName),
+		journalPath: filepath.Join(dir, journalFileName),
+		loaded:      map[string]LogCheckpoint{},
+		cursors:     map[string]*LogCursor{},
+		forgot:      map[string]time.Time{},
+		changed:     map[string]struct{}{},
+		spare:       map[string]struct{}{},
+		dirty:       true,
+		compactMin:  compactMin,
+		writeFile:   writeFileAtomic,
+		appendFile:  appendFileSync,
 	}
 	data, err := os.ReadFile(c.path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -68,9 +147,17 @@ func OpenCheckpointer(dir string) (*Checkpointer, error) {
 		return nil, fmt.Errorf("reading log checkpoints: %w", err)
 	}
 	var f stateFile
-	if err := json.Unmarshal(data, &f); err != nil || f.Version < 1 || f.Version > stateVersion {
+	err = json.Unmarshal(data, &f)
+	if err == nil && f.Version > stateVersion {
+		return nil, fmt.Errorf("log checkpoints %s: state version %d, this dockscope reads up to %d; left untouched (run the newer version, or move the file away to read every container's log from the start): %w",
+			c.path, f.Version, stateVersion, ErrNewerState)
+	}
+	if err != nil || f.Version < 1 {
 		if err == nil {
 			err = fmt.Errorf("unknown version %d", f.Version)
+		}
+		if fi, serr := os.Stat(c.path); serr == nil {
+			c.lost = fi.ModTime()
 		}
 		aside := fmt.Sprintf("%s.corrupt-%d", c.path, time.Now().Unix())
 		if rerr := os.Rename(c.path, aside); rerr != nil {
@@ -90,15 +177,130 @@ func OpenCheckpointer(dir string) (*Checkpointer, error) {
 		c.loaded = f.Containers
 	}
 	c.savedAt = f.SavedAt
+	c.snapshotBytes = int64(len(data))
+	if f.Generation != 0 {
+		if err := c.replayJournal(f.Generation); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
-// SavedAt is when the file was last written, zero if never: it tells
+// replayJournal applies the journal that continues snapshot generation gen.
+// A journal of another generation is stale (the snapshot was written after
+// it, or by an agent without a journal) and is ignored, as is everything
+// from its first damaged line on.
+func (c *Checkpointer) replayJournal(gen uint64) error {
+	data, err := os.ReadFile(c.journalPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading log checkpoint journal: %w", err)
+	}
+	line, rest, ok := nextLine(data)
+	var h journalHeader
+	if !ok || json.Unmarshal(line, &h) != nil {
+		return nil // torn at its header: nothing was appended to it
+	}
+	if h.Journal > journalVersion {
+		return fmt.Errorf("log checkpoint journal %s: version %d, this dockscope reads up to %d; left untouched (run the newer version, or move it away): %w",
+			c.journalPath, h.Journal, journalVersion, ErrNewerState)
+	}
+	if h.Generation != gen {
+		return nil
+	}
+	entries := 0
+	for {
+		line, rest, ok = nextLine(rest)
+		if !ok {
+			break
+		}
+		var e journalEntry
+		if json.Unmarshal(line, &e) != nil {
+			break
+		}
+		if e.Checkpoint == nil {
+			delete(c.loaded, e.ID)
+		} else {
+			c.loaded[e.ID] = *e.Checkpoint
+		}
+		entries++
+	}
+	if len(rest) > 0 {
+		// A torn tail: appending after it would hide the new entries
+		// behind it, so the next save writes a new snapshot and journal.
+		return nil
+	}
+	c.journalBytes, c.dirty = int64(len(data)), false
+	if entries > 0 {
+		if fi, err := os.Stat(c.journalPath); err == nil && fi.ModTime().After(c.savedAt) {
+			c.savedAt = fi.ModTime()
+		}
+	}
+	return nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// appendLine appends one journal line: the CRC-32C of the JSON in eight hex
+// digits, a space, the JSON, a newline. The checksum tells a torn or
+// garbled tail (a crash during the append) from an entry.
+func appendLine(buf []byte, v any) ([]byte, error) {
+	start := len(buf)
+	buf = append(buf, "00000000 "...)
+	var err error
+	if buf, err = appendJSON(buf, v); err != nil {
+		return buf[:start], err
+	}
+	var sum [8]byte
+	hex := strconv.AppendUint(sum[:0], uint64(crc32.Checksum(buf[start+9:], castagnoli)), 16)
+	copy(buf[start+8-len(hex):start+8], hex)
+	return append(buf, '\n'), nil
+}
+
+func appendJSON(buf []byte, v any) ([]byte, error) {
+	b := bytes.NewBuffer(buf)
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return buf, err
+	}
+	out := b.Bytes()
+	return out[:len(out)-1], nil // Encode's newline
+}
+
+// nextLine returns the JSON of the first line of data if the line is whole
+// and its checksum matches, and what follows it.
+func nextLine(data []byte) (line, rest []byte, ok bool) {
+	nl := bytes.IndexByte(data, '\n')
+	if nl < 9 || data[8] != ' ' {
+		return nil, data, false
+	}
+	sum, err := strconv.ParseUint(string(data[:8]), 16, 32)
+	if err != nil || uint32(sum) != crc32.Checksum(data[9:nl], castagnoli) {
+		return nil, data, false
+	}
+	return data[9:nl], data[nl+1:], true
+}
+
+// SavedAt is when the state was last written, zero if never: it tells
 // whether an agent ran on this host before.
 func (c *Checkpointer) SavedAt() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.savedAt
+}
+
+// Lost reports whether OpenCheckpointer found the state unreadable and
+// moved it aside, and when that state was last written (its file's
+// modification time, zero if unknown). Records acknowledged before then
+// were delivered, so a reader may resume from about that time instead of
+// re-shipping every container's whole log.
+func (c *Checkpointer) Lost() (lastWritten time.Time, lost bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost, !c.lost.IsZero()
 }
 
 // Get returns the position to resume a container's log from.
@@ -117,11 +319,12 @@ func (c *Checkpointer) getLocked(id string) (LogCheckpoint, bool) {
 }
 
 // Seed records that a record was found already delivered while resuming,
-// so that this run's position includes it.
+// so that this run's position includes it. It is saved with the next save.
 func (c *Checkpointer) Seed(id string, p RecordPrint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cursor(id).Advance(p)
+	c.changed[id] = struct{}{}
 }
 
 func (c *Checkpointer) cursor(id string) *LogCursor {
@@ -134,7 +337,9 @@ func (c *Checkpointer) cursor(id string) *LogCursor {
 	return cur
 }
 
-// Ack advances the positions past delivered records and saves the file.
+// Ack advances the positions past delivered records and saves them. After
+// ReportTo, a failed save is reported there and Ack returns nil; the
+// positions stay in memory and the next save retries them.
 func (c *Checkpointer) Ack(records []LogRecord) error {
 	c.mu.Lock()
 	// Batches hold runs of one container's records: look its cursor up
@@ -150,6 +355,7 @@ func (c *Checkpointer) Ack(records []LogRecord) error {
 			id, looked, cur = r.ContainerID, true, nil
 			if _, gone := c.forgot[id]; !gone {
 				cur = c.cursor(id)
+				c.changed[id] = struct{}{}
 			}
 		}
 		if cur == nil {
@@ -157,9 +363,14 @@ func (c *Checkpointer) Ack(records []LogRecord) error {
 		}
 		cur.Advance(PrintOf(r))
 	}
-	c.dirty = c.dirty || len(records) > 0
+	report := c.report
 	c.mu.Unlock()
-	return c.Save()
+	err := c.Save()
+	if report != nil {
+		report.saved(err)
+		return nil
+	}
+	return err
 }
 
 // Forget drops a container's position: it was destroyed.
@@ -176,7 +387,7 @@ func (c *Checkpointer) Forget(id string) {
 			}
 		}
 	}
-	c.dirty = true
+	c.changed[id] = struct{}{}
 	c.mu.Unlock()
 }
 
@@ -199,7 +410,7 @@ func (c *Checkpointer) Prune(exists func(id string) bool) {
 	for id := range c.loaded {
 		if _, ours := c.cursors[id]; !ours && !exists(id) {
 			delete(c.loaded, id)
-			c.dirty = true
+			c.changed[id] = struct{}{}
 		}
 	}
 }
@@ -220,37 +431,137 @@ func (c *Checkpointer) IDs() []string {
 	return ids
 }
 
-// Save writes the file if anything changed: temp file, fsync, rename, so a
-// crash leaves either the old or the new file (writeFileAtomic).
+// Save writes what changed since the last save: the changed positions
+// appended to the journal and fsynced, or, when the journal has outgrown
+// the snapshot (or cannot be appended to), a new snapshot and journal.
+// Either way a crash leaves the old or the new position of each container,
+// never a torn file that is read as a position.
 func (c *Checkpointer) Save() error {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
-	if !c.dirty {
+	if c.dirty || c.journalBytes >= max(compactFactor*c.snapshotBytes, c.compactMin) {
+		return c.compactLocked()
+	}
+	if len(c.changed) == 0 {
 		c.mu.Unlock()
 		return nil
 	}
-	f := stateFile{Version: stateVersion, SavedAt: time.Now().UTC(), Containers: maps.Clone(c.loaded)}
+	// Copy the positions out under the lock, encode them outside it: the
+	// readers' Seed and the exporter's next Ack need it.
+	entries := c.entries[:0]
+	for id := range c.changed {
+		e := journalEntry{ID: id}
+		if cp, ok := c.getLocked(id); ok {
+			e.Checkpoint = &cp
+		}
+		entries = append(entries, e)
+	}
+	saving := c.changed
+	c.changed, c.spare = c.spare, nil
+	c.mu.Unlock()
+
+	buf := c.buf[:0]
+	var err error
+	for i := range entries {
+		if buf, err = appendLine(buf, &entries[i]); err != nil {
+			break
+		}
+	}
+	clear(entries)
+	c.entries, c.buf = entries[:0], buf[:0]
+	if cap(buf) > maxKeptSaveBuffer {
+		// A save of every container (Prune at start): do not keep its
+		// buffers for the one-container saves that follow.
+		c.entries, c.buf = nil, nil
+	}
+	if err == nil {
+		err = c.appendFile(c.journalPath, buf)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		for id := range saving {
+			c.changed[id] = struct{}{}
+		}
+		clear(saving)
+		c.spare = saving
+		c.dirty = true
+		return fmt.Errorf("saving log checkpoints to %s: %w", c.journalPath, err)
+	}
+	clear(saving)
+	c.spare = saving
+	c.journalBytes += int64(len(buf))
+	c.savedAt = time.Now().UTC()
+	c.count(int64(len(buf)))
+	return nil
+}
+
+// count records a save of n bytes in the telemetry given to ReportTo.
+func (c *Checkpointer) count(n int64) {
+	if c.report != nil && c.report.tel != nil {
+		c.report.tel.CheckpointSaves.Add(1)
+		c.report.tel.CheckpointBytesWritten.Add(uint64(n))
+	}
+}
+
+// compactLocked writes every position as a new snapshot, then starts its
+// journal. c.mu is held on entry and released.
+func (c *Checkpointer) compactLocked() error {
+	f := stateFile{Version: stateVersion, SavedAt: time.Now().UTC(), Generation: rand.Uint64() | 1}
+	f.Containers = make(map[string]LogCheckpoint, len(c.loaded)+len(c.cursors))
+	for id, cp := range c.loaded {
+		f.Containers[id] = cp
+	}
 	for id := range c.cursors {
 		if cp, ok := c.getLocked(id); ok {
 			f.Containers[id] = cp
 		}
 	}
+	saving := c.changed
+	c.changed, c.spare = c.spare, nil
 	c.dirty = false
 	c.mu.Unlock()
 
-	data, err := json.Marshal(&f)
+	err := c.writeSnapshot(&f)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		for id := range saving {
+			c.changed[id] = struct{}{}
+		}
+		c.dirty = true
+	} else {
+		c.savedAt = f.SavedAt
+		c.count(c.snapshotBytes + c.journalBytes)
+	}
+	clear(saving)
+	c.spare = saving
+	return err
+}
+
+// writeSnapshot writes the snapshot, then the new journal holding only its
+// header. A crash between the two leaves the old journal, whose generation
+// no longer matches: it is ignored, and the snapshot already holds it.
+func (c *Checkpointer) writeSnapshot(f *stateFile) error {
+	data, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encoding log checkpoints: %w", err)
 	}
 	if err := c.writeFile(c.path, data); err != nil {
-		c.mu.Lock()
-		c.dirty = true
-		c.mu.Unlock()
 		return fmt.Errorf("saving log checkpoints to %s: %w", c.path, err)
 	}
+	header, err := appendLine(nil, journalHeader{Journal: journalVersion, Generation: f.Generation})
+	if err != nil {
+		return fmt.Errorf("encoding log checkpoint journal: %w", err)
+	}
+	if err := c.writeFile(c.journalPath, header); err != nil {
+		return fmt.Errorf("starting log checkpoint journal %s: %w", c.journalPath, err)
+	}
 	c.mu.Lock()
-	c.savedAt = f.SavedAt
+	c.snapshotBytes, c.journalBytes = int64(len(data)), int64(len(header))
 	c.mu.Unlock()
 	return nil
 }
@@ -275,7 +586,79 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	// The directory is not synced after the rename: should the host lose
 	// power before the filesystem commits it, the file found is the one
-	// before (a batch or two repeated), never a torn one. Its fsync was a
-	// quarter of a save's cost, and saves follow every acknowledged batch.
+	// before (a batch or two repeated), never a torn one. A snapshot and
+	// its journal found out of step are told apart by their generation.
 	return os.Rename(tmp.Name(), path)
+}
+
+// appendFileSync appends data to an existing file and fsyncs it. The file
+// is opened per save rather than held, so that a Checkpointer needs no
+// Close and reloads never leak a descriptor: the open costs microseconds
+// against the fsync's milliseconds.
+func appendFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// saveReport reports failed saves for Ack: each one counted, logged once
+// per interval with the count since, and the recovery logged once.
+type saveReport struct {
+	logger   *slog.Logger
+	tel      *Telemetry
+	interval time.Duration
+
+	mu       sync.Mutex
+	failing  bool
+	lastLog  time.Time
+	unlogged int
+}
+
+// saveReportInterval spaces the ERRORs of a save that keeps failing.
+const saveReportInterval = time.Minute
+
+// ReportTo makes Ack report failed saves itself instead of returning them:
+// each failure counts in tel.CheckpointSaveFailures, the first and then at
+// most one a minute is logged as an ERROR with the failures since, and the
+// recovery is logged once. A failed save loses nothing: the positions stay
+// in memory and the next save retries them; lines are repeated only if the
+// agent stops before one succeeds.
+func (c *Checkpointer) ReportTo(logger *slog.Logger, tel *Telemetry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.report = &saveReport{logger: logger, tel: tel, interval: saveReportInterval}
+}
+
+func (r *saveReport) saved(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		if r.failing {
+			r.failing = false
+			r.logger.Info("saving log checkpoints recovered", "failures_unlogged", r.unlogged)
+			r.unlogged = 0
+		}
+		return
+	}
+	if r.tel != nil {
+		r.tel.CheckpointSaveFailures.Add(1)
+	}
+	now := time.Now()
+	if r.failing && now.Sub(r.lastLog) < r.interval {
+		r.unlogged++
+		return
+	}
+	r.logger.Error("saving log checkpoints failed; positions are kept in memory and retried, lines may be shipped again if the agent stops first",
+		"err", err, "failures_since_last_log", r.unlogged)
+	r.failing, r.lastLog, r.unlogged = true, now, 0
 }

@@ -59,6 +59,12 @@ type Telemetry struct {
 	LogResumeMismatches atomic.Uint64 // resumes that found other records than expected
 	LogsUnreadable      atomic.Uint64 // containers whose log driver the API cannot read
 
+	// Log checkpoint saves (after Checkpointer.ReportTo): saves done,
+	// bytes they wrote (journal appends and snapshots), saves that failed.
+	CheckpointSaves        atomic.Uint64
+	CheckpointBytesWritten atomic.Uint64
+	CheckpointSaveFailures atomic.Uint64
+
 	logQueue atomic.Pointer[LogQueue]
 
 	reloadFailed atomic.Bool

@@ -332,6 +332,7 @@ func newLogPath(cfg *config.Config, store *pipeline.Store, tel *pipeline.Telemet
 	if err != nil {
 		logger.Warn("log checkpoints were unreadable; logs are read from the start", "err", err)
 	}
+	cps.ReportTo(logger.With("component", "checkpoints"), tel)
 	overflow := pipeline.Block
 	if cfg.Logs.Overflow == "drop" {
 		overflow = pipeline.Drop
