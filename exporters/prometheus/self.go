@@ -17,12 +17,13 @@ type SelfCollector struct {
 	store *pipeline.Store
 	build BuildInfo
 
-	buildInfo, dockerInfo, dockerUp, containers    *prometheus.Desc
-	recordsIn, recordsOut, recordsDropped          *prometheus.Desc
-	reconnects, resyncs, inspectErrors, statsRound *prometheus.Desc
-	exportFailures, reloadOK, reloadTime           *prometheus.Desc
-	logReconnects, logGaps, logMismatches          *prometheus.Desc
-	logsUnreadable, logQueueBytes, statsSamples    *prometheus.Desc
+	buildInfo, dockerInfo, dockerUp, containers          *prometheus.Desc
+	recordsIn, recordsOut, recordsDropped                *prometheus.Desc
+	reconnects, resyncs, inspectErrors, statsRound       *prometheus.Desc
+	exportFailures, reloadOK, reloadTime                 *prometheus.Desc
+	logReconnects, logGaps, logMismatches                *prometheus.Desc
+	logsUnreadable, logQueueBytes, statsSamples          *prometheus.Desc
+	checkpointSaves, checkpointBytes, checkpointFailures *prometheus.Desc
 }
 
 // NewSelfCollector returns a collector of the agent's self-metrics.
@@ -32,26 +33,29 @@ func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build Buil
 	}
 	return &SelfCollector{
 		tel: tel, store: store, build: build,
-		buildInfo:      d("build_info", "The agent's version; value 1.", "version", "revision", "goversion"),
-		dockerInfo:     d("docker_info", "The Docker Engine the agent follows; value 1.", "version", "api_version", "os_type", "cgroup_version"),
-		dockerUp:       d("docker_up", "1 when the Docker Engine answers and containers are listed, else 0."),
-		containers:     d("containers", "Containers the agent currently follows."),
-		recordsIn:      d("records_received_total", "Records that entered a pipeline stage.", "stage"),
-		recordsOut:     d("records_sent_total", "Records that left a pipeline stage successfully.", "stage"),
-		recordsDropped: d("records_dropped_total", "Records a pipeline stage dropped (errors, full buffers).", "stage"),
-		reconnects:     d("event_stream_reconnects_total", "Times the Docker event stream ended and was reopened."),
-		resyncs:        d("resyncs_total", "Full container list resynchronisations."),
-		inspectErrors:  d("inspect_errors_total", "Container inspect requests that failed."),
-		statsRound:     d("stats_round_duration_seconds", "How long the last round of stats sampling took."),
-		statsSamples:   d("stats_samples_total", "Container stats samples taken, by source: the Engine API, or the cgroup files (stats.source); with cgroup, api samples are fallbacks.", "source"),
-		exportFailures: d("export_failures_total", "Export requests that failed after retries.", "exporter"),
-		logReconnects:  d("log_stream_reconnects_total", "Container log streams reopened after an error."),
-		logGaps:        d("log_gaps_total", "Log resumes that found the records after their checkpoint rotated away by Docker: lines were lost."),
-		logMismatches:  d("log_resume_mismatches_total", "Log resumes that found other records than expected; lines may have been shipped twice."),
-		logsUnreadable: d("logs_unreadable_total", "Containers whose log driver the Engine API cannot read."),
-		logQueueBytes:  d("log_queue_bytes", "Bytes of log records read but not yet exported."),
-		reloadOK:       d("config_last_reload_successful", "1 when the last configuration reload (SIGHUP) succeeded or none was tried."),
-		reloadTime:     d("config_last_reload_timestamp_seconds", "When the configuration was last reloaded; 0 if never."),
+		buildInfo:          d("build_info", "The agent's version; value 1.", "version", "revision", "goversion"),
+		dockerInfo:         d("docker_info", "The Docker Engine the agent follows; value 1.", "version", "api_version", "os_type", "cgroup_version"),
+		dockerUp:           d("docker_up", "1 when the Docker Engine answers and containers are listed, else 0."),
+		containers:         d("containers", "Containers the agent currently follows."),
+		recordsIn:          d("records_received_total", "Records that entered a pipeline stage.", "stage"),
+		recordsOut:         d("records_sent_total", "Records that left a pipeline stage successfully.", "stage"),
+		recordsDropped:     d("records_dropped_total", "Records a pipeline stage dropped (errors, full buffers).", "stage"),
+		reconnects:         d("event_stream_reconnects_total", "Times the Docker event stream ended and was reopened."),
+		resyncs:            d("resyncs_total", "Full container list resynchronisations."),
+		inspectErrors:      d("inspect_errors_total", "Container inspect requests that failed."),
+		statsRound:         d("stats_round_duration_seconds", "How long the last round of stats sampling took."),
+		statsSamples:       d("stats_samples_total", "Container stats samples taken, by source: the Engine API, or the cgroup files (stats.source); with cgroup, api samples are fallbacks.", "source"),
+		exportFailures:     d("export_failures_total", "Export requests that failed after retries.", "exporter"),
+		logReconnects:      d("log_stream_reconnects_total", "Container log streams reopened after an error."),
+		logGaps:            d("log_gaps_total", "Log resumes that found the records after their checkpoint rotated away by Docker: lines were lost."),
+		logMismatches:      d("log_resume_mismatches_total", "Log resumes that found other records than expected; lines may have been shipped twice."),
+		logsUnreadable:     d("logs_unreadable_total", "Containers whose log driver the Engine API cannot read."),
+		logQueueBytes:      d("log_queue_bytes", "Bytes of log records read but not yet exported."),
+		checkpointSaves:    d("log_checkpoint_saves_total", "Saves of the log checkpoint state (one per acknowledged batch)."),
+		checkpointBytes:    d("log_checkpoint_bytes_written_total", "Bytes written to the log checkpoint journal and snapshots."),
+		checkpointFailures: d("log_checkpoint_save_failures_total", "Log checkpoint saves that failed; positions are kept in memory and saved again."),
+		reloadOK:           d("config_last_reload_successful", "1 when the last configuration reload (SIGHUP) succeeded or none was tried."),
+		reloadTime:         d("config_last_reload_timestamp_seconds", "When the configuration was last reloaded; 0 if never."),
 	}
 }
 
@@ -60,7 +64,8 @@ func (c *SelfCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.dockerInfo, c.dockerUp, c.containers,
 		c.recordsIn, c.recordsOut, c.recordsDropped, c.reconnects, c.resyncs, c.inspectErrors,
 		c.statsRound, c.exportFailures, c.reloadOK, c.reloadTime,
-		c.logReconnects, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes, c.statsSamples} {
+		c.logReconnects, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes, c.statsSamples,
+		c.checkpointSaves, c.checkpointBytes, c.checkpointFailures} {
 		ch <- d
 	}
 }
@@ -97,6 +102,9 @@ func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.logMismatches, c.tel.LogResumeMismatches.Load())
 	counter(c.logsUnreadable, c.tel.LogsUnreadable.Load())
 	gauge(c.logQueueBytes, float64(c.tel.LogQueueBytes()))
+	counter(c.checkpointSaves, c.tel.CheckpointSaves.Load())
+	counter(c.checkpointBytes, c.tel.CheckpointBytesWritten.Load())
+	counter(c.checkpointFailures, c.tel.CheckpointSaveFailures.Load())
 	ok, at := c.tel.ConfigReload()
 	gauge(c.reloadOK, b2f(ok))
 	reloaded := 0.0
