@@ -45,7 +45,7 @@ func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build Buil
 		inspectErrors:      d("inspect_errors_total", "Container inspect requests that failed."),
 		statsRound:         d("stats_round_duration_seconds", "How long the last round of stats sampling took."),
 		statsSamples:       d("stats_samples_total", "Container stats samples taken, by source: the Engine API, or the cgroup files (stats.source); with cgroup, api samples are fallbacks.", "source"),
-		exportFailures:     d("export_failures_total", "Export requests that failed after retries.", "exporter"),
+		exportFailures:     d("export_failures_total", "Export attempts that failed, each retry counted; data is lost only where dockscope_records_dropped_total rises.", "exporter"),
 		logReconnects:      d("log_stream_reconnects_total", "Container log streams reopened after an error."),
 		logGaps:            d("log_gaps_total", "Log resumes that found the records after their checkpoint rotated away by Docker: lines were lost."),
 		logMismatches:      d("log_resume_mismatches_total", "Log resumes that found other records than expected; lines may have been shipped twice."),
