@@ -275,6 +275,13 @@ func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *
 	if logs != nil {
 		logger.Info("shipping container logs over OTLP", "target", logs.exporter.Target(), "state_dir", cfg.Agent.StateDir)
 		g.Go(func() error { return logs.exporter.Run(gctx, cfg.Exporters.OTLP.Timeout) })
+		if os.Getenv("GOMEMLIMIT") == "" {
+			// GOMEMLIMIT, when set, is the operator's choice and wins.
+			g.Go(func() error {
+				followMemoryLimit(gctx, cfg.Logs.BufferBytes, store.Len, memoryLimitEvery, debug.SetMemoryLimit)
+				return nil
+			})
+		}
 	}
 
 	var next *config.Config
@@ -338,13 +345,6 @@ func newLogPath(cfg *config.Config, store *pipeline.Store, tel *pipeline.Telemet
 		overflow = pipeline.Drop
 	}
 	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, tel.Stage(pipeline.StageLogs))
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// A full log buffer is live data, and the GC's default pacing lets
-		// the heap grow to twice the live data: past buffer_bytes + 40 MiB
-		// during a long backend outage. A soft limit makes it collect
-		// harder near that bound instead (GOMEMLIMIT overrides it).
-		debug.SetMemoryLimit(cfg.Logs.BufferBytes + memoryHeadroom)
-	}
 	tel.SetLogQueue(queue)
 	exp, err := otlp.NewLogExporter(otlp.LogOptions{
 		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Store: store, Telemetry: tel,

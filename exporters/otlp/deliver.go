@@ -87,7 +87,11 @@ func (d *deliverer) deliver(ctx context.Context, req []byte) (outcome, partialSu
 			return interrupted, ps, err
 		case <-timer.C:
 		}
-		wait = min(wait*2, d.retry.MaxInterval)
+		// A delay the backend chose is not a step of our backoff: the
+		// next refusal without one starts where the backoff was.
+		if re.after == 0 {
+			wait = min(wait*2, d.retry.MaxInterval)
+		}
 	}
 }
 

@@ -295,7 +295,11 @@ func TestFaultSlowAndRefusingBackend(t *testing.T) {
 				endpoint = startGRPCFaultProxy
 			}
 			scope := "fault-slow-" + strings.ReplaceAll(protocol, "/", "-")
-			a := startAgent(t, agentOpts{scope: scope, extra: logsConfigTo(endpoint(t, col, b), protocol, 100)})
+			// retry.max_interval caps the delay a backend may ask for: 2 s
+			// lets the asked-for delay through, and the backoff without one
+			// still starts at 200 ms.
+			extra := strings.Replace(logsConfigTo(endpoint(t, col, b), protocol, 100), "max_interval: 1s", "max_interval: 2s", 1)
+			a := startAgent(t, agentOpts{scope: scope, extra: extra})
 			name := uniq(t, "slow")
 			const lines, rate = 6000, 200
 			harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t),
@@ -326,10 +330,10 @@ func TestFaultSlowAndRefusingBackend(t *testing.T) {
 					t.Errorf("attempt %d came %v after the previous one; the backend asked for 2 s", i+1, gap)
 				}
 			}
-			// Not told when, it backs off (200 ms doubling to 1 s): a few
+			// Not told when, it backs off (200 ms doubling to 2 s): a few
 			// attempts, not a loop.
 			if n := len(b.attemptsUnder(refuseNoDelay)); n < 3 || n > 15 {
-				t.Errorf("%d attempts in 6 s of refusals without a delay, want 3 to 15 (backoff 200 ms → 1 s)", n)
+				t.Errorf("%d attempts in 6 s of refusals without a delay, want 3 to 15 (backoff 200 ms → 2 s)", n)
 			}
 			if n := len(b.attemptsUnder(answerIn2s)); n < 2 || n > 6 {
 				t.Errorf("%d requests in 8 s of 2 s answers, want 2 to 6", n)
