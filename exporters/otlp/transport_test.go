@@ -357,3 +357,47 @@ func TestParseExportResponse(t *testing.T) {
 		}
 	}
 }
+
+// scriptedSender refuses with the scripted retry delays (0: none asked),
+// then accepts, noting when each attempt came.
+type scriptedSender struct {
+	afters   []time.Duration
+	attempts []time.Time
+}
+
+func (s *scriptedSender) send(context.Context, []byte) (partialSuccess, error) {
+	s.attempts = append(s.attempts, time.Now())
+	if n := len(s.attempts); n <= len(s.afters) {
+		return partialSuccess{}, &retryableError{err: errors.New("refused"), after: s.afters[n-1]}
+	}
+	return partialSuccess{}, nil
+}
+func (s *scriptedSender) describe() string { return "scripted" }
+func (s *scriptedSender) close() error     { return nil }
+
+// Waiting as long as the backend asked is not a step of the backoff: the
+// first refusal without a delay after several with one retries after the
+// initial interval, not after an interval doubled by each of them.
+func TestBackendRetryDelayDoesNotAdvanceBackoff(t *testing.T) {
+	s := &scriptedSender{afters: []time.Duration{60 * time.Millisecond, 60 * time.Millisecond, 60 * time.Millisecond, 0}}
+	retry := config.Default().Exporters.OTLP.Retry
+	retry.InitialInterval, retry.MaxInterval = 20*time.Millisecond, time.Second
+	d := newDeliverer(s, retry, 0, pipeline.NewTelemetry(), quietLogger(), "log")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if out, _, err := d.deliver(ctx, nil); out != delivered {
+		t.Fatalf("outcome %v, err %v; want delivered", out, err)
+	}
+	if len(s.attempts) != 5 {
+		t.Fatalf("%d attempts, want 5", len(s.attempts))
+	}
+	for i := 1; i <= 3; i++ {
+		if gap := s.attempts[i].Sub(s.attempts[i-1]); gap < 55*time.Millisecond {
+			t.Errorf("attempt %d came %v after the previous; the backend asked for 60ms", i+1, gap)
+		}
+	}
+	// 20 ms ± 20 %; three doublings would have made it 160 ms.
+	if gap := s.attempts[4].Sub(s.attempts[3]); gap > 120*time.Millisecond {
+		t.Errorf("the first retry without an asked-for delay came after %v, want about the initial 20ms", gap)
+	}
+}
