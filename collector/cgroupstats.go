@@ -48,13 +48,11 @@ var blkioPrefixes = [3]string{"blkio.", "blkio.bfq.", "blkio.throttle."}
 // cgroup.controllers at its top, v1 one directory per controller.
 func newCgroupReader(root, procRoot string) (*cgroupReader, error) {
 	r := &cgroupReader{root: root, procRoot: procRoot, userHZ: 100, now: time.Now, files: openFiles{fds: map[string]*openFile{}, max: keptFilesCap()}}
-	switch {
-	case fileExists(filepath.Join(root, "cgroup.controllers")):
-		r.v2 = true
-	case fileExists(filepath.Join(root, "cpuacct")) && fileExists(filepath.Join(root, "memory")):
-	default:
-		return nil, fmt.Errorf("no cgroup filesystem at %s (neither cgroup v2's cgroup.controllers nor v1's cpuacct and memory)", root)
+	v2, err := cgroupLayout(root)
+	if err != nil {
+		return nil, err
 	}
+	r.v2 = v2
 	// USER_HZ is 100 on every Linux architecture Docker runs on; the
 	// kernel exports it nowhere but in the ELF auxiliary vector.
 	r.cpus = onlineCPUs("/sys/devices/system/cpu/online")
@@ -91,7 +89,11 @@ func onlineCPUs(path string) uint32 {
 
 // statsTarget is what the cgroup source needs to know of a container.
 type statsTarget struct {
-	cgroupPath  string // relative to the hierarchy's root (ContainerMeta.CgroupPath)
+	// dirs are its cgroup directories as found from /proc (see
+	// cgroupResolver); when unset, they are derived from cgroupPath, the
+	// path relative to the hierarchies' root (ContainerMeta.CgroupPath).
+	dirs        cgroupDirs
+	cgroupPath  string
 	pid         int    // its main process, for the network counters; 0: none
 	networkMode string // "host" and "none": no network counters of its own
 	// Files that cannot change are not read (each read costs the kernel
@@ -109,11 +111,15 @@ func (r *cgroupReader) read(t statsTarget) (pipeline.Stats, error) {
 		f = &statFiles{buf: make([]byte, 16<<10), open: &r.files}
 	}
 	defer r.bufs.Put(f)
+	dirs := t.dirs
+	if dirs == (cgroupDirs{}) {
+		dirs = patternDirs(r.root, r.v2, t.cgroupPath)
+	}
 	var err error
 	if r.v2 {
-		err = r.readV2(f, filepath.Join(r.root, t.cgroupPath), &st)
+		err = r.readV2(f, dirs.unified, &st)
 	} else {
-		err = r.readV1(f, t, &st)
+		err = r.readV1(f, t, dirs, &st)
 	}
 	if err != nil {
 		return pipeline.Stats{}, err
@@ -128,9 +134,8 @@ func (r *cgroupReader) read(t statsTarget) (pipeline.Stats, error) {
 	return st, nil
 }
 
-func (r *cgroupReader) readV1(f *statFiles, t statsTarget, st *pipeline.Stats) error {
-	dir := func(controller string) string { return filepath.Join(r.root, controller, t.cgroupPath) }
-	cpuacct, memory := dir("cpuacct"), dir("memory")
+func (r *cgroupReader) readV1(f *statFiles, t statsTarget, dirs cgroupDirs, st *pipeline.Stats) error {
+	cpuacct, memory := dirs.cpuacct, dirs.memory
 
 	total, err := f.uint(filepath.Join(cpuacct, "cpuacct.usage"))
 	if err != nil {
@@ -149,8 +154,8 @@ func (r *cgroupReader) readV1(f *statFiles, t statsTarget, st *pipeline.Stats) e
 	if err != nil {
 		return err
 	}
-	if t.cpuQuota {
-		_ = f.keyed(filepath.Join(dir("cpu"), "cpu.stat"), func(k string, v uint64) {
+	if t.cpuQuota && dirs.cpu != "" {
+		_ = f.keyed(filepath.Join(dirs.cpu, "cpu.stat"), func(k string, v uint64) {
 			switch k {
 			case "nr_periods":
 				st.CPUPeriods = v
@@ -185,12 +190,14 @@ func (r *cgroupReader) readV1(f *statFiles, t statsTarget, st *pipeline.Stats) e
 		return err
 	}
 	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactive)
-	st.Pids, _ = f.uint(filepath.Join(dir("pids"), "pids.current"))
+	if dirs.pids != "" {
+		st.Pids, _ = f.uint(filepath.Join(dirs.pids, "pids.current"))
+	}
 
 	// Like runc (and so the Engine): the first family the kernel fills.
-	blkio := dir("blkio")
+	blkio := dirs.blkio
 	for i, prefix := range blkioPrefixes {
-		if r.blkioMissing[i].Load() {
+		if r.blkioMissing[i].Load() || blkio == "" {
 			continue
 		}
 		b, err := f.load(filepath.Join(blkio, prefix+"io_service_bytes_recursive"))

@@ -61,6 +61,10 @@ type Collector struct {
 	streamsOpened int
 
 	logs *logManager // nil when logs are off
+
+	// cgroups finds containers' cgroups from /proc; nil when the daemon is
+	// elsewhere (its pids and cgroups are not this host's).
+	cgroups *cgroupResolver
 }
 
 type readiness struct {
@@ -115,6 +119,9 @@ func New(opts Options) (*Collector, error) {
 		host:   cli.DaemonHost(),
 	}
 	c.status.Store(&readiness{reason: "not connected to the docker daemon yet"})
+	if st := opts.Config.Stats; strings.HasPrefix(c.host, "unix://") || st.Source == "cgroup" {
+		c.cgroups = newCgroupResolver(st.CgroupRoot, st.ProcRoot, c.log, st.Source == "api")
+	}
 	if opts.Logs != nil {
 		c.logs = newLogManager(c, *opts.Logs)
 	}
@@ -315,14 +322,21 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 		return pipeline.ContainerState{}, false, fmt.Errorf("inspecting container %s: %w", shortID(id), err)
 	}
 	meta, state, spec := containerFromInspect(res.Container, *c.hostname.Load(), c.sel.LabelAllowed)
-	meta.CgroupPath = cgroupPath(*c.cgroupDriver.Load(), res.Container, id)
 	var labels map[string]string
 	if res.Container.Config != nil {
 		labels = res.Container.Config.Labels
 	}
 	if !c.sel.Selected(meta.Name, meta.Image, labels) {
 		c.store.Remove(id)
+		if c.cgroups != nil {
+			c.cgroups.forget(id)
+		}
 		return state, false, nil
+	}
+	meta.CgroupPath = cgroupPath(*c.cgroupDriver.Load(), res.Container, id)
+	if c.cgroups != nil {
+		// Resolved once per run (a restart has a new pid), not per sample.
+		meta.CgroupPath = c.cgroups.idLabel(id, state.Pid, meta.CgroupPath)
 	}
 	c.store.Upsert(meta, state, spec)
 	if c.logs != nil {
@@ -335,6 +349,9 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 // its last lines are read, its log position.
 func (c *Collector) forget(id string) {
 	c.store.Remove(id)
+	if c.cgroups != nil {
+		c.cgroups.forget(id)
+	}
 	if c.logs != nil {
 		c.logs.destroyed(id)
 	}

@@ -40,14 +40,22 @@ type statsJob struct {
 	done   *sync.WaitGroup
 }
 
-func targetOf(s *pipeline.Snapshot) *statsTarget {
-	return &statsTarget{
+// targetOf says where a container's files are: the directories resolved
+// from /proc for its current run when there are some, else its cgroup path.
+func targetOf(s *pipeline.Snapshot, cgroups *cgroupResolver) *statsTarget {
+	t := &statsTarget{
 		cgroupPath:  s.Meta.CgroupPath,
 		pid:         s.State.Pid,
 		networkMode: s.State.NetworkMode,
 		cpuQuota:    s.Spec.CPUQuota > 0,
 		memoryLimit: s.Spec.MemoryLimit > 0,
 	}
+	if cgroups != nil {
+		if e, ok := cgroups.lookup(s.Meta.ID, s.State.Pid); ok {
+			t.dirs = e.dirs
+		}
+	}
+	return t
 }
 
 func newStatsSampler(c *Collector) *statsSampler {
@@ -151,7 +159,7 @@ func (s *statsSampler) round(ctx context.Context) {
 		done.Add(1)
 		job := statsJob{id: snap.Meta.ID, done: &done}
 		if s.cgroup != nil {
-			job.target = targetOf(snap)
+			job.target = targetOf(snap, s.c.cgroups)
 		}
 		select {
 		case s.work <- job:
@@ -197,7 +205,7 @@ func (s *statsSampler) sample(ctx context.Context, job statsJob) (pipeline.Stats
 		t := job.target
 		if t == nil { // a container that just started: not in a round yet
 			if snap, ok := s.c.store.Get(job.id); ok {
-				t = targetOf(&snap)
+				t = targetOf(&snap, s.c.cgroups)
 			}
 		}
 		if t != nil && t.cgroupPath != "" {
