@@ -3,6 +3,8 @@ package collector
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,4 +86,59 @@ func checkStats(t *testing.T, st pipeline.Stats) {
 	if !slices.IsSorted(ifs) {
 		t.Fatalf("interfaces not sorted: %v", ifs)
 	}
+}
+
+// FuzzCgroupResolve feeds the /proc/<pid>/cgroup and mountinfo parsers, and
+// the resolution over them, whatever a kernel of another version, another
+// runtime or a truncated read could give: no panic, and what resolves is a
+// directory under the cgroup root named for the container. "@ROOT@" in the
+// mount table stands for the cgroup root.
+func FuzzCgroupResolve(f *testing.F) {
+	const id = "9a651247d1ebfd48e18988c645abddf0901b61e267e8d15e1233364072fedfd6"
+	for _, dir := range []string{"v1-cgroupfs", "v1-relative-parent", "v1-agent-cgroupns", "v1-systemd", "v2-systemd", "podman-systemd-v2"} {
+		cg, err1 := os.ReadFile(filepath.Join(cgroupTestdata, dir, "cgroup"))
+		mi, err2 := os.ReadFile(filepath.Join(cgroupTestdata, dir, "mountinfo"))
+		if err := errors.Join(err1, err2); err != nil {
+			f.Fatal(err)
+		}
+		mi = bytes.ReplaceAll(mi, []byte(" /sys/fs/cgroup"), []byte(" @ROOT@"))
+		mi = bytes.ReplaceAll(mi, []byte(" /host/sys/fs/cgroup"), []byte(" @ROOT@"))
+		f.Add(cg, mi)
+	}
+	f.Add([]byte("0::/../"+id+"\n1:cpu:/a\\040b/"+id), []byte("1 2 0:1 /../.. @ROOT@ rw - cgroup2 x rw\n3 4 0:2 /a\\040b @ROOT@/cpu rw - cgroup x rw,cpu\n"))
+	root := f.TempDir()
+	dirs := []string{"docker/" + id, "x/" + id, "memory/a b/" + id}
+	for _, c := range v1Controllers {
+		dirs = append(dirs, c+"/docker/"+id)
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, cg, mi []byte) {
+		lines := parseProcCgroup(cg)
+		for _, l := range lines {
+			if !strings.HasPrefix(l.path, "/") {
+				t.Fatalf("path %q from %q", l.path, cg)
+			}
+		}
+		mounts := parseMountinfo(bytes.ReplaceAll(mi, []byte("@ROOT@"), []byte(root)))
+		for _, v2 := range []bool{false, true} {
+			r := newCgroupResolver(root, root, slog.New(slog.DiscardHandler), true)
+			r.v2, r.usable = v2, true
+			e, err := r.resolveFrom(id, lines, mounts)
+			if err != nil {
+				continue
+			}
+			if !strings.HasPrefix(e.path, "/") || !strings.Contains(e.path, id) || slices.Contains(strings.Split(e.path, "/"), "..") {
+				t.Fatalf("id label %q", e.path)
+			}
+			for _, d := range e.dirs.list() {
+				if !within(d, root) || !isDir(d) || slices.Contains(strings.Split(d, "/"), "..") {
+					t.Fatalf("directory %q outside %s or missing", d, root)
+				}
+			}
+		}
+	})
 }
