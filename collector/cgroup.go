@@ -7,10 +7,12 @@ import (
 	"github.com/moby/moby/api/types/container"
 )
 
-// cgroupPath is the container's cgroup as cAdvisor reports it in the `id`
-// label ("/docker/<id>" with the cgroupfs driver,
-// "/system.slice/docker-<id>.scope" with systemd), so that dashboards that
-// match on id keep working.
+// cgroupPath derives the container's cgroup path (cAdvisor's `id` label:
+// "/docker/<id>" with the cgroupfs driver, "/system.slice/docker-<id>.scope"
+// with systemd) from Docker's defaults. It is the fallback for when
+// /proc/<pid>/cgroup cannot say (cgroupResolver): no process, a /proc or
+// cgroup filesystem the agent cannot see; it is wrong for a relative
+// --cgroup-parent, rootless Docker and Podman.
 func cgroupPath(driver string, in container.InspectResponse, id string) string {
 	parent := ""
 	if in.HostConfig != nil {
