@@ -111,6 +111,9 @@ type cgroupMount struct {
 // parseMountinfo reads the cgroup and cgroup2 entries of a mountinfo file
 // (proc(5)): "36 35 98:0 <root> <mount point> <options> [optional...] -
 // <fstype> <source> <super options>", paths octal-escaped.
+// A mount hidden by a later one on the same point (the host's hierarchy
+// bind-mounted over the one a runtime mounted for the agent) is left out:
+// its directories are not reachable.
 func parseMountinfo(b []byte) []cgroupMount {
 	var out []cgroupMount
 	for line := range strings.SplitSeq(string(b), "\n") {
@@ -119,7 +122,8 @@ func parseMountinfo(b []byte) []cgroupMount {
 		if sep < 6 || len(f) < sep+4 {
 			continue
 		}
-		m := cgroupMount{root: unescapeMountinfo(f[3]), point: unescapeMountinfo(f[4])}
+		m := cgroupMount{root: unescapeMountinfo(f[3]), point: filepath.Clean(unescapeMountinfo(f[4]))}
+		out = slices.DeleteFunc(out, func(o cgroupMount) bool { return o.point == m.point })
 		switch f[sep+1] {
 		case "cgroup2":
 			m.v2 = true
@@ -367,8 +371,6 @@ func (r *cgroupResolver) resolveFrom(id string, lines []procCgroup, mounts []cgr
 
 // locate finds the directory of a /proc cgroup path through the mounts of
 // its hierarchy under the cgroup root, and the path to report as the id.
-// A later mount on the same point hides an earlier one, so later ones are
-// tried first.
 func (r *cgroupResolver) locate(id, path string, mounts []cgroupMount, ofHierarchy func(*cgroupMount) bool) (string, string, error) {
 	up, rest, ok := splitCgroupPath(path)
 	if !ok {

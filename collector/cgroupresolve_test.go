@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +138,10 @@ func TestCgroupResolvedFromProc(t *testing.T) {
 			blkio:   root + "/blkio/system.slice/docker-<id>.scope",
 		}, symlinks: map[string]string{root + "/cpu": "cpu,cpuacct", root + "/cpuacct": "cpu,cpuacct"}},
 		{dir: "v2-systemd", cgroupRoot: root, v2: true, wantPath: "/system.slice/docker-<id>.scope", wantDirs: cgroupDirs{unified: root + "/system.slice/docker-<id>.scope"}},
+		// The host's hierarchy mounted over the agent's own: the later
+		// mount is the one that is reached.
+		{dir: "v2-agent-cgroupns", cgroupRoot: root, v2: true, wantPath: "/system.slice/docker-<id>.scope", wantDirs: cgroupDirs{unified: root + "/system.slice/docker-<id>.scope"},
+			extraDirs: []string{root + "/user.slice", root + "/init.scope"}},
 		{dir: "v2-own-namespace-mount", cgroupRoot: root, v2: true, extraDirs: []string{root + "/system.slice/docker-<id>.scope"}},
 		{dir: "rootless-v2", cgroupRoot: root, v2: true, wantPath: "/user.slice/user-1000.slice/user@1000.service/user.slice/docker-<id>.scope",
 			wantDirs: cgroupDirs{unified: root + "/user.slice/user-1000.slice/user@1000.service/user.slice/docker-<id>.scope"}},
@@ -351,5 +356,36 @@ func writeFile(t *testing.T, p, content string) {
 	}
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestParseMountinfo: the cgroup mounts of a recorded table, with
+// comma-joined controllers and names, and without one hidden by a later
+// mount on the same point.
+func TestParseMountinfo(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(cgroupTestdata, "v2-agent-cgroupns", "mountinfo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := parseMountinfo(b); !reflect.DeepEqual(got, []cgroupMount{{point: "/sys/fs/cgroup", root: "/../..", v2: true}}) {
+		t.Errorf("v2 agent in a namespace: %+v", got)
+	}
+	b, err = os.ReadFile(filepath.Join(cgroupTestdata, "v1-systemd", "mountinfo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cpu []cgroupMount
+	for _, m := range parseMountinfo(b) {
+		if slices.Contains(m.options, "cpuacct") || slices.Contains(m.options, "name=systemd") {
+			cpu = append(cpu, m)
+		}
+	}
+	if len(cpu) != 2 || cpu[0].point != "/sys/fs/cgroup/systemd" || cpu[1].point != "/sys/fs/cgroup/cpu,cpuacct" || !slices.Contains(cpu[1].options, "cpu") {
+		t.Errorf("v1 systemd host: %+v", cpu)
+	}
+	lines := parseProcCgroup([]byte("4:cpu,cpuacct:/system.slice/a:b.scope\n1:name=systemd:/x\n0::/y\n0:cpu:/bad\nx::/bad\n2:memory:relative\n"))
+	want := []procCgroup{{controllers: []string{"cpu", "cpuacct"}, path: "/system.slice/a:b.scope"}, {controllers: []string{"name=systemd"}, path: "/x"}, {path: "/y"}}
+	if !reflect.DeepEqual(lines, want) {
+		t.Errorf("parseProcCgroup:\n got %+v\nwant %+v", lines, want)
 	}
 }
