@@ -220,6 +220,9 @@ type cgroupEntry struct {
 	pid  int    // the main process it was resolved for
 	path string // cAdvisor's id: the cgroup's path in its hierarchy
 	dirs cgroupDirs
+	// failedAt is when resolving failed for this pid (path is then the
+	// derived one, dirs unset); it is tried again after warnEvery.
+	failedAt time.Time
 }
 
 // warnEvery spaces out the warnings of a failing resolution: a host where
@@ -245,7 +248,7 @@ func (r *cgroupResolver) lookup(id string, pid int) (cgroupEntry, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.cache[id]
-	return e, ok && pid != 0 && e.pid == pid
+	return e, ok && pid != 0 && e.pid == pid && e.failedAt.IsZero()
 }
 
 // idLabel returns the container's cgroup path (the `id` label) for the run
@@ -257,10 +260,12 @@ func (r *cgroupResolver) idLabel(id string, pid int, guess string) string {
 	r.mu.Lock()
 	e, ok := r.cache[id]
 	r.mu.Unlock()
-	if ok && (pid == 0 || e.pid == pid) {
+	switch {
+	case ok && e.failedAt.IsZero() && (pid == 0 || e.pid == pid):
 		return e.path
-	}
-	if pid == 0 {
+	case ok && !e.failedAt.IsZero() && (pid == 0 || e.pid == pid && r.now().Sub(e.failedAt) < warnEvery):
+		return guess
+	case pid == 0:
 		return guess
 	}
 	r.detect()
@@ -270,10 +275,9 @@ func (r *cgroupResolver) idLabel(id string, pid int, guess string) string {
 	e, err := r.resolve(id, pid)
 	if err != nil {
 		r.fellBack(id, pid, guess, err)
-		r.mu.Lock()
-		delete(r.cache, id) // a previous run's directories are not this one's
-		r.mu.Unlock()
-		return guess
+		// Not read again for every event of this run; and a previous
+		// run's directories are not this one's.
+		e = cgroupEntry{pid: pid, path: guess, failedAt: r.now()}
 	}
 	r.mu.Lock()
 	r.cache[id] = e
@@ -380,7 +384,10 @@ func (r *cgroupResolver) locate(id, path string, mounts []cgroupMount, ofHierarc
 	// process in a child of it (systemd in the container moving itself to
 	// init.scope, crun's libpod-<id>.scope/container) is still in it.
 	// A path naming no container is not trusted: with a /proc of another
-	// PID namespace the pid may be some other process.
+	// PID namespace the pid may be some other process. Nor is "/": the
+	// root of the agent's cgroup namespace, which hides where that is (the
+	// container shares the agent's namespace, or has no cgroup of its own,
+	// as rootless Docker on cgroup v1).
 	k := len(rest) - 1
 	for k >= 0 && !strings.Contains(rest[k], id) {
 		k--

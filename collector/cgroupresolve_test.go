@@ -237,11 +237,22 @@ func TestCgroupResolutionCachedPerRun(t *testing.T) {
 		t.Error("the old run's pid still finds directories")
 	}
 	// Gone: a new run whose process is already gone falls back.
+	now := time.Now()
+	r.now = func() time.Time { return now }
 	if got := r.idLabel(id, 44, "/g"); got != "/g" {
 		t.Fatalf("vanished process: %q", got)
 	}
 	if _, ok := r.lookup(id, 43); ok {
 		t.Error("a failed resolution left the previous run's directories")
+	}
+	// A failure is not retried on every event of the run, but after a while.
+	writeFile(t, filepath.Join(h.proc, "44", "cgroup"), "2:cpuacct:"+moved+"\n1:cpu:"+moved+"\n4:memory:"+moved+"\n")
+	if got := r.idLabel(id, 44, "/g"); got != "/g" {
+		t.Fatalf("a failed run was resolved again at once: %q", got)
+	}
+	now = now.Add(warnEvery)
+	if got := r.idLabel(id, 44, "/g"); got != moved {
+		t.Fatalf("a failed run was not resolved again after %v: %q", warnEvery, got)
 	}
 	r.forget(id)
 	if got := r.idLabel(id, 0, "/g"); got != "/g" {
