@@ -237,6 +237,10 @@ func newCgroupResolver(root, procRoot string, log *slog.Logger, quiet bool) *cgr
 // detect reads the layout of the cgroup root once.
 func (r *cgroupResolver) detect() {
 	r.layout.Do(func() {
+		// The mount table names real paths.
+		if p, err := filepath.EvalSymlinks(r.root); err == nil {
+			r.root = p
+		}
 		v2, err := cgroupLayout(r.root)
 		r.v2, r.usable = v2, err == nil
 	})
