@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -95,10 +95,11 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		reg:     reg,
 		sources: &s.sources,
 		log:     opts.Logger,
-		// Scrapes are cheap, but stuck clients must not pile them up.
-		inflight: make(chan struct{}, 4),
-		bufs:     make(chan *bytes.Buffer, 2),
-		gzips:    make(chan *gzip.Writer, 2),
+		writers: make(chan struct{}, maxScrapeWriters),
+		renders: make(chan struct{}, maxScrapeRenders),
+		bufs:    make(chan *bytes.Buffer, 2),
+		zbufs:   make(chan *bytes.Buffer, 2),
+		gzips:   make(chan *gzip.Writer, 2),
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -146,10 +147,50 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	s.listener = l
 	s.srv = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
 	return s, nil
 }
+
+// The endpoint is unauthenticated unless a web config file says otherwise,
+// so no client may hold the agent's descriptors, memory or scrape slots for
+// longer than these bounds.
+const (
+	// readHeaderTimeout bounds a request's headers: scrapers send theirs at
+	// once.
+	readHeaderTimeout = 10 * time.Second
+	// readTimeout bounds a whole request; the agent's requests have no body.
+	readTimeout = 30 * time.Second
+	// writeTimeout bounds a response from the end of its request: a client
+	// that stops reading loses its connection after it. One minute is the
+	// longest scrape_timeout Prometheus allows at its default 1 m scrape
+	// interval, and fits pprof's default 30 s CPU profile (pprof refuses a
+	// profile as long as the server's WriteTimeout).
+	writeTimeout = time.Minute
+	// idleTimeout closes a keep-alive connection with no request. Prometheus
+	// scrapes every 15 s to 1 m, so it reconnects for most scrapes; one TCP
+	// (or TLS) handshake per scrape is cheap next to a descriptor held for
+	// ever by every client that ever connected.
+	idleTimeout = 10 * time.Second
+	// maxHeaderBytes is ample for a scraper's or a browser's headers (Go's
+	// default is 1 MiB, buffered per connection).
+	maxHeaderBytes = 32 << 10
+
+	// maxScrapeWriters bounds the responses being sent at once; each holds
+	// its rendered scrape (a few MB at a few thousand containers) until the
+	// client has read it or writeTimeout ends it. Eight leaves room for
+	// Prometheus HA pairs and curl while a few stalled clients sit out their
+	// timeout; beyond it a scrape gets 503 at once instead of queueing.
+	maxScrapeWriters = 8
+	// maxScrapeRenders bounds scrapes being built at once (CPU only, no
+	// client involved), and renderWait how long one waits for its turn.
+	maxScrapeRenders = 2
+	renderWait       = 5 * time.Second
+)
 
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.listener.Addr() }
@@ -174,6 +215,11 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(shutdownCtx)
+	if err != nil {
+		// Clients still being written to (or stalled) are cut off rather
+		// than left holding their handlers until writeTimeout.
+		_ = s.srv.Close()
+	}
 	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
 		err = serveErr
 	}
@@ -189,17 +235,22 @@ type Collector = prometheus.Collector
 
 // metricsHandler serves the container series, written directly, followed
 // by the registry's (the agent's own, Go runtime and process metrics), in
-// the text format.
+// the text format. A response is rendered (and compressed) into a buffer
+// before any byte is sent, so that a client that reads slowly, or not at
+// all, holds only its own response and a writer slot, never what other
+// scrapes need.
 type metricsHandler struct {
-	reg      *prometheus.Registry
-	sources  *atomic.Pointer[sources]
-	log      *slog.Logger
-	inflight chan struct{}
-	// Response buffers and gzip writers (whose tables are large), kept
-	// across scrapes in free lists: a sync.Pool empties at every GC, and
-	// regrowing them per scrape raised the agent's peak RSS.
-	bufs  chan *bytes.Buffer
-	gzips chan *gzip.Writer
+	reg     *prometheus.Registry
+	sources *atomic.Pointer[sources]
+	log     *slog.Logger
+	writers chan struct{} // responses in flight, rendered or being sent
+	renders chan struct{} // responses being rendered
+	// Response buffers (text and compressed) and gzip writers (whose
+	// tables are large), kept across scrapes in free lists: a sync.Pool
+	// empties at every GC, and regrowing them per scrape raised the
+	// agent's peak RSS.
+	bufs, zbufs chan *bytes.Buffer
+	gzips       chan *gzip.Writer
 }
 
 // take returns a kept item, or nil.
@@ -223,22 +274,65 @@ var textFormat = expfmt.NewFormat(expfmt.TypeTextPlain)
 
 func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	select {
-	case h.inflight <- struct{}{}:
-		defer func() { <-h.inflight }()
+	case h.writers <- struct{}{}:
+		defer func() { <-h.writers }()
 	default:
 		http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
 		return
+	}
+	gz := strings.Contains(r.Header.Get("Accept-Encoding"), "gzip")
+	body, err := h.render(r.Context(), gz)
+	if err != nil {
+		http.Error(w, err.Error(), err.status)
+		return
+	}
+	defer func() {
+		if gz {
+			keep(h.zbufs, body)
+		} else {
+			keep(h.bufs, body)
+		}
+	}()
+	w.Header().Set("Content-Type", string(textFormat))
+	if gz {
+		w.Header().Set("Content-Encoding", "gzip")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(body.Len()))
+	if _, err := w.Write(body.Bytes()); err != nil {
+		h.log.Debug("writing scrape response", "err", err)
+	}
+}
+
+// renderError is a scrape that could not be rendered, with its status.
+type renderError struct {
+	msg    string
+	status int
+}
+
+func (e *renderError) Error() string { return e.msg }
+
+// render builds the response body, compressed if gz, in a buffer the caller
+// owns until it returns it to its free list.
+func (h *metricsHandler) render(ctx context.Context, gz bool) (*bytes.Buffer, *renderError) {
+	wait := time.NewTimer(renderWait)
+	defer wait.Stop()
+	select {
+	case h.renders <- struct{}{}:
+		defer func() { <-h.renders }()
+	case <-wait.C:
+		return nil, &renderError{"too many concurrent scrapes", http.StatusServiceUnavailable}
+	case <-ctx.Done():
+		return nil, &renderError{"scrape cancelled", http.StatusServiceUnavailable}
 	}
 	buf := take(h.bufs)
 	if buf == nil {
 		buf = new(bytes.Buffer)
 	}
 	buf.Reset()
-	defer keep(h.bufs, buf)
 	if containers := h.sources.Load().containers; containers != nil {
 		if err := containers.WriteText(buf); err != nil {
-			http.Error(w, "rendering container metrics: "+err.Error(), http.StatusInternalServerError)
-			return
+			keep(h.bufs, buf)
+			return nil, &renderError{"rendering container metrics: " + err.Error(), http.StatusInternalServerError}
 		}
 	}
 	mfs, err := h.reg.Gather()
@@ -249,36 +343,40 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	enc := expfmt.NewEncoder(buf, textFormat)
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
-			http.Error(w, "encoding agent metrics: "+err.Error(), http.StatusInternalServerError)
-			return
+			keep(h.bufs, buf)
+			return nil, &renderError{"encoding agent metrics: " + err.Error(), http.StatusInternalServerError}
 		}
 	}
-	w.Header().Set("Content-Type", string(textFormat))
-	var out io.Writer = w
-	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-		// Prometheus asks for gzip, and compressing is most of a scrape's
-		// cost. BestSpeed, because the agent's CPU is what users watch;
-		// klauspost's encoder, because at that level it took 3.7 ms where
-		// compress/gzip took 8.9 for a 1.3 MB scrape of 210 containers,
-		// and came out 8 % smaller.
-		w.Header().Set("Content-Encoding", "gzip")
-		zw := take(h.gzips)
-		if zw == nil {
-			zw, _ = gzip.NewWriterLevel(w, gzip.BestSpeed)
-		} else {
-			zw.Reset(w)
-		}
-		defer func() {
-			if err := zw.Close(); err != nil {
-				h.log.Debug("writing scrape response", "err", err)
-			}
-			keep(h.gzips, zw)
-		}()
-		out = zw
+	if !gz {
+		return buf, nil
 	}
-	if _, err := out.Write(buf.Bytes()); err != nil {
-		h.log.Debug("writing scrape response", "err", err)
+	// Prometheus asks for gzip, and compressing is most of a scrape's
+	// cost. BestSpeed, because the agent's CPU is what users watch;
+	// klauspost's encoder, because at that level it took 3.7 ms where
+	// compress/gzip took 8.9 for a 1.3 MB scrape of 210 containers, and
+	// came out 8 % smaller.
+	defer keep(h.bufs, buf)
+	zbuf := take(h.zbufs)
+	if zbuf == nil {
+		zbuf = new(bytes.Buffer)
 	}
+	zbuf.Reset()
+	zw := take(h.gzips)
+	if zw == nil {
+		zw, _ = gzip.NewWriterLevel(zbuf, gzip.BestSpeed)
+	} else {
+		zw.Reset(zbuf)
+	}
+	defer keep(h.gzips, zw)
+	_, err = zw.Write(buf.Bytes())
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		keep(h.zbufs, zbuf)
+		return nil, &renderError{"compressing scrape: " + err.Error(), http.StatusInternalServerError}
+	}
+	return zbuf, nil
 }
 
 // freeOSMemory collects garbage and hands every free page back to the

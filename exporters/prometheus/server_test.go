@@ -1,17 +1,21 @@
 package prometheus
 
 import (
+	"bufio"
 	"bytes"
 	stdgzip "compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,5 +223,144 @@ func TestScrapeGzipMatchesPlain(t *testing.T) {
 		if got := scrape(true); got != plain {
 			t.Fatalf("gzip scrape differs from the plain one (%d vs %d bytes)", len(got), len(plain))
 		}
+	}
+}
+
+// startServer serves n containers until the test ends; adjust may change
+// the http.Server's timeouts before it starts.
+func startServer(t *testing.T, containers int, adjust func(*http.Server)) *Server {
+	t.Helper()
+	srv, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics",
+		Containers: NewContainerCollector(benchStore(containers)), Ready: func() (bool, string) { return true, "" },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(srv.srv)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv
+}
+
+// stallClient asks for a scrape, uncompressed, with a tiny receive buffer,
+// and never reads the answer: the server's write blocks at once.
+func stallClient(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+	return c
+}
+
+// scrapeStatus scrapes once, the way Prometheus does (gzip), and times it.
+func scrapeStatus(t *testing.T, addr string) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, time.Since(start)
+}
+
+// TestScrapesAnswerWhileClientsStall: clients that never read their
+// response, and keep-alive connections left idle, neither deny real scrapes
+// nor hold their connections for ever.
+func TestScrapesAnswerWhileClientsStall(t *testing.T) {
+	srv := startServer(t, 2000, func(s *http.Server) { s.IdleTimeout = 500 * time.Millisecond })
+	addr := srv.Addr().String()
+	for range 4 {
+		stallClient(t, addr)
+	}
+	// Keep-alive connections that made one request, then went quiet.
+	var idle []net.Conn
+	var readers []*bufio.Reader
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		idle = append(idle, c)
+		readers = append(readers, br)
+	}
+	time.Sleep(time.Second) // the stalled writes are blocked by now
+	for i := range 5 {
+		if code, took := scrapeStatus(t, addr); code != http.StatusOK {
+			t.Fatalf("scrape %d with 4 stalled clients: %d after %s, want 200", i, code, took)
+		}
+	}
+	for i, c := range idle {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := readers[i].ReadByte(); err != io.EOF {
+			t.Errorf("idle keep-alive connection %d: read %v, want EOF (closed by the server after its idle timeout)", i, err)
+		}
+	}
+}
+
+// TestStalledScrapesAreBoundedAndTimedOut: more stalled clients than
+// writer slots make a scrape fail fast with 503 (no queueing behind them),
+// and the write timeout frees the slots.
+func TestStalledScrapesAreBoundedAndTimedOut(t *testing.T) {
+	const writeTimeout = 2 * time.Second
+	srv := startServer(t, 2000, func(s *http.Server) { s.WriteTimeout = writeTimeout })
+	addr := srv.Addr().String()
+	for range maxScrapeWriters {
+		stallClient(t, addr)
+	}
+	time.Sleep(500 * time.Millisecond)
+	code, took := scrapeStatus(t, addr)
+	if code != http.StatusServiceUnavailable || took > time.Second {
+		t.Errorf("scrape with every writer slot stalled: %d after %s, want 503 at once", code, took)
+	}
+	time.Sleep(writeTimeout)
+	harnessWait(t, 5*time.Second, func() bool { c, _ := scrapeStatus(t, addr); return c == http.StatusOK },
+		"scrapes still refused after the stalled clients' write timeout")
+}
+
+func harnessWait(t *testing.T, timeout time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+	}
+}
+
+// TestOversizedHeadersRefused: headers beyond maxHeaderBytes get 431, not
+// a megabyte of buffer per connection.
+func TestOversizedHeadersRefused(t *testing.T) {
+	srv := startServer(t, 1, nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+srv.Addr().String()+"/healthz", nil)
+	req.Header.Set("X-Padding", strings.Repeat("a", 2*maxHeaderBytes))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("%d-byte header: %d, want 431", 2*maxHeaderBytes, resp.StatusCode)
 	}
 }
