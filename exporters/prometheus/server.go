@@ -45,6 +45,9 @@ type ServerOptions struct {
 	EnablePprof bool
 	Logger      *slog.Logger
 	Version     string
+	// Listener, when set, is served instead of binding ListenAddress; the
+	// server owns it from then on (see ShareListener).
+	Listener net.Listener
 }
 
 // Server serves /metrics, /healthz and /readyz.
@@ -69,9 +72,71 @@ func (s *Server) SetSources(containers *ContainerCollector, ready ReadyFunc) {
 }
 
 // NewServer validates the web configuration and binds the listen address,
-// so that a port in use or a bad TLS file is reported at start-up, not
-// after the agent claims to be running.
+// so that a port in use or a bad TLS file is reported at start-up (or at a
+// reload, while the running server goes on), not after the agent claims to
+// be running.
 func NewServer(opts ServerOptions) (*Server, error) {
+	s := &Server{opts: opts}
+	s.SetSources(opts.Containers, opts.Ready)
+	mux, err := s.handler()
+	if err != nil {
+		if opts.Listener != nil {
+			opts.Listener.Close()
+		}
+		return nil, err
+	}
+	l := opts.Listener
+	if l == nil {
+		if l, err = net.Listen("tcp", opts.ListenAddress); err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", opts.ListenAddress, err)
+		}
+	}
+	s.listener = l
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+	return s, nil
+}
+
+// CheckServer reports what NewServer would refuse in opts, without binding
+// the address: for --config.check.
+func CheckServer(opts ServerOptions) error {
+	_, err := (&Server{opts: opts}).handler()
+	return err
+}
+
+// ShareListener returns a second listener on the server's socket, for a
+// server that takes the address over at a reload: the socket stays open
+// until both are closed, so no connection is refused in between.
+func (s *Server) ShareListener() (net.Listener, error) {
+	tl, ok := s.listener.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("sharing listener %s: not a TCP listener", s.listener.Addr())
+	}
+	f, err := tl.File() // a duplicate descriptor of the same socket
+	if err != nil {
+		return nil, fmt.Errorf("sharing listener %s: %w", s.listener.Addr(), err)
+	}
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("sharing listener %s: %w", s.listener.Addr(), err)
+	}
+	return l, nil
+}
+
+// Close releases the listener of a server that will not Run (a reload
+// given up).
+func (s *Server) Close() error { return s.listener.Close() }
+
+// handler checks the web configuration and builds the routes.
+func (s *Server) handler() (http.Handler, error) {
+	opts := s.opts
 	if opts.WebConfigFile != "" {
 		if err := web.Validate(opts.WebConfigFile); err != nil {
 			return nil, fmt.Errorf("checking web config file %s: %w", opts.WebConfigFile, err)
@@ -88,10 +153,11 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 	}
 
-	s := &Server{opts: opts}
-	s.SetSources(opts.Containers, opts.Ready)
 	mux := http.NewServeMux()
-	mux.Handle(opts.MetricsPath, &metricsHandler{
+	// The telemetry path first: http.ServeMux panics on a pattern it cannot
+	// parse or that overlaps another, and config validation should have
+	// refused such a path, but a panic here would end the agent.
+	if err := handle(mux, opts.MetricsPath, &metricsHandler{
 		reg:     reg,
 		sources: &s.sources,
 		log:     opts.Logger,
@@ -100,29 +166,33 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		bufs:    make(chan *bytes.Buffer, 2),
 		zbufs:   make(chan *bytes.Buffer, 2),
 		gzips:   make(chan *gzip.Writer, 2),
-	})
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, reason := false, "starting"
-		if ready := s.sources.Load().ready; ready != nil {
-			ok, reason = ready()
-		}
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %s\n", reason)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	}); err != nil {
+		return nil, err
+	}
+	routes := map[string]http.Handler{
+		"/healthz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "ok")
+		}),
+		"/readyz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			ok, reason := false, "starting"
+			if ready := s.sources.Load().ready; ready != nil {
+				ok, reason = ready()
+			}
+			if !ok {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "not ready: %s\n", reason)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		}),
+	}
 	if opts.EnablePprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("POST /debug/free-os-memory", freeOSMemory)
+		routes["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
+		routes["/debug/pprof/cmdline"] = http.HandlerFunc(pprof.Cmdline)
+		routes["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
+		routes["/debug/pprof/symbol"] = http.HandlerFunc(pprof.Symbol)
+		routes["/debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
+		routes["POST /debug/free-os-memory"] = http.HandlerFunc(freeOSMemory)
 	}
 	if opts.MetricsPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
@@ -137,23 +207,26 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("building landing page: %w", err)
 		}
-		mux.Handle("/", landing)
+		routes["/"] = landing
 	}
+	for pattern, h := range routes {
+		if err := handle(mux, pattern, h); err != nil {
+			return nil, err
+		}
+	}
+	return mux, nil
+}
 
-	l, err := net.Listen("tcp", opts.ListenAddress)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", opts.ListenAddress, err)
-	}
-	s.listener = l
-	s.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-	}
-	return s, nil
+// handle registers h, turning ServeMux's panic on a bad or overlapping
+// pattern into an error.
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("serving %q: %v", pattern, r)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
 }
 
 // The endpoint is unauthenticated unless a web config file says otherwise,

@@ -364,3 +364,81 @@ func TestOversizedHeadersRefused(t *testing.T) {
 		t.Errorf("%d-byte header: %d, want 431", 2*maxHeaderBytes, resp.StatusCode)
 	}
 }
+
+// TestServerRefusesUnroutablePathWithoutPanic: a telemetry path that
+// http.ServeMux cannot take is an error from NewServer and CheckServer,
+// never a panic that ends the agent.
+func TestServerRefusesUnroutablePathWithoutPanic(t *testing.T) {
+	for _, p := range []string{"/metrics/{node", "/{path...}", "/healthz"} {
+		opts := ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: p, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if err := CheckServer(opts); err == nil || !strings.Contains(err.Error(), p) {
+			t.Errorf("CheckServer(%q) = %v, want an error naming the path", p, err)
+		}
+		if srv, err := NewServer(opts); err == nil {
+			srv.Close()
+			t.Errorf("NewServer(%q) succeeded", p)
+		}
+	}
+}
+
+// TestSharedListenerTakesOverWithoutRefusing: a server built on
+// ShareListener serves while the first one stops, and after.
+func TestSharedListenerTakesOverWithoutRefusing(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	first, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx1, stop1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- first.Run(ctx1) }()
+	addr := first.Addr().String()
+
+	l, err := first.ShareListener()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewServer(ServerOptions{ListenAddress: addr, MetricsPath: "/other", Logger: logger, Listener: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, stop2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- second.Run(ctx2) }()
+	defer func() { stop2(); <-done2 }()
+
+	scraping, failed := make(chan struct{}), make(chan string, 1)
+	go func() {
+		defer close(failed)
+		for {
+			select {
+			case <-scraping:
+				return
+			default:
+			}
+			resp, err := http.Get("http://" + addr + "/healthz")
+			if err != nil {
+				failed <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				failed <- resp.Status
+				return
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	stop1()
+	if err := <-done1; err != nil {
+		t.Fatalf("first server: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(scraping)
+	if msg, ok := <-failed; ok {
+		t.Fatalf("a request failed during the take-over: %s", msg)
+	}
+	if code, _ := get(t, "http://"+addr+"/other"); code != http.StatusOK {
+		t.Errorf("the second server's route: %d", code)
+	}
+}
