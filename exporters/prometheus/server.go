@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,9 @@ type Server struct {
 	listener net.Listener
 	srv      *http.Server
 	sources  atomic.Pointer[sources]
+
+	freshMu sync.Mutex
+	fresh   map[net.Conn]struct{} // accepted, first request not read yet
 }
 
 // sources are what a configuration reload replaces; the listener and the
@@ -99,7 +103,9 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         s.trackFresh,
 	}
+	s.fresh = make(map[net.Conn]struct{})
 	return s, nil
 }
 
@@ -285,6 +291,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("serving HTTP on %s: %w", s.listener.Addr(), err)
 	case <-ctx.Done():
 	}
+	// Stop accepting, then give the connections just accepted the time to
+	// send their request: net/http closes, unanswered, a connection whose
+	// request it reads after Shutdown began. At a reload that hands the
+	// socket to a new server, those would be failed scrapes.
+	_ = s.listener.Close()
+	s.waitFresh(freshConnWait)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(shutdownCtx)
@@ -293,13 +305,42 @@ func (s *Server) Run(ctx context.Context) error {
 		// than left holding their handlers until writeTimeout.
 		_ = s.srv.Close()
 	}
-	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) && err == nil {
 		err = serveErr
 	}
 	if err != nil {
 		return fmt.Errorf("shutting down HTTP server: %w", err)
 	}
 	return nil
+}
+
+// freshConnWait bounds how long a stopping server waits for accepted
+// connections to send their first request; a scraper sends it at once.
+const freshConnWait = 2 * time.Second
+
+// trackFresh is the server's ConnState hook: it keeps the connections
+// accepted whose first request has not arrived yet.
+func (s *Server) trackFresh(c net.Conn, state http.ConnState) {
+	s.freshMu.Lock()
+	defer s.freshMu.Unlock()
+	if state == http.StateNew {
+		s.fresh[c] = struct{}{}
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+// waitFresh waits until no accepted connection is waiting for its first
+// request, or for at most d.
+func (s *Server) waitFresh(d time.Duration) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		s.freshMu.Lock()
+		n := len(s.fresh)
+		s.freshMu.Unlock()
+		if n == 0 {
+			return
+		}
+	}
 }
 
 // Collector is a prometheus.Collector, named here so callers need not
