@@ -66,6 +66,8 @@ func TestBadConfigs(t *testing.T) {
 		"bad-web-config-file.yml":         `testdata/bad-web-config-file.yml:3: web.config_file: cannot read "testdata/no-such-web.yml": no such file or directory`,
 		"bad-tls-key-file.yml":            `testdata/bad-tls-key-file.yml:6: exporters.otlp.tls.key_file: cannot read "testdata/files/no-such-key.pem": no such file or directory`,
 		"bad-tls-ca-dir.yml":              `testdata/bad-tls-ca-dir.yml:5: exporters.otlp.tls.ca_file: cannot read "testdata/files": is a directory`,
+		"bad-docker-host.yml":             `testdata/bad-docker-host.yml:3: docker.host: must be "unix:///path/to/docker.sock" or "tcp://host:port", got "/var/run/docker.sock"`,
+		"bad-docker-host-tcp.yml":         `testdata/bad-docker-host-tcp.yml:2: docker.host: cannot parse "tcp://[::1" as a URL: missing ']' in host`,
 		"bad-endpoint-userinfo.yml":       `testdata/bad-endpoint-userinfo.yml:3: exporters.otlp.endpoint: cannot parse "https://***@collector:port" as a URL: invalid port ":port" after host`,
 	}
 	unsetEnv(t, "DOCKSCOPE_TEST_UNSET")

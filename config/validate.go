@@ -40,6 +40,7 @@ func (c *Config) problems() []*Error {
 	}
 
 	dk := c.Docker
+	v.dockerHost("docker.host", dk.Host)
 	v.positive("docker.timeout", dk.Timeout)
 	v.atLeast("docker.max_backoff", dk.MaxBackoff, time.Second)
 
@@ -229,6 +230,24 @@ func (v *validator) endpoint(key, ep string) {
 		}
 	}
 	v.add(key, `must be a URL such as "https://collector:4318" or a host:port such as "collector:4317", got %q`, RedactURL(ep))
+}
+
+// dockerHost refuses what the Docker client refuses when the collector is
+// built (at start, or at a reload): no "proto://", an empty address, a tcp
+// URL that does not parse.
+func (v *validator) dockerHost(key, h string) {
+	if h == "" {
+		return
+	}
+	proto, addr, ok := strings.Cut(h, "://")
+	switch {
+	case !ok || proto == "" || addr == "":
+		v.add(key, `must be "unix:///path/to/docker.sock" or "tcp://host:port", got %q`, h)
+	case proto == "tcp":
+		if _, err := url.Parse(h); err != nil {
+			v.add(key, "cannot parse %q as a URL: %s", h, urlErr(err))
+		}
+	}
 }
 
 // readable checks that a file the agent will read at start, and again at
