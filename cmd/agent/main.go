@@ -271,8 +271,8 @@ type components struct {
 // running configuration, whose listener and log checkpoints are taken over
 // rather than opened a second time. On error nothing of prev is touched and
 // whatever was built is released.
-func buildComponents(cfg *config.Config, st agentState, prev *components) (c *components, err error) {
-	c = &components{cfg: cfg, logger: newLogger(cfg.Agent, st.stderr)}
+func buildComponents(cfg *config.Config, st agentState, prev *components) (_ *components, err error) {
+	c := &components{cfg: cfg, logger: newLogger(cfg.Agent, st.stderr)}
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -296,7 +296,8 @@ func buildComponents(cfg *config.Config, st agentState, prev *components) (c *co
 		if c.web, err = newWeb(cfg.Web, inherit, st, c.logger); err != nil {
 			return nil, err
 		}
-		undo = append(undo, c.web.stop)
+		web := c.web
+		undo = append(undo, web.stop)
 	}
 
 	var prevCps *pipeline.Checkpointer
@@ -307,7 +308,8 @@ func buildComponents(cfg *config.Config, st agentState, prev *components) (c *co
 		return nil, err
 	}
 	if c.logs != nil {
-		undo = append(undo, func() { _ = c.logs.exporter.Close() })
+		exp := c.logs.exporter
+		undo = append(undo, func() { _ = exp.Close() })
 	}
 
 	if cfg.Exporters.OTLP.Enabled(os.Getenv) {
@@ -322,7 +324,8 @@ func buildComponents(cfg *config.Config, st agentState, prev *components) (c *co
 		if err != nil {
 			return nil, fmt.Errorf("OTLP metrics exporter: %w", err)
 		}
-		undo = append(undo, func() { _ = c.metrics.Close() })
+		exp := c.metrics
+		undo = append(undo, func() { _ = exp.Close() })
 	}
 
 	// Last: a collector built is one that runs (it releases its Docker

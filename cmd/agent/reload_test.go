@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
@@ -296,4 +297,81 @@ func lastLine(out, containing string) string {
 		}
 	}
 	return ""
+}
+
+// discard releases what buildComponents built, for components never started.
+func discard(c *components) {
+	c.web.stop()
+	if c.logs != nil {
+		_ = c.logs.exporter.Close()
+	}
+	if c.metrics != nil {
+		_ = c.metrics.Close()
+	}
+}
+
+// TestReloadHandsOverLogCheckpoints: the next configuration's log path
+// takes over the running checkpointer of the same state_dir (two would
+// overwrite each other's positions), opens its own for another directory,
+// and a reload given up after the log path was built returns its error
+// (undoing what it built, which once dereferenced the discarded result).
+func TestReloadHandsOverLogCheckpoints(t *testing.T) {
+	unsetEnv := func(name string) {
+		t.Setenv(name, "")
+		os.Unsetenv(name)
+	}
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"} {
+		unsetEnv(name)
+	}
+	stateDir := t.TempDir()
+	load := func(stateDir string) *config.Config {
+		t.Helper()
+		p := writeFile(t, fmt.Sprintf("agent:\n  state_dir: %s\ndocker:\n  host: unix://%s/no-docker.sock\nweb:\n  listen_address: 127.0.0.1:0\nexporters:\n  otlp:\n    endpoint: 127.0.0.1:1\n",
+			stateDir, t.TempDir()))
+		cfg, err := config.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	st := agentState{store: pipeline.NewStore(), tel: pipeline.NewTelemetry(), build: buildInfo(), stderr: io.Discard}
+	cur, err := buildComponents(load(stateDir), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer discard(cur)
+	if cur.logs == nil || cur.metrics == nil {
+		t.Fatal("logs and OTLP metrics are off; the test needs them on")
+	}
+
+	same, err := buildComponents(load(stateDir), st, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.logs.checkpoints != cur.logs.checkpoints {
+		t.Error("a reload with the same state_dir opened a second checkpointer")
+	}
+	if same.web != cur.web {
+		t.Error("a reload with the same web section built a second server")
+	}
+	same.web = nil // cur's, stopped by cur's discard
+	_ = same.logs.exporter.Close()
+	_ = same.metrics.Close()
+
+	other, err := buildComponents(load(t.TempDir()), st, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.logs.checkpoints == cur.logs.checkpoints {
+		t.Error("a reload to another state_dir kept the previous checkpointer")
+	}
+	_ = other.logs.exporter.Close()
+	_ = other.metrics.Close()
+
+	// The metrics exporter, built after the log path, fails: the log
+	// exporter built before it is closed.
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "carrier-pigeon")
+	if _, err := buildComponents(load(stateDir), st, cur); err == nil || !strings.Contains(err.Error(), "carrier-pigeon") {
+		t.Fatalf("buildComponents with a bad metrics protocol: %v", err)
+	}
 }
