@@ -179,6 +179,11 @@ func serve(ctx context.Context, cur *components, hup <-chan os.Signal, load func
 			cur.logger.Info("dockscope stopped")
 			return exitOK
 		case <-r.done:
+			if r.err == nil {
+				// The signal's cancellation reached the components first.
+				cur.logger.Info("dockscope stopped")
+				return exitOK
+			}
 			cur.logger.Error("dockscope stopped", "err", r.err)
 			return exitFailed
 		case <-hup:
