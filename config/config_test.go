@@ -60,6 +60,14 @@ func TestBadConfigs(t *testing.T) {
 		"bad-header-name.yml":             `testdata/bad-header-name.yml:4: exporters.otlp.headers.x tenant: header name "x tenant" has a character other than letters, digits, '-', '_' and '.' at byte 1`,
 		"bad-header-reserved.yml":         `testdata/bad-header-reserved.yml:4: exporters.otlp.headers.Content-Type: header "Content-Type" is set by the transport itself`,
 		"bad-max-line-bytes.yml":          `testdata/bad-max-line-bytes.yml:2: logs.max_line_bytes: must leave 16384 bytes of logs.batch.max_bytes (4194304) for the record's metadata: at most 4177920, got 4194304`,
+		"bad-telemetry-path-pattern.yml":  `testdata/bad-telemetry-path-pattern.yml:2: web.telemetry_path: is not an HTTP path pattern: at offset 9: bad wildcard segment (must end with '}'); got "/metrics/{node"`,
+		"bad-telemetry-path-space.yml":    `testdata/bad-telemetry-path-space.yml:2: web.telemetry_path: must not contain white space, got "/my metrics"`,
+		"bad-telemetry-path-conflict.yml": `testdata/bad-telemetry-path-conflict.yml:3: web.telemetry_path: serves the same requests as one of the agent's own routes (/, /healthz, /readyz, /debug/pprof/); got "/{path...}"`,
+		"bad-web-config-file.yml":         `testdata/bad-web-config-file.yml:3: web.config_file: cannot read "testdata/no-such-web.yml": no such file or directory`,
+		"bad-tls-key-file.yml":            `testdata/bad-tls-key-file.yml:6: exporters.otlp.tls.key_file: cannot read "testdata/files/no-such-key.pem": no such file or directory`,
+		"bad-tls-ca-dir.yml":              `testdata/bad-tls-ca-dir.yml:5: exporters.otlp.tls.ca_file: cannot read "testdata/files": is a directory`,
+		"bad-docker-host.yml":             `testdata/bad-docker-host.yml:3: docker.host: must be "unix:///path/to/docker.sock" or "tcp://host:port", got "/var/run/docker.sock"`,
+		"bad-docker-host-tcp.yml":         `testdata/bad-docker-host-tcp.yml:2: docker.host: cannot parse "tcp://[::1" as a URL: missing ']' in host`,
 		"bad-endpoint-userinfo.yml":       `testdata/bad-endpoint-userinfo.yml:3: exporters.otlp.endpoint: cannot parse "https://***@collector:port" as a URL: invalid port ":port" after host`,
 	}
 	unsetEnv(t, "DOCKSCOPE_TEST_UNSET")
@@ -151,7 +159,7 @@ func TestGoodFull(t *testing.T) {
 		Web: WebConfig{
 			ListenAddress: "127.0.0.1:9900",
 			TelemetryPath: "/container-metrics",
-			ConfigFile:    "/etc/dockscope/web.yml",
+			ConfigFile:    "testdata/files/web.yml",
 		},
 		Exporters: ExportersConfig{
 			Prometheus: PrometheusConfig{Enabled: false},
@@ -167,9 +175,9 @@ func TestGoodFull(t *testing.T) {
 				Timeout:     20 * time.Second,
 				Interval:    time.Minute,
 				TLS: TLSConfig{
-					CAFile:             "/etc/ssl/ca.pem",
-					CertFile:           "/etc/ssl/client.pem",
-					KeyFile:            "/etc/ssl/client-key.pem",
+					CAFile:             "testdata/files/ca.pem",
+					CertFile:           "testdata/files/client.pem",
+					KeyFile:            "testdata/files/client-key.pem",
 					ServerName:         "collector.internal",
 					InsecureSkipVerify: true,
 				},
@@ -451,8 +459,10 @@ func TestValidate(t *testing.T) {
 		{"endpoint port", func(c *Config) { c.Exporters.OTLP.Endpoint = ":4317" }, `exporters.otlp.endpoint: must be a URL such as "https://collector:4318" or a host:port such as "collector:4317", got ":4317"`},
 		{"otlp timeout", func(c *Config) { c.Exporters.OTLP.Timeout = 0 }, "exporters.otlp.timeout: must be greater than 0, got 0s"},
 		{"otlp interval", func(c *Config) { c.Exporters.OTLP.Interval = time.Second }, ""},
-		{"key without cert", func(c *Config) { c.Exporters.OTLP.TLS.KeyFile = "k.pem" }, "exporters.otlp.tls.key_file: is set but cert_file is not; set both or neither"},
-		{"cert and key", func(c *Config) { c.Exporters.OTLP.TLS.KeyFile, c.Exporters.OTLP.TLS.CertFile = "k.pem", "c.pem" }, ""},
+		{"key without cert", func(c *Config) { c.Exporters.OTLP.TLS.KeyFile = "testdata/files/client-key.pem" }, "exporters.otlp.tls.key_file: is set but cert_file is not; set both or neither"},
+		{"cert and key", func(c *Config) {
+			c.Exporters.OTLP.TLS.KeyFile, c.Exporters.OTLP.TLS.CertFile = "testdata/files/client-key.pem", "testdata/files/client.pem"
+		}, ""},
 		{"retry zero", func(c *Config) { c.Exporters.OTLP.Retry.InitialInterval = 0 }, "exporters.otlp.retry.initial_interval: must be greater than 0, got 0s"},
 		{"retry max zero", func(c *Config) { c.Exporters.OTLP.Retry.MaxInterval = 0 }, "exporters.otlp.retry.max_interval: must be greater than 0, got 0s"},
 		{"retry off", func(c *Config) { c.Exporters.OTLP.Retry = RetryConfig{} }, ""},

@@ -3,8 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -37,6 +40,7 @@ func (c *Config) problems() []*Error {
 	}
 
 	dk := c.Docker
+	v.dockerHost("docker.host", dk.Host)
 	v.positive("docker.timeout", dk.Timeout)
 	v.atLeast("docker.max_backoff", dk.MaxBackoff, time.Second)
 
@@ -84,7 +88,14 @@ func (c *Config) problems() []*Error {
 		v.add("web.telemetry_path", `must start with "/", got %q`, tp)
 	case tp == "/healthz" || tp == "/readyz":
 		v.add("web.telemetry_path", "must not be /healthz or /readyz, which the agent serves itself; got %q", tp)
+	case strings.ContainsAny(tp, " \t\r\n"):
+		v.add("web.telemetry_path", "must not contain white space, got %q", tp)
+	default:
+		if msg := routeProblem(tp); msg != "" {
+			v.add("web.telemetry_path", "%s; got %q", msg, tp)
+		}
 	}
+	v.readable("web.config_file", w.ConfigFile)
 
 	o := c.Exporters.OTLP
 	v.endpoint("exporters.otlp.endpoint", o.Endpoint)
@@ -97,6 +108,9 @@ func (c *Config) problems() []*Error {
 	if o.Interval != 0 && o.Interval < time.Second {
 		v.add("exporters.otlp.interval", "must be 0 (use stats.interval) or at least 1s, got %s", o.Interval)
 	}
+	v.readable("exporters.otlp.tls.ca_file", o.TLS.CAFile)
+	v.readable("exporters.otlp.tls.cert_file", o.TLS.CertFile)
+	v.readable("exporters.otlp.tls.key_file", o.TLS.KeyFile)
 	switch t := o.TLS; {
 	case t.CertFile != "" && t.KeyFile == "":
 		v.add("exporters.otlp.tls.cert_file", "is set but key_file is not; set both or neither")
@@ -216,6 +230,79 @@ func (v *validator) endpoint(key, ep string) {
 		}
 	}
 	v.add(key, `must be a URL such as "https://collector:4318" or a host:port such as "collector:4317", got %q`, RedactURL(ep))
+}
+
+// dockerHost refuses what the Docker client refuses when the collector is
+// built (at start, or at a reload): no "proto://", an empty address, a tcp
+// URL that does not parse.
+func (v *validator) dockerHost(key, h string) {
+	if h == "" {
+		return
+	}
+	proto, addr, ok := strings.Cut(h, "://")
+	switch {
+	case !ok || proto == "" || addr == "":
+		v.add(key, `must be "unix:///path/to/docker.sock" or "tcp://host:port", got %q`, h)
+	case proto == "tcp":
+		if _, err := url.Parse(h); err != nil {
+			v.add(key, "cannot parse %q as a URL: %s", h, urlErr(err))
+		}
+	}
+}
+
+// readable checks that a file the agent will read at start, and again at
+// every reload, can be read now: --config.check must refuse what the agent
+// would then fail on.
+func (v *validator) readable(key, name string) {
+	if name == "" {
+		return
+	}
+	f, err := os.Open(name)
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil && fi.IsDir() {
+			err = errors.New("is a directory")
+		}
+		f.Close()
+	}
+	if err != nil {
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err
+		}
+		v.add(key, "cannot read %q: %v", name, err)
+	}
+}
+
+// routeProblem says why the agent's HTTP server could not serve the
+// telemetry path, or "": http.ServeMux panics on a pattern it cannot parse
+// ("/metrics/{node") or one that overlaps a route registered before it, so
+// the path is registered here as the server will, next to the agent's own
+// routes (the landing page at "/", /healthz, /readyz, pprof).
+func routeProblem(p string) (msg string) {
+	h := http.NotFoundHandler()
+	parsed := false
+	defer func() {
+		r := recover()
+		switch {
+		case r == nil:
+		case !parsed:
+			msg = "is not an HTTP path pattern: " + strings.TrimPrefix(fmt.Sprint(r), fmt.Sprintf("parsing %q: ", p))
+		default:
+			msg = "serves the same requests as one of the agent's own routes (/, /healthz, /readyz, /debug/pprof/)"
+		}
+	}()
+	http.NewServeMux().Handle(p, h)
+	parsed = true
+	mux := http.NewServeMux()
+	for _, route := range []string{"/healthz", "/readyz", "/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/profile",
+		"/debug/pprof/symbol", "/debug/pprof/trace", "POST /debug/free-os-memory"} {
+		mux.Handle(route, h)
+	}
+	if p != "/" {
+		mux.Handle("/", h)
+	}
+	mux.Handle(p, h)
+	return ""
 }
 
 // addrErr drops the address that net.AddrError repeats, since the message

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -130,6 +132,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if f.check {
+		if err := checkComponents(cfg, f); err != nil {
+			fmt.Fprintln(stderr, "dockscope: invalid configuration:", err)
+			return exitUsage
+		}
 		name := f.configFile
 		if name == "" {
 			name = "(defaults, no file)"
@@ -146,216 +152,367 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	// The store and telemetry outlive reloads, so counters do not reset and
 	// series do not vanish when the configuration is reloaded.
-	store := pipeline.NewStore()
-	tel := pipeline.NewTelemetry()
-	var web *webServer
-	defer func() {
-		if web != nil {
-			web.stop()
-		}
-	}()
+	st := agentState{store: pipeline.NewStore(), tel: pipeline.NewTelemetry(), build: build, pprof: f.pprof, configFile: f.configFile, stderr: stderr}
+	cur, err := buildComponents(cfg, st, nil)
+	if err != nil {
+		newLogger(cfg.Agent, stderr).Error("dockscope stopped", "err", err)
+		return exitFailed
+	}
+	return serve(ctx, cur, hup, f.loadConfig, st)
+}
+
+// serve runs the components until a signal ends the process or one of them
+// fails. SIGHUP builds the next configuration's components while the
+// running ones go on, and swaps them only when all were built: a reload
+// that fails for any reason (file, TLS, listener, exporter, log state)
+// leaves the running configuration serving.
+func serve(ctx context.Context, cur *components, hup <-chan os.Signal, load func() (*config.Config, error), st agentState) int {
+	defer func() { cur.web.stop() }()
+	r := cur.start(ctx, st)
 	for {
-		logger := newLogger(cfg.Agent, stderr)
-		procs := setMaxProcs(cfg.Agent.MaxProcs, os.Getenv("GOMAXPROCS") != "")
-		logger.Info("starting dockscope", "version", build.Version, "config", f.configFile, "gomaxprocs", procs)
-		// The listener survives reloads that leave the web section alone,
-		// so Prometheus never sees a refused scrape because of a SIGHUP.
-		if web == nil || web.cfg != cfg.Web {
-			if web != nil {
-				web.stop()
-			}
-			if web, err = startWeb(cfg.Web, f.pprof, tel, store, build, logger); err != nil {
-				logger.Error("dockscope stopped", "err", err)
+		select {
+		case <-ctx.Done():
+			if err := r.stop(); err != nil {
+				cur.logger.Error("dockscope stopped", "err", err)
 				return exitFailed
 			}
-		}
-		next, err := runAgent(ctx, cfg, hup, f, agentState{store: store, tel: tel, build: build, logger: logger, web: web})
-		if err != nil {
-			logger.Error("dockscope stopped", "err", err)
-			return exitFailed
-		}
-		if next == nil {
-			logger.Info("dockscope stopped")
+			cur.logger.Info("dockscope stopped")
 			return exitOK
+		case <-r.done:
+			if r.err == nil {
+				// The signal's cancellation reached the components first.
+				cur.logger.Info("dockscope stopped")
+				return exitOK
+			}
+			cur.logger.Error("dockscope stopped", "err", r.err)
+			return exitFailed
+		case <-hup:
 		}
-		cfg = next
+		next, err := reload(load, st, cur)
+		if err != nil {
+			cur.logger.Error("configuration reload failed; keeping the running configuration", "err", err)
+			st.tel.SetConfigReload(false, time.Now())
+			continue
+		}
+		cur.logger.Info("configuration loaded; restarting components")
+		if err := r.stop(); err != nil {
+			// The previous components have stopped all the same; the new
+			// ones take over.
+			cur.logger.Error("stopping the previous configuration's components", "err", err)
+		}
+		prevWeb := cur.web
+		cur = next
+		r = cur.start(ctx, st)
+		// Only now that the new components run is the reload a success.
+		st.tel.SetConfigReload(true, time.Now())
+		cur.logger.Info("configuration reloaded")
+		if prevWeb != cur.web {
+			// After the new server serves: the old one may take a few
+			// seconds to finish its responses.
+			prevWeb.stop()
+		}
 	}
 }
 
-// webServer is the HTTP endpoint and the goroutine serving it, owned by run.
-type webServer struct {
-	cfg    config.WebConfig
-	srv    *promexp.Server
-	cancel context.CancelFunc
-	done   chan struct{} // closed when serving ends; err is set before
-	err    error
-}
-
-func startWeb(cfg config.WebConfig, pprof bool, tel *pipeline.Telemetry, store *pipeline.Store, build promexp.BuildInfo, logger *slog.Logger) (*webServer, error) {
-	srv, err := promexp.NewServer(promexp.ServerOptions{
-		ListenAddress: cfg.ListenAddress,
-		MetricsPath:   cfg.TelemetryPath,
-		WebConfigFile: cfg.ConfigFile,
-		EnablePprof:   pprof,
-		Collectors:    []promexp.Collector{promexp.NewSelfCollector(tel, store, build)},
-		Logger:        logger.With("component", "web"),
-		Version:       build.Version,
-	})
+// reload loads the configuration and builds its components next to the
+// running ones (cur).
+func reload(load func() (*config.Config, error), st agentState, cur *components) (*components, error) {
+	cfg, err := load()
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("serving metrics", "address", srv.Addr().String(), "path", cfg.TelemetryPath)
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &webServer{cfg: cfg, srv: srv, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		w.err = srv.Run(ctx)
+	return buildComponents(cfg, st, cur)
+}
+
+// checkComponents refuses, for --config.check, what building the
+// components would refuse at start or at a reload, short of binding the
+// listen address (an agent already running holds it) and of opening the
+// log state.
+func checkComponents(cfg *config.Config, f *flags) error {
+	st := agentState{store: pipeline.NewStore(), tel: pipeline.NewTelemetry(), build: buildInfo(), pprof: f.pprof}
+	if err := promexp.CheckServer(webOptions(cfg.Web, st, slog.New(slog.DiscardHandler))); err != nil {
+		return err
+	}
+	if cfg.Exporters.OTLP.Enabled(os.Getenv) {
+		exp, err := otlp.NewMetricsExporter(context.Background(), otlp.MetricsOptions{Config: cfg.Exporters.OTLP, Interval: time.Minute})
+		if err != nil {
+			return fmt.Errorf("OTLP metrics exporter: %w", err)
+		}
+		_ = exp.Close()
+	}
+	if cfg.Logs.Enabled && otlp.LogsEnabled(cfg.Exporters.OTLP, os.Getenv) {
+		exp, err := otlp.NewLogExporter(otlp.LogOptions{Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch})
+		if err != nil {
+			return fmt.Errorf("OTLP log exporter: %w", err)
+		}
+		_ = exp.Close()
+	}
+	return nil
+}
+
+// agentState is what survives configuration reloads.
+type agentState struct {
+	store      *pipeline.Store
+	tel        *pipeline.Telemetry
+	build      promexp.BuildInfo
+	pprof      bool
+	configFile string
+	stderr     io.Writer
+}
+
+// components are one configuration's parts, built (and checked) by
+// buildComponents before any of them runs.
+type components struct {
+	cfg        *config.Config
+	logger     *slog.Logger
+	web        *webServer // the previous configuration's when its web section is the same
+	logs       *logPath   // nil when logs are off
+	metrics    *otlp.MetricsExporter
+	coll       *collector.Collector
+	containers *promexp.ContainerCollector
+}
+
+// buildComponents builds cfg's components; prev, when not nil, is the
+// running configuration, whose listener and log checkpoints are taken over
+// rather than opened a second time. On error nothing of prev is touched and
+// whatever was built is released.
+func buildComponents(cfg *config.Config, st agentState, prev *components) (_ *components, err error) {
+	c := &components{cfg: cfg, logger: newLogger(cfg.Agent, st.stderr)}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, u := range slices.Backward(undo) {
+				u()
+			}
+		}
 	}()
-	return w, nil
-}
 
-func (w *webServer) stop() {
-	w.cancel()
-	<-w.done
-}
-
-// runAgent runs one configuration until a signal ends the process (nil,
-// nil) or SIGHUP brings a valid new configuration (next, nil). An invalid
-// new configuration is logged and the running one kept.
-func runAgent(ctx context.Context, cfg *config.Config, hup <-chan os.Signal, f *flags, st agentState) (*config.Config, error) {
-	store, tel, logger, build := st.store, st.tel, st.logger, st.build
-	logs, err := newLogPath(cfg, store, tel, logger)
-	if err != nil {
-		return nil, err
-	}
-	collOpts := collector.Options{Config: *cfg, Store: store, Telemetry: tel, Logger: logger.With("component", "collector")}
-	if logs != nil {
-		collOpts.Logs = &logs.collector
-	}
-	coll, err := collector.New(collOpts)
-	if err != nil {
-		return nil, err
-	}
-	var containers *promexp.ContainerCollector
-	if cfg.Exporters.Prometheus.Enabled {
-		containers = promexp.NewContainerCollector(store)
-	}
-	st.web.srv.SetSources(containers, coll.Ready)
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return coll.Run(gctx) })
-	g.Go(func() error {
-		select {
-		case <-gctx.Done():
-			return nil
-		case <-st.web.done:
-			return st.web.err
+	// The listener survives reloads that leave the web section alone, so
+	// Prometheus never sees a refused scrape because of a SIGHUP.
+	if prev != nil && prev.web.cfg == cfg.Web {
+		c.web = prev.web
+	} else {
+		var inherit net.Listener
+		if prev != nil && prev.web.cfg.ListenAddress == cfg.Web.ListenAddress {
+			if inherit, err = prev.web.srv.ShareListener(); err != nil {
+				return nil, err
+			}
 		}
-	})
+		if c.web, err = newWeb(cfg.Web, inherit, st, c.logger); err != nil {
+			return nil, err
+		}
+		web := c.web
+		undo = append(undo, web.stop)
+	}
+
+	var prevCps *pipeline.Checkpointer
+	if prev != nil && prev.logs != nil && prev.cfg.Agent.StateDir == cfg.Agent.StateDir {
+		prevCps = prev.logs.checkpoints
+	}
+	if c.logs, err = newLogPath(cfg, st, prevCps, c.logger); err != nil {
+		return nil, err
+	}
+	if c.logs != nil {
+		exp := c.logs.exporter
+		undo = append(undo, func() { _ = exp.Close() })
+	}
+
 	if cfg.Exporters.OTLP.Enabled(os.Getenv) {
 		interval := cfg.Exporters.OTLP.Interval
 		if interval == 0 {
 			interval = cfg.Stats.Interval
 		}
-		exp, err := otlp.NewMetricsExporter(gctx, otlp.MetricsOptions{
-			Config: cfg.Exporters.OTLP, Interval: interval, Store: store, Telemetry: tel,
-			Logger: logger.With("component", "otlp"), Version: build.Version,
+		c.metrics, err = otlp.NewMetricsExporter(context.Background(), otlp.MetricsOptions{
+			Config: cfg.Exporters.OTLP, Interval: interval, Store: st.store, Telemetry: st.tel,
+			Logger: c.logger.With("component", "otlp"), Version: st.build.Version,
 		})
 		if err != nil {
-			cancel()
-			_ = g.Wait()
-			return nil, err
+			return nil, fmt.Errorf("OTLP metrics exporter: %w", err)
 		}
-		logger.Info("exporting metrics over OTLP", "protocol", exp.Protocol(), "interval", interval)
-		g.Go(func() error { return exp.Run(gctx) })
+		exp := c.metrics
+		undo = append(undo, func() { _ = exp.Close() })
 	}
 
-	if logs != nil {
-		logger.Info("shipping container logs over OTLP", "target", logs.exporter.Target(), "state_dir", cfg.Agent.StateDir)
-		g.Go(func() error { return logs.exporter.Run(gctx, cfg.Exporters.OTLP.Timeout) })
+	// Last: a collector built is one that runs (it releases its Docker
+	// client when Run ends).
+	collOpts := collector.Options{Config: *cfg, Store: st.store, Telemetry: st.tel, Logger: c.logger.With("component", "collector")}
+	if c.logs != nil {
+		collOpts.Logs = &c.logs.collector
+	}
+	if c.coll, err = collector.New(collOpts); err != nil {
+		return nil, err
+	}
+	if cfg.Exporters.Prometheus.Enabled {
+		c.containers = promexp.NewContainerCollector(st.store)
+	}
+	return c, nil
+}
+
+// running is a started set of components.
+type running struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when every component has returned; err set before
+	err    error
+}
+
+// stop ends the components and waits for them.
+func (r *running) stop() error {
+	r.cancel()
+	<-r.done
+	return r.err
+}
+
+// start runs the components until ctx is done or one fails; it cannot fail
+// itself, everything fallible was done by buildComponents.
+func (c *components) start(ctx context.Context, st agentState) *running {
+	cfg, logger := c.cfg, c.logger
+	procs := setMaxProcs(cfg.Agent.MaxProcs, os.Getenv("GOMAXPROCS") != "")
+	logger.Info("starting dockscope", "version", st.build.Version, "config", st.configFile, "gomaxprocs", procs)
+	c.web.start()
+	c.web.srv.SetSources(c.containers, c.coll.Ready)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return c.coll.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-c.web.done:
+			return c.web.err
+		}
+	})
+	if c.metrics != nil {
+		logger.Info("exporting metrics over OTLP", "protocol", c.metrics.Protocol(), "target", c.metrics.Target())
+		g.Go(func() error { return c.metrics.Run(gctx) })
+	}
+	if c.logs != nil {
+		c.logs.checkpoints.ReportTo(logger.With("component", "checkpoints"), st.tel)
+		st.tel.SetLogQueue(c.logs.queue)
+		logger.Info("shipping container logs over OTLP", "target", c.logs.exporter.Target(), "state_dir", cfg.Agent.StateDir)
+		g.Go(func() error { return c.logs.exporter.Run(gctx, cfg.Exporters.OTLP.Timeout) })
 		if os.Getenv("GOMEMLIMIT") == "" {
 			// GOMEMLIMIT, when set, is the operator's choice and wins.
 			g.Go(func() error {
-				followMemoryLimit(gctx, cfg.Logs.BufferBytes, store.Len, memoryLimitEvery, debug.SetMemoryLimit)
+				followMemoryLimit(gctx, cfg.Logs.BufferBytes, st.store.Len, memoryLimitEvery, debug.SetMemoryLimit)
 				return nil
 			})
 		}
 	}
-
-	var next *config.Config
-	g.Go(func() error {
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				c, err := f.loadConfig()
-				if err != nil {
-					logger.Error("configuration reload failed; keeping the running configuration", "err", err)
-					tel.SetConfigReload(false, time.Now())
-					continue
-				}
-				tel.SetConfigReload(true, time.Now())
-				logger.Info("configuration reloaded; restarting components")
-				next = c
-				cancel()
-				return nil
-			}
-		}
-	})
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	return next, nil
+	r := &running{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = g.Wait()
+		cancel()
+	}()
+	return r
 }
 
-// agentState is what survives configuration reloads.
-type agentState struct {
-	store  *pipeline.Store
-	tel    *pipeline.Telemetry
-	logger *slog.Logger
-	build  promexp.BuildInfo
-	web    *webServer
+// webServer is the HTTP endpoint and the goroutine serving it, owned by
+// serve; it may outlive the configuration that built it.
+type webServer struct {
+	cfg     config.WebConfig
+	srv     *promexp.Server
+	logger  *slog.Logger
+	started bool
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when serving ends; err is set before
+	err     error
+}
+
+func webOptions(cfg config.WebConfig, st agentState, logger *slog.Logger) promexp.ServerOptions {
+	return promexp.ServerOptions{
+		ListenAddress: cfg.ListenAddress,
+		MetricsPath:   cfg.TelemetryPath,
+		WebConfigFile: cfg.ConfigFile,
+		EnablePprof:   st.pprof,
+		Collectors:    []promexp.Collector{promexp.NewSelfCollector(st.tel, st.store, st.build)},
+		Logger:        logger.With("component", "web"),
+		Version:       st.build.Version,
+	}
+}
+
+// newWeb builds the endpoint and binds its address (or takes over
+// inherit, the running server's socket) without serving yet.
+func newWeb(cfg config.WebConfig, inherit net.Listener, st agentState, logger *slog.Logger) (*webServer, error) {
+	opts := webOptions(cfg, st, logger)
+	opts.Listener = inherit
+	srv, err := promexp.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &webServer{cfg: cfg, srv: srv, logger: logger, done: make(chan struct{})}, nil
+}
+
+// start serves, once; a server kept across a reload is already serving.
+func (w *webServer) start() {
+	if w.started {
+		return
+	}
+	w.started = true
+	w.logger.Info("serving metrics", "address", w.srv.Addr().String(), "path", w.cfg.TelemetryPath)
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() {
+		defer close(w.done)
+		w.err = w.srv.Run(ctx)
+	}()
+}
+
+// stop ends serving, or releases the listener of a server never started.
+func (w *webServer) stop() {
+	if !w.started {
+		_ = w.srv.Close()
+		return
+	}
+	w.cancel()
+	<-w.done
 }
 
 // logPath is the log pipeline's wiring: readers (in the collector) push into
 // the queue, the exporter drains it and acknowledges to the checkpointer.
 type logPath struct {
-	collector collector.LogOptions
-	exporter  *otlp.LogExporter
+	collector   collector.LogOptions
+	exporter    *otlp.LogExporter
+	queue       *pipeline.LogQueue
+	checkpoints *pipeline.Checkpointer
 }
 
-// newLogPath returns nil when logs are off or no OTLP endpoint is set.
-func newLogPath(cfg *config.Config, store *pipeline.Store, tel *pipeline.Telemetry, logger *slog.Logger) (*logPath, error) {
+// newLogPath returns nil when logs are off or no OTLP endpoint is set. cps,
+// when not nil, is the running configuration's checkpointer of the same
+// state_dir: two checkpointers of one directory would overwrite each
+// other's positions.
+func newLogPath(cfg *config.Config, st agentState, cps *pipeline.Checkpointer, logger *slog.Logger) (*logPath, error) {
 	if !cfg.Logs.Enabled || !otlp.LogsEnabled(cfg.Exporters.OTLP, os.Getenv) {
 		return nil, nil
 	}
-	cps, err := pipeline.OpenCheckpointer(cfg.Agent.StateDir)
 	if cps == nil {
-		return nil, fmt.Errorf("opening log state in agent.state_dir: %w", err)
+		var err error
+		cps, err = pipeline.OpenCheckpointer(cfg.Agent.StateDir)
+		if cps == nil {
+			return nil, fmt.Errorf("opening log state in agent.state_dir: %w", err)
+		}
+		if err != nil {
+			logger.Warn("log checkpoints were unreadable; logs are read from the start", "err", err)
+		}
 	}
-	if err != nil {
-		logger.Warn("log checkpoints were unreadable; logs are read from the start", "err", err)
-	}
-	cps.ReportTo(logger.With("component", "checkpoints"), tel)
 	overflow := pipeline.Block
 	if cfg.Logs.Overflow == "drop" {
 		overflow = pipeline.Drop
 	}
-	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, tel.Stage(pipeline.StageLogs))
-	tel.SetLogQueue(queue)
+	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, st.tel.Stage(pipeline.StageLogs))
 	exp, err := otlp.NewLogExporter(otlp.LogOptions{
-		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Store: store, Telemetry: tel,
+		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Store: st.store, Telemetry: st.tel,
 		Logger: logger.With("component", "otlp-logs"), Version: version,
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("OTLP log exporter: %w", err)
 	}
 	return &logPath{
-		collector: collector.LogOptions{Queue: queue, Checkpoints: cps, MaxLineBytes: cfg.Logs.MaxLineBytes},
-		exporter:  exp,
+		collector:   collector.LogOptions{Queue: queue, Checkpoints: cps, MaxLineBytes: cfg.Logs.MaxLineBytes},
+		exporter:    exp,
+		queue:       queue,
+		checkpoints: cps,
 	}, nil
 }
 

@@ -277,3 +277,7 @@ func logResource(r *pipeline.LogRecord) *resourcepb.Resource {
 	}
 	return containerResource(meta)
 }
+
+// Close releases the connection of an exporter that will not Run (a
+// reload given up before it started); Run closes it itself.
+func (e *LogExporter) Close() error { return e.sender.close() }

@@ -295,3 +295,7 @@ func boolf(b bool) float64 {
 	}
 	return 0
 }
+
+// Close releases the connection of an exporter that will not Run (a
+// reload given up before it started); Run closes it itself.
+func (e *MetricsExporter) Close() error { return e.client.close() }

@@ -329,6 +329,24 @@ func TestSIGHUPReloadsConfiguration(t *testing.T) {
 		return ok && s.Value == 0, "reload of a bad file not reported"
 	})
 
+	// A file that loads but whose components cannot be built — here a web
+	// config naming a TLS key that is not there — is refused too, and the
+	// agent goes on serving with the running configuration.
+	webCfg := filepath.Join(t.TempDir(), "web.yml")
+	os.WriteFile(webCfg, []byte("tls_server_config:\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n"), 0o644)
+	os.WriteFile(cfgPath, append(orig, []byte("web:\n  config_file: "+webCfg+"\n")...), 0o644)
+	before := strings.Count(a.proc.Output(), "configuration reload failed")
+	a.proc.Signal(syscall.SIGHUP)
+	harness.WaitFor(t, 10*time.Second, 200*time.Millisecond, func() (bool, string) {
+		return strings.Count(a.proc.Output(), "configuration reload failed") > before, "reload with a missing TLS file not refused:\n" + a.proc.Output()
+	})
+	if s, ok := a.scrape(t).Find("dockscope_config_last_reload_successful", nil); !ok || s.Value != 0 {
+		t.Errorf("dockscope_config_last_reload_successful = %v after a reload with a missing TLS file, want 0", s.Value)
+	}
+	if code, _ := a.get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d after a refused reload: the running configuration should go on", code)
+	}
+
 	// Scrapes go on throughout a good reload: the listener is kept.
 	stopScraping, refused := make(chan struct{}), make(chan string, 1)
 	go func() {
@@ -357,6 +375,9 @@ func TestSIGHUPReloadsConfiguration(t *testing.T) {
 		_, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "container_label_team": "shop"})
 		return ok, "allow-listed label not exported after reload:\n" + a.proc.Output()
 	})
+	if s, ok := a.scrape(t).Find("dockscope_config_last_reload_successful", nil); !ok || s.Value != 1 {
+		t.Errorf("dockscope_config_last_reload_successful = %v after a good reload, want 1", s.Value)
+	}
 	close(stopScraping)
 	if msg, ok := <-refused; ok {
 		t.Errorf("a scrape failed during the reload: %s", msg)
