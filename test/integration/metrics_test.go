@@ -282,7 +282,7 @@ func TestDaemonOutageAndRecovery(t *testing.T) {
 		t.Errorf("dockscope_docker_up = %v, %v while the daemon is unreachable", v.Value, ok)
 	}
 
-	proxy := startSocketProxy(t, sock, "/var/run/docker.sock")
+	proxy := startSocketProxy(t, sock, harness.DockerSocket(t))
 	a.waitValue(t, 15*time.Second, "container_memory_working_set_bytes", name, nil, func(float64) bool { return true })
 
 	proxy.close()
@@ -291,7 +291,7 @@ func TestDaemonOutageAndRecovery(t *testing.T) {
 		return code == 503, fmt.Sprintf("/readyz after cutting the daemon off: %d %s", code, body)
 	})
 
-	startSocketProxy(t, sock, "/var/run/docker.sock")
+	startSocketProxy(t, sock, harness.DockerSocket(t))
 	harness.WaitFor(t, 15*time.Second, 100*time.Millisecond, func() (bool, string) {
 		code, body := a.get("/readyz")
 		return code == 200, fmt.Sprintf("/readyz after the daemon came back: %d %s", code, body)
