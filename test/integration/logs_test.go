@@ -59,7 +59,8 @@ func restartAgent(t *testing.T, old *agent) *agent {
 	t.Helper()
 	bin := harness.BuildStatic(t, "./cmd/agent")
 	addr := strings.TrimPrefix(old.url, "http://")
-	p := harness.StartProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT="},
+	// The same Engine as before: the first agent's DOCKER_HOST.
+	p := harness.StartProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "DOCKER_HOST=" + harness.DockerHost()},
 		"--config.file", old.cfgPath, "--web.listen-address", addr, "--log.level", "debug")
 	a := &agent{proc: p, url: old.url, cfgPath: old.cfgPath}
 	harness.WaitFor(t, 20*time.Second, 100*time.Millisecond, func() (bool, string) {
