@@ -6,6 +6,8 @@
 #   scripts/engine28.sh stop     stop it (its data root is kept: images survive a restart)
 #   scripts/engine28.sh status   exit 0 and print its version if it answers
 #   scripts/engine28.sh host     print its DOCKER_HOST (unix:///run/dockscope-engine28/docker.sock)
+#   scripts/engine28.sh env      print the integration harness's settings for it, for eval:
+#                                DOCKSCOPE_TEST_DOCKER_HOST, _PIDFILE and _CLI (its own docker CLI)
 #   scripts/engine28.sh load IMAGE...   copy images from the machine's engine into it
 #   scripts/engine28.sh purge    stop it and remove its data root, bridge and cached .debs
 #
@@ -255,8 +257,12 @@ start) start ;;
 stop) stop ;;
 status) status ;;
 host) echo "$HOST" ;;
+env)
+	printf 'export DOCKSCOPE_TEST_DOCKER_HOST=%q DOCKSCOPE_TEST_DOCKER_PIDFILE=%q DOCKSCOPE_TEST_DOCKER_CLI=%q\n' \
+		"$HOST" "$PIDFILE" "$BIN/docker"
+	;;
 load) shift; load "$@" ;;
 purge) purge ;;
 fetch) fetch ;;
-*) echo "usage: $0 start|stop|status|host|load IMAGE...|purge|fetch" >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|status|host|env|load IMAGE...|purge|fetch" >&2; exit 2 ;;
 esac

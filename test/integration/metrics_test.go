@@ -45,7 +45,9 @@ func TestCPUBurnReadsAsOneCore(t *testing.T) {
 	// the kernel's own account of the process is the reference.
 	rate, want := (second-first)/elapsed, (truth1-truth0)/elapsed
 	t.Logf("burning container: agent says %.2f cores, /proc says %.2f", rate, want)
-	if rate < 0.6 || rate > 1.4 {
+	// On a busy machine (CI shares it; two Engines run side by side) the
+	// burner gets less than a core: the kernel's figure is then the check.
+	if want >= 0.8 && (rate < 0.6 || rate > 1.4) {
 		t.Errorf("rate(container_cpu_usage_seconds_total) = %.2f cores, want about 1", rate)
 	}
 	if d := rate - want; d < -0.2 || d > 0.2 {

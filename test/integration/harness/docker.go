@@ -71,9 +71,17 @@ func DockerSocketPath() string {
 	return sock
 }
 
+// DockerCLIEnv names the docker CLI binary the tests run; unset, "docker"
+// from PATH. scripts/engine28.sh's own CLI goes with its Engine.
+const DockerCLIEnv = "DOCKSCOPE_TEST_DOCKER_CLI"
+
 // DockerCommand returns the docker CLI command for args, aimed at DockerHost.
 func DockerCommand(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "docker", append([]string{"-H", DockerHost()}, args...)...)
+	cli := os.Getenv(DockerCLIEnv)
+	if cli == "" {
+		cli = "docker"
+	}
+	return exec.CommandContext(ctx, cli, append([]string{"-H", DockerHost()}, args...)...)
 }
 
 var (
