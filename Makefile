@@ -28,7 +28,8 @@ setup:
 	bash scripts/setup.sh
 
 ## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
-test: setup lint unit fuzz deploy-check integration
+## (against the machine's Engine, then the Engine-talking ones against Engine 28.5)
+test: setup lint unit fuzz deploy-check integration integration-engine28
 
 ## unit: tests of pure logic, with the race detector
 unit:

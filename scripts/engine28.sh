@@ -190,10 +190,10 @@ start() {
 		--storage-driver vfs \
 		--log-level info \
 		>>"$LOG" 2>&1 </dev/null &
-	local i=0
+	local i=0 t0=$SECONDS
 	while ! v=$(answers); do
 		i=$((i + 1))
-		if [ "$i" -ge "$START_TIMEOUT" ]; then
+		if [ $((SECONDS - t0)) -ge "$START_TIMEOUT" ]; then
 			tail -n 40 "$LOG" >&2 || true
 			die "dockerd did not answer on $HOST within ${START_TIMEOUT}s (log above, all of it in $LOG)"
 		fi
@@ -203,7 +203,7 @@ start() {
 		fi
 		sleep 1
 	done
-	log "ready after ${i}s: $v"
+	log "ready after $((SECONDS - t0))s: $v"
 	echo "$HOST"
 }
 
