@@ -52,8 +52,19 @@ BIN=$CACHE/bin     # what goes first in the daemon's PATH
 log() { echo "engine28: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# need_root runs the script again through sudo when not root (as setup.sh does), keeping the
+# cache dir this user would use, so that `env` names the same CLI.
 need_root() {
-	[ "$(id -u)" = 0 ] || die "needs root (it starts dockerd and creates a bridge)"
+	[ "$(id -u)" = 0 ] && return 0
+	command -v sudo >/dev/null || die "needs root (it starts dockerd and creates a bridge)"
+	exec sudo ENGINE28_CACHE="$CACHE" bash "$0" "${ARGS[@]}"
+}
+
+need_tools() {
+	local c
+	for c in ip setsid nohup timeout; do
+		command -v "$c" >/dev/null || die "$c not found (iproute2, util-linux, coreutils)"
+	done
 }
 
 apt_() {
@@ -161,6 +172,7 @@ bridge() {
 
 start() {
 	need_root
+	need_tools
 	fetch
 	if v=$(answers); then
 		log "already running: $v"
@@ -246,12 +258,14 @@ load() {
 }
 
 purge() {
+	need_root
 	stop
 	rm -rf "$DATA" "$RUN" "$CACHE"
 	ip link del "$BRIDGE" 2>/dev/null || true
 	log "purged"
 }
 
+ARGS=("$@")
 case ${1:-} in
 start) start ;;
 stop) stop ;;
