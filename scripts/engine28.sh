@@ -3,7 +3,8 @@
 # second daemon beside the machine's, for the integration tests (make integration-engine28).
 #
 #   scripts/engine28.sh start    fetch (once) and start it; prints its DOCKER_HOST
-#   scripts/engine28.sh stop     stop it (its data root is kept: images survive a restart)
+#   scripts/engine28.sh stop     stop it and remove its bridge (its data root is kept: images
+#                                survive a restart)
 #   scripts/engine28.sh status   exit 0 and print its version if it answers
 #   scripts/engine28.sh host     print its DOCKER_HOST (unix:///run/dockscope-engine28/docker.sock)
 #   scripts/engine28.sh env      print the integration harness's settings for it, for eval:
@@ -144,6 +145,8 @@ EOF
 	"$BIN/runc" --version >/dev/null || die "bookworm's runc does not run here"
 	"$BIN/dockerd" --version >/dev/null || die "sid's dockerd does not run here (glibc too old?)"
 	printf 'docker.io=%s docker-cli=%s containerd=%s runc=%s\n' "$v_docker" "$v_cli" "$v_containerd" "$v_runc" >"$stamp"
+	# Unpacked, the .debs and the lists (~100 MB) are of no more use: a new fetch updates anyway.
+	rm -rf "$debs" "$CACHE/apt/lists" "$CACHE/apt/cache"
 	log "cached in $CACHE: $(cat "$stamp")"
 }
 
@@ -186,6 +189,9 @@ start() {
 	bridge
 	mkdir -p "$RUN" "$DATA"
 	chmod 711 "$RUN"
+	if [ "$(stat -c %s "$LOG" 2>/dev/null || echo 0)" -gt $((10 << 20)) ]; then
+		mv -f "$LOG" "$LOG.1" # one old log kept: each start appends
+	fi
 	echo '{}' >"$RUN/daemon.json"
 	rm -f "$SOCK"
 	log "starting dockerd $("$BIN/dockerd" --version | sed 's/^Docker version //') on $HOST (log: $LOG)"
@@ -237,6 +243,9 @@ stop() {
 		fi
 		sleep 1
 	done
+	# The bridge goes with the daemon: stopped, the machine is as it was but for the data root
+	# (a few MB of test images, kept for the next start) and the cache.
+	ip link del "$BRIDGE" 2>/dev/null || true
 	log "stopped (pid $pid)"
 }
 
