@@ -229,6 +229,7 @@ stop() {
 	need_root
 	local pid
 	if ! pid=$(running_pid); then
+		ip link del "$BRIDGE" 2>/dev/null || true # left by a daemon that died
 		log "not running"
 		return 0
 	fi
