@@ -10,7 +10,7 @@ PKGS      := ./...
 FUZZTIME  ?=
 fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
-.PHONY: all build image setup test unit integration lint fuzz deploy-check fault-churn bench bench-logs soak clean
+.PHONY: all build image setup test unit integration integration-engine28 lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
@@ -28,7 +28,8 @@ setup:
 	bash scripts/setup.sh
 
 ## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
-test: setup lint unit fuzz deploy-check integration
+## (against the machine's Engine, then the Engine-talking ones against Engine 28.5)
+test: setup lint unit fuzz deploy-check integration integration-engine28
 
 ## unit: tests of pure logic, with the race detector
 unit:
@@ -37,6 +38,18 @@ unit:
 ## integration: tests against the real Docker Engine, Prometheus and OTel Collector
 integration:
 	$(GO) test -race -count=1 -tags integration -timeout 25m ./test/integration/...
+
+## integration-engine28: the integration tests that talk to the Engine, against Debian's current
+## Engine (sid's docker.io 28.5, API 1.51, containerd 2.1) run beside the machine's as a second
+## daemon by scripts/engine28.sh (fetched once into ~/.cache/dockscope/engine28; stopped after)
+ENGINE28_TESTS := ^(TestDaemonRestartLosesNoLogLine|TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly)$$
+integration-engine28:
+	bash scripts/engine28.sh start
+	status=0; eval "$$(bash scripts/engine28.sh env)"; \
+		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
+	bash scripts/engine28.sh stop; \
+	if [ $$status != 0 ]; then echo "integration-engine28: FAILED on Engine 28.5 (scripts/engine28.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
+	exit $$status
 
 ## lint: gofmt and go vet (with and without the integration tag)
 lint:

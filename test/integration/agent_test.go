@@ -90,8 +90,10 @@ stats:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The test's own environment must not turn OTLP on; o.env may.
-	env := append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="}, o.env...)
+	// The test's own environment must not turn OTLP on; o.env may. The agent
+	// talks to the Engine under test unless o.env says otherwise (a proxy).
+	env := append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=",
+		"DOCKER_HOST=" + harness.DockerHost()}, o.env...)
 	p := harness.StartProcessAs(t, o.user, bin, env, append([]string{
 		"--config.file", cfgPath, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug"}, o.args...)...)
 	a := &agent{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d", port), cfgPath: cfgPath}

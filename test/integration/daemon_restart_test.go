@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,64 +19,114 @@ import (
 	"github.com/dockscope/dockscope/test/integration/harness"
 )
 
-// restartDockerd stops the machine's dockerd and starts it again the way it
-// was started: with systemctl where systemd runs it, else by re-running its
-// own command line. It skips the test, with the reason, where neither is
+// DockerPidFileEnv names the pid file of the daemon under test; unset, it is
+// dockerd's default, /var/run/docker.pid. `make integration-engine28` sets it
+// to the second Engine's.
+const dockerPidFileEnv = "DOCKSCOPE_TEST_DOCKER_PIDFILE"
+
+// restartDockerd stops the daemon under test and starts it again the way it
+// was started: with systemctl where systemd runs the machine's Engine, else
+// by re-running its own command line with its own environment (a second
+// Engine's PATH finds its own containerd and runc). The daemon is found by
+// its pid file, never by process name: with two Engines on the machine, a
+// name finds either. It skips the test, with the reason, where neither is
 // possible.
 func restartDockerd(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("restarting dockerd needs root")
 	}
-	if _, err := os.Stat("/run/systemd/system"); err == nil {
+	if _, err := os.Stat("/run/systemd/system"); err == nil && harness.IsDefaultEngine() {
 		if out, err := exec.Command("systemctl", "restart", "docker").CombinedOutput(); err != nil {
 			t.Fatalf("systemctl restart docker: %v\n%s", err, out)
 		}
 		waitDockerd(t)
 		return
 	}
-	pid, cmdline := findDockerd(t)
-	if pid == 0 {
-		t.Skip("no dockerd process on this machine to restart (remote engine?)")
+	pidFile := os.Getenv(dockerPidFileEnv)
+	if pidFile == "" {
+		if !harness.IsDefaultEngine() {
+			t.Skipf("%s is not the machine's Engine and %s is not set: no way to find its daemon", harness.DockerHost(), dockerPidFileEnv)
+		}
+		pidFile = "/var/run/docker.pid"
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatalf("stopping dockerd (pid %d): %v", pid, err)
+	d, err := findDockerd(pidFile)
+	if err != nil {
+		t.Skipf("no dockerd to restart (remote engine?): %v", err)
+	}
+	if err := syscall.Kill(d.pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("stopping dockerd (pid %d): %v", d.pid, err)
 	}
 	harness.WaitFor(t, 60*time.Second, 200*time.Millisecond, func() (bool, string) {
-		return syscall.Kill(pid, 0) != nil, fmt.Sprintf("dockerd (pid %d) still running", pid)
+		return syscall.Kill(d.pid, 0) != nil, fmt.Sprintf("dockerd (pid %d) still running", d.pid)
 	})
-	logf, err := os.OpenFile("/tmp/dockerd-restarted.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	// Its log goes where it went before when that was a file (scripts/engine28.sh's).
+	logPath := "/tmp/dockerd-restarted.log"
+	if d.logFile != "" {
+		logPath = d.logFile
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(cmdline[0], cmdline[1:]...)
+	cmd := exec.Command(d.args[0], d.args[1:]...)
+	cmd.Env, cmd.Dir = d.env, d.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: the daemon must outlive this test process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting dockerd again (%v): %v", cmdline, err)
+		t.Fatalf("starting dockerd again (%v): %v", d.args, err)
 	}
+	t.Logf("restarted dockerd (pid %d, was %d) from %s, log %s", cmd.Process.Pid, d.pid, pidFile, logPath)
 	cmd.Process.Release()
 	waitDockerd(t)
 }
 
-func findDockerd(t *testing.T) (int, []string) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if strings.TrimSpace(string(comm)) != "dockerd" {
-			continue
-		}
-		raw, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		args := strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")
-		return pid, args
+// dockerdProc is how a running dockerd was started.
+type dockerdProc struct {
+	pid     int
+	args    []string
+	env     []string
+	dir     string
+	logFile string // its stdout when that is a regular file
+}
+
+// findDockerd reads the daemon's pid from pidFile and checks that the process
+// is a dockerd (a stale pid file may name a reused pid).
+func findDockerd(pidFile string) (dockerdProc, error) {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return dockerdProc{}, fmt.Errorf("reading its pid file: %w", err)
 	}
-	return 0, nil
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return dockerdProc{}, fmt.Errorf("pid file %s: %w", pidFile, err)
+	}
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	comm, err := os.ReadFile(filepath.Join(proc, "comm"))
+	if err != nil {
+		return dockerdProc{}, fmt.Errorf("pid %d of %s: %w", pid, pidFile, err)
+	}
+	if c := strings.TrimSpace(string(comm)); c != "dockerd" {
+		return dockerdProc{}, fmt.Errorf("pid %d of %s is %q, not dockerd", pid, pidFile, c)
+	}
+	d := dockerdProc{pid: pid}
+	raw, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+	if err != nil {
+		return dockerdProc{}, fmt.Errorf("command line of dockerd (pid %d): %w", pid, err)
+	}
+	d.args = strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")
+	if raw, err := os.ReadFile(filepath.Join(proc, "environ")); err == nil && len(raw) > 0 {
+		d.env = strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")
+	}
+	d.dir, _ = os.Readlink(filepath.Join(proc, "cwd"))
+	if out, err := os.Readlink(filepath.Join(proc, "fd", "1")); err == nil {
+		if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
+			d.logFile = out
+		}
+	}
+	return d, nil
 }
 
 func waitDockerd(t *testing.T) {
@@ -90,7 +141,7 @@ func waitDockerd(t *testing.T) {
 // wrote (the last one may lack its newline: the container was killed).
 func writtenLines(t *testing.T, name string) int {
 	t.Helper()
-	out, err := exec.Command("docker", "logs", name).CombinedOutput()
+	out, err := harness.DockerCommand(context.Background(), "logs", name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker logs %s: %v\n%s", name, err, out)
 	}

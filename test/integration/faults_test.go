@@ -656,7 +656,7 @@ func TestFaultDockerSocketProblems(t *testing.T) {
 	}
 	web.Close()
 
-	startSocketProxy(t, sock, "/var/run/docker.sock") // the Engine, owned by root, mode 0600
+	startSocketProxy(t, sock, harness.DockerSocket(t)) // the Engine, owned by root, mode 0600
 	if err := os.Chmod(sock, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -740,7 +740,7 @@ func startEventsCutter(t *testing.T, sock, target string, cuts int) *eventsCutte
 func TestFaultTruncatedEventsStream(t *testing.T) {
 	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "docker.sock")
-	cutter := startEventsCutter(t, sock, "/var/run/docker.sock", 3)
+	cutter := startEventsCutter(t, sock, harness.DockerSocket(t), 3)
 	scope := "fault-events"
 	col := harness.Otelcol(t)
 	a := startAgent(t, agentOpts{scope: scope, env: []string{"DOCKER_HOST=unix://" + sock},

@@ -59,7 +59,8 @@ func restartAgent(t *testing.T, old *agent) *agent {
 	t.Helper()
 	bin := harness.BuildStatic(t, "./cmd/agent")
 	addr := strings.TrimPrefix(old.url, "http://")
-	p := harness.StartProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT="},
+	// The same Engine as before: the first agent's DOCKER_HOST.
+	p := harness.StartProcess(t, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=", "DOCKER_HOST=" + harness.DockerHost()},
 		"--config.file", old.cfgPath, "--web.listen-address", addr, "--log.level", "debug")
 	a := &agent{proc: p, url: old.url, cfgPath: old.cfgPath}
 	harness.WaitFor(t, 20*time.Second, 100*time.Millisecond, func() (bool, string) {
@@ -494,7 +495,7 @@ func TestLogsSurviveStreamCuts(t *testing.T) {
 	col := harness.Otelcol(t)
 	scope := "logs-cut"
 	sock := filepath.Join(t.TempDir(), "docker.sock")
-	proxy := startSocketProxy(t, sock, "/var/run/docker.sock")
+	proxy := startSocketProxy(t, sock, harness.DockerSocket(t))
 	a := startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 300) + "docker:\n  max_backoff: 1s\n",
 		env: []string{"DOCKER_HOST=unix://" + sock}})
 	name := uniq(t, "cut")
@@ -505,7 +506,7 @@ func TestLogsSurviveStreamCuts(t *testing.T) {
 		waitShipped(t, col, name, 3000*(cut+1), 30*time.Second)
 		proxy.close() // every stream to the daemon breaks mid-line
 		time.Sleep(time.Second)
-		proxy = startSocketProxy(t, sock, "/var/run/docker.sock")
+		proxy = startSocketProxy(t, sock, harness.DockerSocket(t))
 	}
 	checkNumbered(t, name, waitShipped(t, col, name, lines, 60*time.Second), lines, 7, 0)
 	if s, ok := a.scrape(t).Find("dockscope_log_stream_reconnects_total", nil); !ok || s.Value < 1 {

@@ -45,7 +45,9 @@ func TestCPUBurnReadsAsOneCore(t *testing.T) {
 	// the kernel's own account of the process is the reference.
 	rate, want := (second-first)/elapsed, (truth1-truth0)/elapsed
 	t.Logf("burning container: agent says %.2f cores, /proc says %.2f", rate, want)
-	if rate < 0.6 || rate > 1.4 {
+	// On a busy machine (CI shares it; two Engines run side by side) the
+	// burner gets less than a core: the kernel's figure is then the check.
+	if want >= 0.8 && (rate < 0.6 || rate > 1.4) {
 		t.Errorf("rate(container_cpu_usage_seconds_total) = %.2f cores, want about 1", rate)
 	}
 	if d := rate - want; d < -0.2 || d > 0.2 {
@@ -282,7 +284,7 @@ func TestDaemonOutageAndRecovery(t *testing.T) {
 		t.Errorf("dockscope_docker_up = %v, %v while the daemon is unreachable", v.Value, ok)
 	}
 
-	proxy := startSocketProxy(t, sock, "/var/run/docker.sock")
+	proxy := startSocketProxy(t, sock, harness.DockerSocket(t))
 	a.waitValue(t, 15*time.Second, "container_memory_working_set_bytes", name, nil, func(float64) bool { return true })
 
 	proxy.close()
@@ -291,7 +293,7 @@ func TestDaemonOutageAndRecovery(t *testing.T) {
 		return code == 503, fmt.Sprintf("/readyz after cutting the daemon off: %d %s", code, body)
 	})
 
-	startSocketProxy(t, sock, "/var/run/docker.sock")
+	startSocketProxy(t, sock, harness.DockerSocket(t))
 	harness.WaitFor(t, 15*time.Second, 100*time.Millisecond, func() (bool, string) {
 		code, body := a.get("/readyz")
 		return code == 200, fmt.Sprintf("/readyz after the daemon came back: %d %s", code, body)

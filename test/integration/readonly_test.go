@@ -99,7 +99,7 @@ func engineReverseProxy(target string) *httputil.ReverseProxy {
 func TestAgentIsReadOnly(t *testing.T) {
 	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "docker.sock")
-	proxy := startReadOnlyProxy(t, sock, "/var/run/docker.sock")
+	proxy := startReadOnlyProxy(t, sock, harness.DockerSocket(t))
 
 	// The proxy does refuse writes: a POST through it fails.
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -42,7 +42,7 @@ const usage = `usage: workload <command> [flags]
 commands:
   sleep
   burn  [-cores N]
-  alloc -mb N
+  alloc -mb N [-after D]
   exit  -code N [-after D]
   log   [-lines N] [-stderr-every K] [-line-bytes B] [-rate R] [-then exit|sleep]
   probe -file PATH
@@ -82,9 +82,14 @@ func run(args []string) int {
 		burn(*cores)
 	case "alloc":
 		mb := fl.Int("mb", 0, "MiB to allocate and touch")
+		// A container OOM-killed in its first moments may be reported with
+		// no oom event and OOMKilled false (containerd 2.1 with Engine 28.5
+		// on cgroup v1, about one run in four: containerd/containerd#8180).
+		after := fl.Duration("after", 0, "wait this long before allocating")
 		if fl.Parse(args) != nil {
 			return 2
 		}
+		time.Sleep(*after)
 		alloc(*mb)
 	case "exit":
 		code := fl.Int("code", 0, "exit code")

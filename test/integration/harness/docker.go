@@ -30,13 +30,85 @@ const HealthFile = "/tmp/healthy"
 // DockerTimeout bounds one docker CLI command.
 const DockerTimeout = 5 * time.Minute
 
-// TryDocker runs the docker CLI with args and returns its trimmed stdout, or
-// an error that includes its stderr.
+// DockerHostEnv names the Engine the tests talk to, as a DOCKER_HOST value
+// (unix:// only); unset, it is the machine's, DefaultDockerHost. `make
+// integration-engine28` sets it to the second Engine of scripts/engine28.sh.
+const DockerHostEnv = "DOCKSCOPE_TEST_DOCKER_HOST"
+
+// DefaultDockerHost is the machine's Engine.
+const DefaultDockerHost = "unix:///var/run/docker.sock"
+
+// DockerHost returns the Engine the tests use: the test's own docker CLI
+// calls, the Engine client, and every agent startAgent runs (its DOCKER_HOST).
+func DockerHost() string {
+	if h := os.Getenv(DockerHostEnv); h != "" {
+		return h
+	}
+	return DefaultDockerHost
+}
+
+// DockerSocket returns the path of DockerHost's unix socket, for the tests
+// that put a proxy in front of it.
+func DockerSocket(t testing.TB) string {
+	t.Helper()
+	sock, ok := strings.CutPrefix(DockerHost(), "unix://")
+	if !ok {
+		t.Fatalf("harness: %s=%s is not a unix:// socket", DockerHostEnv, DockerHost())
+	}
+	return sock
+}
+
+// IsDefaultEngine reports whether the tests run against the machine's Engine,
+// not a second one (scripts/engine28.sh) that the machine's service manager
+// knows nothing of.
+func IsDefaultEngine() bool {
+	return DockerSocketPath() == "/var/run/docker.sock" || DockerSocketPath() == "/run/docker.sock"
+}
+
+// DockerSocketPath is DockerSocket without a test: "" when not unix://.
+func DockerSocketPath() string {
+	sock, _ := strings.CutPrefix(DockerHost(), "unix://")
+	return sock
+}
+
+// DockerCLIEnv names the docker CLI binary the tests run; unset, "docker"
+// from PATH. scripts/engine28.sh's own CLI goes with its Engine.
+const DockerCLIEnv = "DOCKSCOPE_TEST_DOCKER_CLI"
+
+// DockerCommand returns the docker CLI command for args, aimed at DockerHost.
+func DockerCommand(ctx context.Context, args ...string) *exec.Cmd {
+	cli := os.Getenv(DockerCLIEnv)
+	if cli == "" {
+		cli = "docker"
+	}
+	return exec.CommandContext(ctx, cli, append([]string{"-H", DockerHost()}, args...)...)
+}
+
+var (
+	engineOnce sync.Once
+	engineDesc string
+)
+
+// EngineDescription names the Engine under test for messages, e.g.
+// "Engine 28.5.2+dfsg4 (API 1.51) at unix:///run/dockscope-engine28/docker.sock".
+func EngineDescription() string {
+	engineOnce.Do(func() {
+		v, err := TryDocker("version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})")
+		if err != nil {
+			v = "(version unknown: " + err.Error() + ")"
+		}
+		engineDesc = fmt.Sprintf("Engine %s at %s", v, DockerHost())
+	})
+	return engineDesc
+}
+
+// TryDocker runs the docker CLI with args against DockerHost and returns its
+// trimmed stdout, or an error that includes its stderr.
 func TryDocker(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DockerTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd := DockerCommand(ctx, args...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -19,13 +19,14 @@ type Engine struct {
 	hc *http.Client
 }
 
-// NewEngine talks to the daemon at /var/run/docker.sock.
+// NewEngine talks to the daemon at DockerHost.
 func NewEngine() *Engine {
+	sock := DockerSocketPath()
 	return &Engine{hc: &http.Client{
 		Timeout: DockerTimeout,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", "/var/run/docker.sock")
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 			},
 			MaxIdleConnsPerHost: 16,
 		},

@@ -162,7 +162,14 @@ func goBin() string {
 //
 //	func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 func Main(m *testing.M) int {
+	// CI runs the suite against more than one Engine: say which one, and
+	// which one failed (asked first: a failed test may have stopped it).
+	engine := EngineDescription()
+	fmt.Fprintf(os.Stderr, "integration tests against the %s\n", engine)
 	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "integration tests FAILED against the %s\n", engine)
+	}
 	binMu.Lock()
 	if binDir != "" {
 		os.RemoveAll(binDir)

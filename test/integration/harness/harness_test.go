@@ -2,6 +2,7 @@ package harness
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -102,5 +103,20 @@ func TestParseOTLPJSON(t *testing.T) {
 	if r.BodyString() != "boom" || r.SeverityNumber != 17 || r.Attrs.Str("log.iostream") != "stderr" || r.Time.UnixNano() != 5 ||
 		rls[0].Resource.Str("container.name") != "web" {
 		t.Errorf("record = %+v", r)
+	}
+}
+
+func TestDockerHostFromEnvironment(t *testing.T) {
+	t.Setenv(DockerHostEnv, "")
+	if h, s := DockerHost(), DockerSocketPath(); h != DefaultDockerHost || s != "/var/run/docker.sock" || !IsDefaultEngine() {
+		t.Errorf("unset: host %q socket %q default %v", h, s, IsDefaultEngine())
+	}
+	t.Setenv(DockerHostEnv, "unix:///run/dockscope-engine28/docker.sock")
+	if h, s := DockerHost(), DockerSocket(t); h != "unix:///run/dockscope-engine28/docker.sock" || s != "/run/dockscope-engine28/docker.sock" || IsDefaultEngine() {
+		t.Errorf("engine28: host %q socket %q default %v", h, s, IsDefaultEngine())
+	}
+	t.Setenv(DockerCLIEnv, "/opt/engine28/docker")
+	if args := DockerCommand(t.Context(), "ps").Args; !slices.Equal(args, []string{"/opt/engine28/docker", "-H", "unix:///run/dockscope-engine28/docker.sock", "ps"}) {
+		t.Errorf("docker command = %q", args)
 	}
 }
