@@ -33,8 +33,10 @@
 set -euo pipefail
 
 ENGINE28_SUITE=${ENGINE28_SUITE:-sid}
-# The engine version wanted: sid moves on; a version not starting with this fails loudly.
-ENGINE28_VERSION=${ENGINE28_VERSION:-28.5.}
+# The engine version wanted, a prefix. Empty (the default) takes whatever current Engine
+# (27, 28 or 29: the versions users run) the suite has, so that CI keeps running when sid
+# moves past 28.5; the version is logged. Anything else fails loudly.
+ENGINE28_VERSION=${ENGINE28_VERSION:-}
 ENGINE28_MIRROR=${ENGINE28_MIRROR:-http://deb.debian.org/debian}
 CACHE=${ENGINE28_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dockscope/engine28}
 RUN=${ENGINE28_RUN:-/run/dockscope-engine28}
@@ -120,10 +122,18 @@ EOF
 	v_cli=$(candidate docker-cli "$ENGINE28_SUITE")
 	v_containerd=$(candidate containerd "$ENGINE28_SUITE")
 	v_runc=$(candidate runc bookworm)
-	case $v_docker in
-	"$ENGINE28_VERSION"*) ;;
-	*) die "$ENGINE28_SUITE has docker.io '$v_docker', not $ENGINE28_VERSION*: set ENGINE28_SUITE/ENGINE28_VERSION" ;;
-	esac
+	if [ -n "$ENGINE28_VERSION" ]; then
+		case $v_docker in
+		"$ENGINE28_VERSION"*) ;;
+		*) die "$ENGINE28_SUITE has docker.io '$v_docker', not $ENGINE28_VERSION*: set ENGINE28_SUITE/ENGINE28_VERSION" ;;
+		esac
+	else
+		case $v_docker in
+		27.* | 28.* | 29.*) ;;
+		*) die "$ENGINE28_SUITE has docker.io '$v_docker', not a current Engine (27-29): set ENGINE28_SUITE/ENGINE28_VERSION" ;;
+		esac
+	fi
+	log "$ENGINE28_SUITE has docker.io $v_docker, containerd $v_containerd; runc $v_runc from bookworm"
 	[ -n "$v_cli" ] && [ -n "$v_containerd" ] && [ -n "$v_runc" ] ||
 		die "missing a package: docker-cli '$v_cli' containerd '$v_containerd' runc(bookworm) '$v_runc'"
 	local debs=$CACHE/debs
