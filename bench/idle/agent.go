@@ -16,9 +16,9 @@ import (
 )
 
 // writeConfig writes the agent's configuration: the fake engine, logs and
-// events exported over OTLP/HTTP to the sink, stats and resyncs rare so
-// that only following costs anything.
-func writeConfig(path, dir, sock, sinkURL string, port int) error {
+// events (unless !logs) exported over OTLP/HTTP to the sink, stats and
+// resyncs rare so that only following costs anything.
+func writeConfig(path, dir, sock, sinkURL string, port int, logs bool) error {
 	cfg := fmt.Sprintf(`agent:
   state_dir: %q
   log_level: warn
@@ -30,7 +30,7 @@ stats:
   interval: 1h
   source: api
 logs:
-  enabled: true
+  enabled: %t
   events: true
 web:
   listen_address: "127.0.0.1:%d"
@@ -38,7 +38,7 @@ exporters:
   otlp:
     endpoint: %q
     protocol: http/protobuf
-`, dir+"/state", sock, port, sinkURL)
+`, dir+"/state", sock, logs, port, sinkURL)
 	return os.WriteFile(path, []byte(cfg), 0o644)
 }
 

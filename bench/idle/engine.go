@@ -29,6 +29,7 @@ type engine struct {
 
 	following atomic.Int64 // follow streams open now
 	logsReqs  atomic.Int64
+	inspects  atomic.Int64
 	mu        sync.Mutex
 	unknown   map[string]int // paths it had no answer for
 }
@@ -116,6 +117,7 @@ func (e *engine) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		switch op {
 		case "json":
+			e.inspects.Add(1)
 			e.inspect(w, i)
 		case "logs":
 			e.follow(w, r)

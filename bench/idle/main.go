@@ -14,11 +14,14 @@
 // For 0 containers, each -also count and -containers, it starts the engine
 // and a fresh agent (logs and events on, exporting to the listener), waits
 // until every follow stream is open and every line was exported, waits
-// -settle more, makes the agent collect garbage twice (its pprof endpoint
-// with gc=1: the second empties sync.Pool's victim cache) and reads
-// go_memstats_heap_inuse_bytes, go_memstats_stack_inuse_bytes and
-// go_goroutines from its /metrics, the lowest of -samples readings. The
-// figure per container is the difference to 0 containers, divided by N.
+// -settle more, reads go_goroutines and process_resident_memory_bytes from
+// its /metrics, makes it collect garbage twice (its pprof heap endpoint
+// with gc=1; the second also empties sync.Pool's victim cache) and takes
+// HeapInuse and StackInuse from the runtime.MemStats that the heap profile
+// prints right after the second (a /metrics scrape allocates megabytes at
+// 1,000 containers before the Go collector reads the heap). Of -samples
+// readings the lowest heap+stack is reported. The figure per container is
+// the difference to 0 containers, divided by N.
 package main
 
 import (
@@ -60,7 +63,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.samples, "samples", 3, "readings per count; the lowest is reported")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "longest wait for the agent to follow every container")
 	fs.StringVar(&o.agentBin, "agent-bin", "", "agent binary to measure (default: build ./cmd/agent)")
-	fs.StringVar(&o.profiles, "profiles", "", "directory to save the agent's heap and goroutine profiles in, per count (heap-N.pprof, goroutines-N.txt)")
+	fs.StringVar(&o.profiles, "profiles", "", "directory to save the agent's heap and goroutine profiles in, per run (heap-N-logs-on.pprof, goroutines-N-logs-on.txt)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -103,6 +106,7 @@ func run(args []string) int {
 // reading is what the agent's /metrics said at one container count.
 type reading struct {
 	containers            int
+	logs                  bool
 	heap, stack, rss      float64 // bytes
 	goroutines            float64
 	streams, unknownPaths int
@@ -126,15 +130,25 @@ func measureAll(ctx context.Context, o *options) error {
 			return err
 		}
 	}
-	counts := append(append([]int{0}, o.also...), o.containers)
+	type step struct {
+		n    int
+		logs bool
+	}
+	steps := []step{{0, true}}
+	for _, n := range o.also {
+		steps = append(steps, step{n, true})
+	}
+	// The last row, logs off, tells following from discovery and metrics.
+	steps = append(steps, step{o.containers, true}, step{o.containers, false})
 	var rs []reading
-	for _, n := range counts {
-		r, err := measure(ctx, o, bin, filepath.Join(tmp, fmt.Sprint(n)), n)
+	for _, st := range steps {
+		dir := filepath.Join(tmp, fmt.Sprintf("%d-%t", st.n, st.logs))
+		r, err := measure(ctx, o, bin, dir, st.n, st.logs)
 		if err != nil {
-			return fmt.Errorf("%d containers: %w", n, err)
+			return fmt.Errorf("%d containers (logs %t): %w", st.n, st.logs, err)
 		}
-		progress("%d containers: heap in use %.0f KiB, stacks %.0f KiB, %0.f goroutines, RSS %.0f KiB",
-			n, r.heap/1024, r.stack/1024, r.goroutines, r.rss/1024)
+		progress("%d containers, logs %t: heap in use %.0f KiB, stacks %.0f KiB, %0.f goroutines, RSS %.0f KiB",
+			st.n, st.logs, r.heap/1024, r.stack/1024, r.goroutines, r.rss/1024)
 		rs = append(rs, r)
 	}
 	report(os.Stdout, rs)
@@ -144,24 +158,43 @@ func measureAll(ctx context.Context, o *options) error {
 func report(w io.Writer, rs []reading) {
 	base := rs[0]
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "containers\theap in use KiB\tstacks KiB\tgoroutines\tRSS KiB\theap KiB/ctr\tstack KiB/ctr\theap+stack KiB/ctr\tgoroutines/ctr\tRSS KiB/ctr\t")
+	fmt.Fprintln(tw, "containers\tlogs\theap in use KiB\tstacks KiB\tgoroutines\tRSS KiB\theap KiB/ctr\tstack KiB/ctr\theap+stack KiB/ctr\tgoroutines/ctr\tRSS KiB/ctr\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.0f\t", r.containers, r.heap/1024, r.stack/1024, r.goroutines, r.rss/1024)
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t", r.containers, onOff(r.logs), r.heap/1024, r.stack/1024, r.goroutines, r.rss/1024)
 		if r.containers == 0 {
 			fmt.Fprintln(tw, "\t\t\t\t\t")
 			continue
 		}
-		n := float64(r.containers)
-		h, s := (r.heap-base.heap)/n/1024, (r.stack-base.stack)/n/1024
-		fmt.Fprintf(tw, "%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t\n", h, s, h+s, (r.goroutines-base.goroutines)/n, (r.rss-base.rss)/n/1024)
+		perContainer(tw, r, base)
 	}
 	tw.Flush()
+	// Following logs alone: logs on minus logs off at the same count.
+	on, off := rs[len(rs)-2], rs[len(rs)-1]
+	fmt.Fprintf(w, "\nfollowing the logs of an idle container, at %d (logs on minus logs off):\n", on.containers)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "heap KiB/ctr\tstack KiB/ctr\theap+stack KiB/ctr\tgoroutines/ctr\tRSS KiB/ctr\t")
+	perContainer(tw, on, off)
+	tw.Flush()
+}
+
+// perContainer writes r's figures less base's, per container of r.
+func perContainer(w io.Writer, r, base reading) {
+	n := float64(r.containers)
+	h, s := (r.heap-base.heap)/n/1024, (r.stack-base.stack)/n/1024
+	fmt.Fprintf(w, "%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t\n", h, s, h+s, (r.goroutines-base.goroutines)/n, (r.rss-base.rss)/n/1024)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 // measure runs the engine and a fresh agent with n containers and reads
 // the agent's memory once every stream is open and every line exported.
-func measure(ctx context.Context, o *options, bin, dir string, n int) (reading, error) {
-	r := reading{containers: n}
+func measure(ctx context.Context, o *options, bin, dir string, n int, logs bool) (reading, error) {
+	r := reading{containers: n, logs: logs}
 	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
 		return r, err
 	}
@@ -181,7 +214,7 @@ func measure(ctx context.Context, o *options, bin, dir string, n int) (reading, 
 	}
 	web := fmt.Sprintf("http://127.0.0.1:%d", port)
 	cfg := filepath.Join(dir, "agent.yml")
-	if err := writeConfig(cfg, dir, eng.sock, sink.url, port); err != nil {
+	if err := writeConfig(cfg, dir, eng.sock, sink.url, port, logs); err != nil {
 		return r, err
 	}
 	agent, err := startAgent(bin, cfg, filepath.Join(dir, "agent.log"))
@@ -202,8 +235,15 @@ func measure(ctx context.Context, o *options, bin, dir string, n int) (reading, 
 			return r, err
 		}
 		m, err := promscrape.Scrape(ctx, web+"/metrics")
-		if err == nil && eng.following.Load() == int64(n) &&
-			promscrape.Sum(m, `dockscope_records_sent_total{stage="logs"}`) >= float64(n) {
+		switch {
+		case err != nil:
+		case !logs && eng.inspects.Load() >= int64(n):
+		case logs && eng.following.Load() == int64(n) &&
+			promscrape.Sum(m, `dockscope_records_sent_total{stage="logs"}`) >= float64(n):
+		default:
+			err = errors.New("not yet")
+		}
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -224,27 +264,33 @@ func measure(ctx context.Context, o *options, bin, dir string, n int) (reading, 
 				return r, err
 			}
 		}
-		for range 2 {
-			if err := collectGarbage(ctx, web); err != nil {
-				return r, err
-			}
-		}
+		// RSS and goroutines from /metrics; the heap from the runtime's
+		// own figures printed right after a GC by the heap profile: a
+		// /metrics scrape at 1,000 containers allocates megabytes itself
+		// before the Go collector reads the heap.
 		m, err := promscrape.Scrape(ctx, web+"/metrics")
 		if err != nil {
 			return r, err
 		}
-		heap, stack := m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"]
+		if err := collectGarbage(ctx, web); err != nil {
+			return r, err
+		}
+		ms, err := memStatsAfterGC(ctx, web)
+		if err != nil {
+			return r, err
+		}
+		heap, stack := ms["HeapInuse"], ms["Stack"]
 		if i == 0 || heap+stack < r.heap+r.stack {
 			r.heap, r.stack, r.goroutines, r.rss = heap, stack, m["go_goroutines"], m["process_resident_memory_bytes"]
 		}
 	}
 	if o.profiles != "" {
-		if err := saveProfiles(ctx, web, o.profiles, n); err != nil {
+		if err := saveProfiles(ctx, web, o.profiles, fmt.Sprintf("%d-logs-%s", n, onOff(logs))); err != nil {
 			return r, err
 		}
 	}
 	r.streams = int(eng.following.Load())
-	if r.streams != n {
+	if logs && r.streams != n {
 		return r, fmt.Errorf("%d of %d follow streams open at the end (the agent reopened some: %d log requests)", r.streams, n, eng.logsReqs.Load())
 	}
 	if u := eng.unknownPaths(); len(u) > 0 {
@@ -256,32 +302,62 @@ func measure(ctx context.Context, o *options, bin, dir string, n int) (reading, 
 // collectGarbage makes the agent run a full GC: its heap profile handler
 // does so with gc=1.
 func collectGarbage(ctx context.Context, web string) error {
+	_, err := heapProfileText(ctx, web)
+	return err
+}
+
+// memStatsAfterGC runs a GC in the agent and returns the runtime.MemStats
+// fields that its heap profile prints right after it ("# HeapInuse = N").
+func memStatsAfterGC(ctx context.Context, web string) (map[string]float64, error) {
+	text, err := heapProfileText(ctx, web)
+	if err != nil {
+		return nil, err
+	}
+	ms := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = ")
+		if !ok || !strings.HasPrefix(line, "# ") {
+			continue
+		}
+		// "# Stack = inuse / sys"
+		v, _, _ = strings.Cut(v, " ")
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			ms[k] = f
+		}
+	}
+	if _, ok := ms["Stack"]; !ok {
+		return nil, errors.New("the agent's heap profile shows no runtime.MemStats")
+	}
+	return ms, nil
+}
+
+func heapProfileText(ctx context.Context, web string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, web+"/debug/pprof/heap?gc=1", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, web+"/debug/pprof/heap?gc=1&debug=1", nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("asking the agent to collect garbage: %w", err)
+		return "", fmt.Errorf("asking the agent to collect garbage: %w", err)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("asking the agent to collect garbage: %s", resp.Status)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("asking the agent to collect garbage: %s %v", resp.Status, err)
 	}
-	return nil
+	return string(b), nil
 }
 
 // saveProfiles stores the agent's heap profile and goroutine dump.
-func saveProfiles(ctx context.Context, web, dir string, n int) error {
+func saveProfiles(ctx context.Context, web, dir, tag string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	for path, file := range map[string]string{
-		"/debug/pprof/heap":              fmt.Sprintf("heap-%d.pprof", n),
-		"/debug/pprof/goroutine?debug=1": fmt.Sprintf("goroutines-%d.txt", n),
+		"/debug/pprof/heap":              "heap-" + tag + ".pprof",
+		"/debug/pprof/goroutine?debug=1": "goroutines-" + tag + ".txt",
 	} {
 		if err := fetch(ctx, web+path, filepath.Join(dir, file)); err != nil {
 			return err
