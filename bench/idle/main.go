@@ -67,6 +67,9 @@ func parseOptions(args []string) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
 	if o.containers < 1 || o.samples < 1 {
 		return nil, errors.New("-containers and -samples must be at least 1")
 	}
@@ -313,6 +316,12 @@ func memStatsAfterGC(ctx context.Context, web string) (map[string]float64, error
 	if err != nil {
 		return nil, err
 	}
+	return parseMemStats(text)
+}
+
+// parseMemStats reads the "# Name = value" lines that end a heap profile
+// in its text form.
+func parseMemStats(text string) (map[string]float64, error) {
 	ms := map[string]float64{}
 	for _, line := range strings.Split(text, "\n") {
 		k, v, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = ")
