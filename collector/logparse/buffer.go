@@ -96,7 +96,10 @@ func (b *streamBuf) fill(need int) error {
 		if b.big == nil && (need > len(b.small) || b.more) {
 			b.grow()
 		}
-		if len(b.buf)-b.r < need {
+		if b.r > 0 {
+			// The read gets all the room there is: a chunked body is
+			// decoded in place, so a read into a small tail would bring
+			// ever smaller pieces.
 			b.w = copy(b.buf, b.buf[b.r:b.w])
 			b.r = 0
 		}

@@ -132,14 +132,29 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// A busy stream is read 64 KiB at a time, not through the idle buffer.
+// A busy stream is read 64 KiB at a time, not through the idle buffer,
+// also through a chunked body, which is decoded in place (each read
+// returns less than it was given).
 func TestBusyStreamReadsInLargeBuffers(t *testing.T) {
-	for _, tty := range []bool{false, true} {
+	for _, tc := range []struct {
+		tty, chunked bool
+	}{{false, false}, {true, false}, {false, true}, {true, true}} {
+		tty := tc.tty
 		data := benchStream(tty, 50000, 70)
 		src := &countingReader{r: bytes.NewReader(data)}
-		var pr PieceReader = NewDemuxer(src)
+		var body io.Reader = src
+		if tc.chunked {
+			var chunks [][]byte
+			for rest := data; len(rest) > 0; rest = rest[min(len(rest), 101):] {
+				chunks = append(chunks, rest[:min(len(rest), 101)])
+			}
+			data = chunked(t, chunks...)
+			src.r = bytes.NewReader(data)
+			body = NewChunkedReader(src, nil)
+		}
+		var pr PieceReader = NewDemuxer(body)
 		if tty {
-			pr = NewTTYSplitter(src)
+			pr = NewTTYSplitter(body)
 		}
 		for {
 			if _, _, err := pr.Next(); err == io.EOF {
@@ -149,7 +164,7 @@ func TestBusyStreamReadsInLargeBuffers(t *testing.T) {
 			}
 		}
 		if limit := len(data)/readBufferSize + 3; src.reads > limit {
-			t.Errorf("tty=%v: %d reads for %d bytes, want ≤ %d", tty, src.reads, len(data), limit)
+			t.Errorf("tty=%v chunked=%v: %d reads for %d bytes, want ≤ %d", tty, tc.chunked, src.reads, len(data), limit)
 		}
 	}
 }
