@@ -74,52 +74,100 @@ func (r *eventReader) run(ctx context.Context) {
 	}
 }
 
-// eventCursor remembers the last event handled, so that a reconnect asks
-// for `since` it and skips what it had already seen: `since` is inclusive
-// and several events can share one nanosecond.
+// eventCursor remembers where a reconnect resumes and which events were
+// handled, so that the reconnect's replay is not handled twice: `since` is
+// inclusive and several events can share one nanosecond.
+//
+// Events are never filtered by time. The daemon's clock can step back (NTP,
+// a VM restore), and every event after the step is then older than the ones
+// before it; a "newer than the newest seen" rule dropped them all until the
+// clock caught up. A replayed event is an exact copy of one handled before
+// (same time, container and action); a live one never is.
 type eventCursor struct {
-	mu     sync.Mutex
+	mu    sync.Mutex
+	nanos int64     // the last event handled, in stream order; the next `since`
+	at    time.Time // when, on the agent's monotonic clock, nanos was set
+	now   func() time.Time
+
+	// ring holds the last eventReplayWindow events handled (oldest at
+	// next once full); index finds them.
+	ring  []eventID
+	next  int
+	index map[eventID]struct{}
+}
+
+// eventReplayWindow bounds the events remembered for deduplication. dockerd
+// replays only from the last 256 events it keeps (of every type); those of
+// them this agent handled are among the last 256 it handled, so twice that
+// is enough to recognise every replay.
+const eventReplayWindow = 512
+
+type eventID struct {
 	nanos  int64
-	atLast map[string]bool
+	id     string
+	action events.Action
 }
 
-func eventKey(m events.Message) string {
-	return m.Actor.ID + "\x00" + string(m.Action)
-}
-
-// advance records an event and reports whether it is new.
+// advance records an event and reports whether it is new, false only for
+// an event already handled (a replay after a reconnect).
 func (c *eventCursor) advance(m events.Message) bool {
+	k := eventID{nanos: m.TimeNano, id: m.Actor.ID, action: m.Action}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case m.TimeNano < c.nanos:
+	if _, dup := c.index[k]; dup {
 		return false
-	case m.TimeNano > c.nanos:
-		c.nanos = m.TimeNano
-		c.atLast = map[string]bool{eventKey(m): true}
-		return true
-	default:
-		k := eventKey(m)
-		if c.atLast[k] {
-			return false
-		}
-		if c.atLast == nil {
-			c.atLast = make(map[string]bool)
-		}
-		c.atLast[k] = true
-		return true
 	}
+	if c.index == nil {
+		c.index = make(map[eventID]struct{}, eventReplayWindow)
+		c.ring = make([]eventID, 0, eventReplayWindow)
+	}
+	if len(c.ring) < eventReplayWindow {
+		c.ring = append(c.ring, k)
+	} else {
+		delete(c.index, c.ring[c.next])
+		c.ring[c.next] = k
+		c.next = (c.next + 1) % eventReplayWindow
+	}
+	c.index[k] = struct{}{}
+	// The last event in stream order, not the newest by time: dockerd's
+	// replay walks its buffer back from the newest event and stops at the
+	// first one older than `since`, so after a step back only a `since`
+	// from after the step reaches the events that followed it.
+	c.nanos, c.at = m.TimeNano, c.clock()
+	return true
 }
 
-// start sets where the first stream begins, when no event was handled yet:
-// without it, a stream that broke before its first whole event would be
-// reopened at "now", losing what happened in between.
+// start sets where the next stream begins, from the daemon's clock at
+// connect. Before any event it is that clock: a stream that broke before its
+// first whole event would otherwise be reopened at "now", losing what
+// happened in between. After events, it is the last one's time, or where
+// the daemon's clock stood when that event was handled, by the agent's own
+// monotonic clock, if that is earlier: the daemon's clock was stepped back
+// while the agent was away, and only that earlier `since` makes dockerd
+// replay the events that followed the step. What it replays that was
+// handled before is dropped by advance.
 func (c *eventCursor) start(daemonNow time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.nanos == 0 && !daemonNow.IsZero() {
-		c.nanos = daemonNow.UnixNano()
+	if daemonNow.IsZero() {
+		return
 	}
+	now := daemonNow.UnixNano()
+	if c.nanos == 0 {
+		c.nanos, c.at = now, c.clock()
+		return
+	}
+	if then := now - int64(c.clock().Sub(c.at)); then < c.nanos {
+		c.nanos = then
+	}
+}
+
+// clock is the agent's monotonic clock (a test's, when set).
+func (c *eventCursor) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // String is the `since` parameter for a reconnect, empty before any event.

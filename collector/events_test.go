@@ -88,6 +88,138 @@ func TestEventCursorStartsAtConnect(t *testing.T) {
 	}
 }
 
+// stepEvent is a container event at hours:ns on the daemon's clock.
+func stepEvent(hours, ns int64, id, action string) events.Message {
+	return events.Message{TimeNano: hours*int64(time.Hour) + ns, Action: events.Action(action), Actor: events.Actor{ID: id}}
+}
+
+// dockerdReplay is what dockerd sends first on a stream opened with since:
+// it walks its buffer back from the newest event and stops at the first
+// one older than since (daemon/events/events.go loadBufferedEvents).
+func dockerdReplay(buffer []events.Message, since string) []events.Message {
+	var sec, nsec int64
+	fmt.Sscanf(since, "%d.%d", &sec, &nsec)
+	from := sec*1e9 + nsec
+	var out []events.Message
+	for i := len(buffer) - 1; i >= 0 && buffer[i].TimeNano >= from; i-- {
+		out = append([]events.Message{buffer[i]}, out...)
+	}
+	return out
+}
+
+// A daemon clock stepped back (NTP, a VM restore) makes every later event
+// older than the ones before it; each of them is still handled, and the
+// next reconnect resumes after the last one handled.
+func TestEventCursorKeepsEventsAfterClockStepBack(t *testing.T) {
+	var c eventCursor
+	if !c.advance(stepEvent(10, 0, "a", "start")) {
+		t.Fatal("first event seen as a replay")
+	}
+	for i, m := range []events.Message{
+		stepEvent(9, 1, "b", "start"), // an hour back
+		stepEvent(9, 1, "b", "health_status: healthy"),
+		stepEvent(9, 2, "a", "die"),
+		stepEvent(8, 0, "c", "start"), // and again
+	} {
+		if !c.advance(m) {
+			t.Errorf("event %d (%s %s), after the clock stepped back, dropped", i, m.Actor.ID, m.Action)
+		}
+	}
+	if s := c.String(); s != "28800.000000000" {
+		t.Errorf("since after the steps = %q, want the last event's time 28800.000000000", s)
+	}
+}
+
+// Across a reconnect, whatever the daemon's clock did, every event is
+// handled once: dockerd's replay of what was handled is dropped, what was
+// missed while disconnected is kept.
+func TestEventCursorHandlesEachEventOnceAcrossReconnects(t *testing.T) {
+	type timed struct {
+		agent time.Duration // on the agent's monotonic clock
+		ev    events.Message
+	}
+	at := func(agent time.Duration, daemonHours int64, daemonNs time.Duration, id, action string) timed {
+		return timed{agent, stepEvent(daemonHours, int64(daemonNs), id, action)}
+	}
+	for _, tc := range []struct {
+		name            string
+		handled, missed []timed
+		reconnect       time.Duration // agent clock
+		daemonNow       time.Time     // daemon clock at the reconnect
+	}{
+		{
+			name:      "steady clock, events sharing a nanosecond",
+			handled:   []timed{at(0, 10, 0, "a", "start"), at(time.Second, 10, time.Second, "a", "die"), at(time.Second, 10, time.Second, "b", "start")},
+			missed:    []timed{at(2*time.Second, 10, time.Second, "c", "start"), at(3*time.Second, 10, 3*time.Second, "a", "destroy")},
+			reconnect: 4 * time.Second,
+			daemonNow: time.Unix(0, stepEvent(10, int64(4*time.Second), "", "").TimeNano),
+		},
+		{
+			name:      "clock stepped back while connected",
+			handled:   []timed{at(0, 10, 0, "a", "start"), at(time.Second, 9, time.Second, "b", "start"), at(2*time.Second, 9, 2*time.Second, "b", "die")},
+			missed:    []timed{at(2*time.Second, 9, 2*time.Second, "c", "start"), at(3*time.Second, 9, 3*time.Second, "b", "destroy")},
+			reconnect: 4 * time.Second,
+			daemonNow: time.Unix(0, stepEvent(9, int64(4*time.Second), "", "").TimeNano),
+		},
+		{
+			// Stepped back an hour 30 s after the last event handled.
+			name:      "clock stepped back while disconnected",
+			handled:   []timed{at(0, 10, 0, "a", "start"), at(time.Second, 10, time.Second, "b", "start")},
+			missed:    []timed{at(40*time.Second, 9, 40*time.Second, "a", "die"), at(50*time.Second, 9, 50*time.Second, "c", "start")},
+			reconnect: 2 * time.Minute,
+			daemonNow: time.Unix(0, stepEvent(9, int64(2*time.Minute), "", "").TimeNano),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			epoch := time.Now()
+			var agentNow time.Duration
+			c := eventCursor{now: func() time.Time { return epoch.Add(agentNow) }}
+			c.start(time.Unix(0, tc.handled[0].ev.TimeNano-1))
+			var buffer, want []events.Message
+			for _, h := range tc.handled {
+				agentNow = h.agent
+				if !c.advance(h.ev) {
+					t.Fatalf("live event %s %s dropped", h.ev.Actor.ID, h.ev.Action)
+				}
+				buffer = append(buffer, h.ev)
+			}
+			for _, m := range tc.missed {
+				buffer = append(buffer, m.ev)
+				want = append(want, m.ev)
+			}
+			agentNow = tc.reconnect
+			c.start(tc.daemonNow)
+			var got []events.Message
+			for _, m := range dockerdReplay(buffer, c.String()) {
+				if c.advance(m) {
+					got = append(got, m)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("since %s: after the reconnect handled %v, want exactly the missed %v", c.String(), got, want)
+			}
+		})
+	}
+}
+
+// The memory of handled events is bounded; a window that still covers
+// dockerd's 256-event replay buffer.
+func TestEventCursorRemembersABoundedWindow(t *testing.T) {
+	var c eventCursor
+	for i := range 3 * eventReplayWindow {
+		c.advance(stepEvent(10, int64(i), "a", "health_status: healthy"))
+	}
+	if len(c.index) != eventReplayWindow || len(c.ring) != eventReplayWindow {
+		t.Fatalf("remembers %d events (ring %d), want %d", len(c.index), len(c.ring), eventReplayWindow)
+	}
+	last := 3*eventReplayWindow - 1
+	for i := last - 255; i <= last; i++ {
+		if c.advance(stepEvent(10, int64(i), "a", "health_status: healthy")) {
+			t.Fatalf("replay of event %d, within the last 256, handled again", i)
+		}
+	}
+}
+
 // fakeInspectEngine answers container inspects for the ids it knows (404
 // for the rest) on a unix socket, counting them, and an empty container
 // list, calling onList (if set) while it answers; nothing else.

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/dockscope/dockscope/collector/logparse"
 )
 
 // rawStreams: the unix socket's log streams are read with unixStream.
@@ -57,7 +59,16 @@ type unixStream struct {
 	flowing bool
 	pace    time.Duration
 	full    bool // the last read filled the buffer: more is waiting
+	// declined: a read into a large buffer waited idleAfter and
+	// returned 0, nil (logparse.IdleReadBytes); the next one waits.
+	declined bool
+	deadline bool // the epoll set has a read deadline
 }
+
+// idleAfter is how long a read waits with a large buffer before handing it
+// back: far longer than a flowing stream's gaps (paceMax), so that it
+// costs a busy stream nothing.
+const idleAfter = 100 * time.Millisecond
 
 // Pacing of a flowing stream. Each read costs the agent a wake-up, so a
 // stream is read as seldom as it can be without dockerd ever waiting: the
@@ -196,9 +207,18 @@ func (s *unixStream) Read(p []byte) (int, error) {
 		if errno != syscall.EAGAIN {
 			return 0, s.err("read", errno)
 		}
-		// Dry: wait until something comes.
+		// Dry: wait until something comes. Not for long with the
+		// caller's large buffer: a stream that stays quiet for
+		// idleAfter is asked (once) to read again, and the line reader
+		// then waits with a small one (64 KiB per idle container
+		// otherwise; see logparse.IdleReadBytes).
 		s.flowing = false
-		if err := s.waitReadable(); err != nil {
+		limit := len(p) > logparse.IdleReadBytes && !s.declined
+		if err := s.waitReadable(limit); err != nil {
+			if limit && errors.Is(err, os.ErrDeadlineExceeded) {
+				s.declined = true
+				return 0, nil
+			}
 			return 0, err
 		}
 	}
@@ -218,13 +238,21 @@ func (s *unixStream) Read(p []byte) (int, error) {
 		// schedule until a read finds nothing.
 		s.flowing, s.pace = true, paceMin
 	}
-	s.last, s.full = now, n == len(p)
+	s.last, s.full, s.declined = now, n == len(p), false
 	return n, nil
 }
 
 // waitReadable arms the socket in the stream's epoll set for one event
 // and parks until it comes.
-func (s *unixStream) waitReadable() error {
+func (s *unixStream) waitReadable(limit bool) error {
+	switch {
+	case limit:
+		_ = s.set.SetReadDeadline(time.Now().Add(idleAfter))
+		s.deadline = true
+	case s.deadline:
+		_ = s.set.SetReadDeadline(time.Time{})
+		s.deadline = false
+	}
 	op := syscall.EPOLL_CTL_MOD
 	if !s.armed {
 		op = syscall.EPOLL_CTL_ADD
@@ -248,6 +276,9 @@ func (s *unixStream) waitReadable() error {
 	})
 	if err == nil && errno != 0 {
 		err = errno
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
 	}
 	if err != nil {
 		return s.err("epoll_pwait", err)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,6 +220,71 @@ func TestUnixLogStreamCancelWhileIdle(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancel did not end the wait")
 	}
+}
+
+// sizingReader notes the buffer size of the read that reaches the socket.
+type sizingReader struct {
+	r    io.Reader
+	size atomic.Int64 // len(p) of the latest read
+}
+
+func (s *sizingReader) Read(p []byte) (int, error) {
+	s.size.Store(int64(len(p)))
+	return s.r.Read(p)
+}
+
+// A stream that goes quiet after a burst is waited on with a small buffer:
+// the read into the line reader's 64 KiB buffer hands it back after
+// idleAfter, so that an idle followed container does not hold it.
+func TestUnixLogStreamQuietStreamWaitsWithSmallBuffer(t *testing.T) {
+	const burst = 5000
+	release := make(chan struct{})
+	d := startFakeLogDaemon(t, func(c net.Conn, _ *http.Request) {
+		io.WriteString(c, chunkedHeader)
+		bw := bufio.NewWriter(c)
+		for i := range burst {
+			writeChunk(bw, 1, tsLine(i))
+		}
+		bw.Flush()
+		<-release
+	})
+	defer close(release)
+	s, err := dialUnixStream(context.Background(), d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sized := &sizingReader{r: s}
+	body, err := startLogs(readWriteCloser{sized, s}, "", "abc", "")
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	defer body.Close()
+	r := logparse.NewReader(body, false, 0)
+	for i := range burst {
+		if _, err := r.Next(); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Next()
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for sized.size.Load() > logparse.IdleReadBytes && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := sized.size.Load(); n > logparse.IdleReadBytes {
+		t.Fatalf("a quiet stream waits with a %d-byte buffer, want ≤ %d", n, logparse.IdleReadBytes)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Next returned %v on a quiet stream", err)
+	case <-time.After(3 * idleAfter):
+	}
+	body.Close() // ends the wait
+	<-done
 }
 
 // countingReader counts the reads that reach the socket.

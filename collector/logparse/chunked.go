@@ -66,6 +66,11 @@ func (c *ChunkedReader) Read(p []byte) (int, error) {
 		} else {
 			n, err = c.src.Read(p)
 		}
+		if n == 0 && err == nil {
+			// The source declined to wait with this buffer (see
+			// IdleReadBytes): the caller asks again.
+			return 0, nil
+		}
 		out, derr := c.decode(p[:n])
 		switch {
 		case derr != nil:

@@ -143,3 +143,33 @@ func FuzzChunked(f *testing.F) {
 		}
 	})
 }
+
+// decliningReader answers its first read with 0, nil, as a source that
+// will not wait with a large buffer does (IdleReadBytes).
+type decliningReader struct {
+	r        io.Reader
+	declined bool
+}
+
+func (d *decliningReader) Read(p []byte) (int, error) {
+	if !d.declined {
+		d.declined = true
+		return 0, nil
+	}
+	return d.r.Read(p)
+}
+
+// A source's 0, nil reaches the caller, which may then read with a
+// smaller buffer, instead of being retried with the same one.
+func TestChunkedReaderPassesOnADeclinedRead(t *testing.T) {
+	body := chunked(t, []byte("hello\n"))
+	c := NewChunkedReader(&decliningReader{r: bytes.NewReader(body)}, nil)
+	p := make([]byte, 64)
+	if n, err := c.Read(p); n != 0 || err != nil {
+		t.Fatalf("first read = %d, %v; want 0, nil", n, err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello\n" {
+		t.Fatalf("then read %q, %v", got, err)
+	}
+}

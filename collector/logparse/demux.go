@@ -1,7 +1,6 @@
 package logparse
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,11 +10,6 @@ import (
 )
 
 const (
-	// readBufferSize is the bufio buffer of the demuxer and the TTY
-	// splitter: several Docker pieces (16 KiB + prefix) fit, so frames are
-	// returned straight from it without a copy.
-	readBufferSize = 64 << 10
-
 	frameHeaderLen = 8
 
 	// MaxFrameBytes bounds a frame's payload. Docker writes a line as
@@ -51,9 +45,11 @@ type PieceReader interface {
 
 // Demuxer reads the multiplexed stream that GET /containers/{id}/logs
 // returns for a container without a TTY: frames of an 8-byte header
-// [stream, 0, 0, 0, big-endian uint32 length] and a payload.
+// [stream, 0, 0, 0, big-endian uint32 length] and a payload. While the
+// stream is idle it holds a 512-byte buffer; a 64 KiB one only while
+// frames are in flight.
 type Demuxer struct {
-	r   *bufio.Reader
+	b   streamBuf
 	err error // sticky: after a framing error the stream cannot be trusted
 }
 
@@ -61,12 +57,14 @@ var _ PieceReader = (*Demuxer)(nil)
 
 // NewDemuxer returns a Demuxer reading from r.
 func NewDemuxer(r io.Reader) *Demuxer {
-	return &Demuxer{r: bufio.NewReaderSize(r, readBufferSize)}
+	d := &Demuxer{}
+	d.b.reset(r)
+	return d
 }
 
-// Reset makes d read from r, keeping its buffers, e.g. after a reconnect.
+// Reset makes d read from r, e.g. after a reconnect.
 func (d *Demuxer) Reset(r io.Reader) {
-	d.r.Reset(r)
+	d.b.reset(r)
 	d.err = nil
 }
 
@@ -88,22 +86,19 @@ func (d *Demuxer) Next() (pipeline.Stream, []byte, error) {
 }
 
 func (d *Demuxer) next() (pipeline.Stream, []byte, error) {
-	hdr, err := d.r.Peek(frameHeaderLen)
-	if err != nil {
+	if err := d.b.fill(frameHeaderLen); err != nil {
 		if errors.Is(err, io.EOF) {
-			if len(hdr) == 0 {
+			if len(d.b.buffered()) == 0 {
 				return 0, nil, io.EOF
 			}
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, fmt.Errorf("log stream: reading frame header: %w", err)
 	}
-	// Peek's slice is only valid until the next read: decode it now.
+	// The buffer may move when the payload is read: decode the header now.
 	var h [frameHeaderLen]byte
-	copy(h[:], hdr)
-	if _, err := d.r.Discard(frameHeaderLen); err != nil {
-		return 0, nil, fmt.Errorf("log stream: reading frame header: %w", err)
-	}
+	copy(h[:], d.b.buffered())
+	d.b.discard(frameHeaderLen)
 	n := binary.BigEndian.Uint32(h[4:])
 	// Docker always writes zeros in bytes 1-3; anything else means the
 	// stream is not multiplexed (a TTY stream read in the wrong mode) or
@@ -137,23 +132,27 @@ func (d *Demuxer) next() (pipeline.Stream, []byte, error) {
 	return stream, payload, nil
 }
 
-// payload reads n bytes, from the bufio buffer itself when they fit so
+// payload reads n bytes, from the read buffer itself when they fit so
 // that the steady state neither copies nor allocates. Larger frames, which
 // Docker does not send (its pieces are 16 KiB), get a buffer of their own
 // that is not kept.
 func (d *Demuxer) payload(n int) ([]byte, error) {
-	if n <= d.r.Size() {
-		p, err := d.r.Peek(n)
-		if err != nil {
+	if n <= readBufferSize {
+		if err := d.b.fill(n); err != nil {
 			return nil, err
 		}
-		// Discard only moves the read index; the bytes stay in place
-		// until the next read, i.e. the next call to Next.
-		_, _ = d.r.Discard(n)
+		p := d.b.buffered()[:n:n]
+		d.b.discard(n)
 		return p, nil
 	}
 	buf := make([]byte, n)
-	if _, err := io.ReadFull(d.r, buf); err != nil {
+	k := copy(buf, d.b.buffered())
+	d.b.discard(k)
+	if d.b.err != nil {
+		return nil, d.b.err
+	}
+	if _, err := io.ReadFull(d.b.src, buf[k:]); err != nil {
+		d.b.err = err
 		return nil, err
 	}
 	return buf, nil

@@ -1,11 +1,11 @@
 package logparse
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -35,24 +35,41 @@ var engineErrorPrefix = []byte("Error grabbing logs: ")
 // a daemon message starting "Error grabbing logs: ", returned as an
 // *EngineError.
 type TTYSplitter struct {
-	r   *bufio.Reader
-	buf []byte         // a piece that spans bufio windows
-	tok [maxTSLen]byte // a timestamp that spans bufio windows
+	r   streamBuf
+	buf *[]byte        // a piece that spans read windows, from pieceBuffers
+	tok [maxTSLen]byte // a timestamp that spans read windows
 	err error          // sticky
 }
+
+// pieceBuffers hold the pieces that span read windows, only until the
+// next piece: a stream that had one must not keep its 16 KiB while idle.
+var pieceBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, maxTSLen+1+PieceContentBytes)
+	return &b
+}}
 
 var _ PieceReader = (*TTYSplitter)(nil)
 
 // NewTTYSplitter returns a TTYSplitter reading from r.
 func NewTTYSplitter(r io.Reader) *TTYSplitter {
-	return &TTYSplitter{r: bufio.NewReaderSize(r, readBufferSize)}
+	s := &TTYSplitter{}
+	s.r.reset(r)
+	return s
 }
 
-// Reset makes s read from r, keeping its buffers, e.g. after a reconnect.
+// Reset makes s read from r, e.g. after a reconnect.
 func (s *TTYSplitter) Reset(r io.Reader) {
-	s.r.Reset(r)
-	s.buf = s.buf[:0]
+	s.r.reset(r)
+	s.releasePiece()
 	s.err = nil
+}
+
+func (s *TTYSplitter) releasePiece() {
+	if s.buf != nil {
+		*s.buf = (*s.buf)[:0]
+		pieceBuffers.Put(s.buf)
+		s.buf = nil
+	}
 }
 
 // Next returns the next piece; stream is always pipeline.Stdout since a TTY
@@ -75,23 +92,24 @@ func (s *TTYSplitter) Next() (pipeline.Stream, []byte, error) {
 }
 
 // next reads one piece. All bytes of the piece examined so far are in
-// s.buf unless the piece ends within the first bufio window, in which case
-// it is returned from the bufio buffer without a copy.
+// s.buf unless the piece ends within the first read window, in which case
+// it is returned from the read buffer without a copy.
 func (s *TTYSplitter) next() (piece []byte, hasTS bool, err error) {
-	s.buf = s.buf[:0]
+	s.releasePiece() // the previous piece is no longer needed
+	var buf []byte
 	prefix := -1 // length of "<ts> " once known; 0: the piece has none
 	for {
 		w, err := s.window()
 		if len(w) == 0 {
 			if errors.Is(err, io.EOF) {
-				if len(s.buf) == 0 {
+				if len(buf) == 0 {
 					return nil, false, io.EOF
 				}
-				return s.buf, prefix > 0, nil
+				return buf, prefix > 0, nil
 			}
 			return nil, false, fmt.Errorf("log stream: reading TTY stream: %w", err)
 		}
-		pos := len(s.buf)
+		pos := len(buf)
 		i, done := 0, false // bytes of w that belong to the piece
 		if prefix < 0 {
 			// The timestamp ends at the first space within maxTSLen+1
@@ -102,7 +120,7 @@ func (s *TTYSplitter) next() (piece []byte, hasTS bool, err error) {
 			case j >= 0 && w[j] == ' ':
 				tok := w[:j]
 				if pos > 0 {
-					tok = append(append(s.tok[:0], s.buf...), w[:j]...)
+					tok = append(append(s.tok[:0], buf...), w[:j]...)
 				}
 				prefix = 0
 				if timestampShaped(tok) {
@@ -130,15 +148,19 @@ func (s *TTYSplitter) next() (piece []byte, hasTS bool, err error) {
 			}
 		}
 		if done && pos == 0 {
-			// Discard only moves the read index: w stays valid until the
-			// next read, i.e. the next call to Next.
-			_, _ = s.r.Discard(i)
+			// The bytes stay in place until the next read, i.e. the
+			// next call to Next.
+			s.r.discard(i)
 			return w[:i], prefix > 0, nil
 		}
-		s.buf = append(s.buf, w[:i]...)
-		_, _ = s.r.Discard(i)
+		if s.buf == nil {
+			s.buf = pieceBuffers.Get().(*[]byte)
+		}
+		buf = append(*s.buf, w[:i]...)
+		*s.buf = buf
+		s.r.discard(i)
 		if done {
-			return s.buf, prefix > 0, nil
+			return buf, prefix > 0, nil
 		}
 	}
 }
@@ -147,10 +169,10 @@ func (s *TTYSplitter) next() (piece []byte, hasTS bool, err error) {
 // never waits for more than what one read returns, so a complete line is
 // handed on as soon as it arrives on a follow stream.
 func (s *TTYSplitter) window() ([]byte, error) {
-	if _, err := s.r.Peek(1); err != nil {
+	if err := s.r.fill(1); err != nil {
 		return nil, err
 	}
-	return s.r.Peek(s.r.Buffered())
+	return s.r.buffered(), nil
 }
 
 // timestampShaped tells whether tok can be the timestamp of a piece. The
