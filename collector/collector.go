@@ -60,7 +60,7 @@ type Collector struct {
 	// itself, or a list or inspect that failed first as the daemon went).
 	streamsOpened int
 
-	logs *logManager // nil when logs are off
+	logs *logs // nil when logs are off
 }
 
 type readiness struct {
@@ -116,7 +116,7 @@ func New(opts Options) (*Collector, error) {
 	}
 	c.status.Store(&readiness{reason: "not connected to the docker daemon yet"})
 	if opts.Logs != nil {
-		c.logs = newLogManager(c, *opts.Logs)
+		c.logs = newLogs(c, *opts.Logs)
 	}
 	return c, nil
 }
@@ -285,7 +285,8 @@ func (c *Collector) connect(ctx context.Context) error {
 	}
 	c.hostname.Store(&hostname)
 	// The daemon's clock, not the agent's: they differ for a remote daemon.
-	if now, err := time.Parse(time.RFC3339Nano, info.Info.SystemTime); err == nil {
+	now, err := time.Parse(time.RFC3339Nano, info.Info.SystemTime)
+	if err == nil {
 		c.since.start(now)
 	}
 	driver := info.Info.CgroupDriver
@@ -296,6 +297,9 @@ func (c *Collector) connect(ctx context.Context) error {
 		OSType:     info.Info.OSType,
 		CgroupVer:  info.Info.CgroupVersion,
 	})
+	if c.logs != nil {
+		c.logs.connected(ver.Version, c.docker.ClientVersion(), now)
+	}
 	return nil
 }
 
