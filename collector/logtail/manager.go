@@ -91,6 +91,7 @@ type container struct {
 	again      bool      // a new run showed while the tailer was finishing
 	last       Container // latest inspect, for a tailer started again
 	warn       warnings
+	gone       bool // destroyed while its tailer ran
 }
 
 // Manager runs one tailer per container whose logs are followed. It lives
@@ -206,6 +207,7 @@ func (m *Manager) Observe(c Container, newRun bool) {
 		m.ctrs[id] = ct
 	}
 	ct.last = c
+	ct.gone = false // seen again
 	if newRun || (ct.done || ct.unreadable) && !c.StartedAt.Equal(ct.doneRun) {
 		// A run not read to its end yet, announced by an event or only
 		// seen in an inspect (events lost): whatever was finished or
@@ -294,6 +296,10 @@ func (m *Manager) startLocked(ct *container, c Container) {
 			return // destroyed meanwhile
 		}
 		ct.tailer = nil
+		if ct.gone {
+			delete(m.ctrs, id)
+			return
+		}
 		switch {
 		case res == tailUnreadable:
 			ct.unreadable, ct.doneRun = true, t.runStarted()
@@ -313,7 +319,13 @@ func (m *Manager) startLocked(ct *container, c Container) {
 func (m *Manager) Destroyed(id string) {
 	m.mu.Lock()
 	ct, ok := m.ctrs[id]
-	delete(m.ctrs, id)
+	if ok && ct.tailer != nil {
+		// Kept until its tailer ends, so that an inspect that still
+		// finds the container does not start a second one.
+		ct.gone = true
+	} else {
+		delete(m.ctrs, id)
+	}
 	m.mu.Unlock()
 	if ok && ct.tailer != nil {
 		// The tailer still drains what Docker returns; forget the position

@@ -334,7 +334,7 @@ func BenchmarkFollow(b *testing.B) {
 		t := &tailer{m: m, id: "abc", log: m.log, read: &pipeline.LogCursor{}, warn: &warnings{}, done: make(chan struct{})}
 		t.onDrop = func(i int) { t.dropped = append(t.dropped, i) }
 		t.meta.Store(&pipeline.ContainerMeta{ID: "abc"})
-		if _, err := t.follow(ctx, "", nil, t.read, false); err != nil {
+		if _, err := t.follow(ctx, "", nil, t.read, false, false); err != nil {
 			b.Fatal(err)
 		}
 	}

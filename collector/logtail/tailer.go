@@ -113,11 +113,16 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	var resume *Resume
 	since := ""
 	seeding := false
+	// fromRead: the resume comes from the read position itself, which
+	// must not count the records it skips a second time (it did: a second
+	// reopen then skipped as many new records).
+	fromRead := false
 	cps := m.opts.Checkpoints
 	if !read.Empty() {
 		// Read earlier in this run: continue after the last record read.
 		cp := read.Checkpoint()
 		resume, since = NewResume(cp, m.engine24.Load()), SinceParam(cp)
+		fromRead = true
 	} else if cp, ok := cps.Get(t.id); ok {
 		// First read in this run: continue after the last record
 		// delivered, and count the re-read ones as delivered.
@@ -145,7 +150,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 			m.tel.LogStreamReopens.Add(1)
 		}
 		t.reopen = true
-		delivered, err := t.follow(ctx, since, resume, read, seeding)
+		delivered, err := t.follow(ctx, since, resume, read, seeding, fromRead)
 		if ctx.Err() != nil {
 			return tailStopped
 		}
@@ -216,6 +221,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 			cp := read.Checkpoint()
 			since = SinceParam(cp)
 			resume = NewResume(cp, m.engine24.Load())
+			fromRead = true
 		}
 	}
 }
@@ -465,7 +471,7 @@ const (
 
 // follow reads one stream until it ends (nil) or fails. delivered reports
 // whether it read records that were not read before.
-func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read *pipeline.LogCursor, seeding bool) (delivered bool, err error) {
+func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read *pipeline.LogCursor, seeding, fromRead bool) (delivered bool, err error) {
 	m := t.m
 	// The stream has a context of its own so that the stall check can end it.
 	sctx, stop := context.WithCancel(ctx)
@@ -529,7 +535,9 @@ func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read 
 				if err := flush(); err != nil {
 					return err
 				}
-				read.Advance(p)
+				if !fromRead {
+					read.Advance(p)
+				}
 				if seeding {
 					m.opts.Checkpoints.Seed(t.id, p)
 				}
