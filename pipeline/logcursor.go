@@ -117,10 +117,12 @@ func (c *LogCursor) Hold(s Stream, ts int64) { c.holds[streamIndex(s)] = ts }
 
 // Advance records one more handled record.
 func (c *LogCursor) Advance(p RecordPrint) {
+	held := false
 	if h := &c.holds[streamIndex(p.Stream)]; *h != 0 && *h == p.TimeNanos {
-		*h = 0 // the held line itself
+		// The held line itself: as old as its first piece, not a step.
+		*h, held = 0, true
 	}
-	if c.latest != 0 && p.TimeNanos < c.latest-int64(StepBack) {
+	if !held && c.latest != 0 && p.TimeNanos < c.latest-int64(StepBack) {
 		// The daemon's clock stepped back: re-base on this record. What
 		// was handled before the step is newer-looking than anything
 		// after it, and the checkpoint says so (SteppedFrom).

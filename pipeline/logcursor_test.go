@@ -289,3 +289,108 @@ func BenchmarkCheckpointerAck(b *testing.B) {
 		}
 	}
 }
+
+// A burst's capacity is given back once the container is quiet again: a
+// cursor is kept per container for as long as it exists.
+func TestCursorShrinksAfterBurst(t *testing.T) {
+	var cur LogCursor
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range MaxResumeWindow {
+		cur.Advance(RecordPrint{TimeNanos: base.Add(time.Duration(i) * 30 * time.Microsecond).UnixNano(), Stream: Stdout, Hash: uint64(i)})
+	}
+	for i := range 100 { // then one line a second
+		cur.Advance(RecordPrint{TimeNanos: base.Add(time.Second + time.Duration(i)*time.Second).UnixNano(), Stream: Stdout, Hash: uint64(i)})
+	}
+	if c := cap(cur.window); c > shrinkBelow {
+		t.Errorf("after the burst and 100 quiet lines the window keeps a capacity of %d prints (%d live)", c, len(cur.window)-cur.head)
+	}
+}
+
+// A step back of the daemon's clock re-bases the cursor, and the
+// checkpoint says from where, until the window has moved past it.
+func TestCursorRebasesAfterClockStepBack(t *testing.T) {
+	var cur LogCursor
+	base := int64(1_800_000_000_000_000_000)
+	for i := range 10 {
+		cur.Advance(RecordPrint{TimeNanos: base + int64(i)*int64(time.Second), Stream: Stdout, Hash: uint64(i)})
+	}
+	pre := base + 9*int64(time.Second)
+	stepped := base - int64(time.Hour)
+	cur.Advance(RecordPrint{TimeNanos: stepped, Stream: Stdout, Hash: 100})
+	cp := cur.Checkpoint()
+	if cp.Since != stepped || cp.Latest != stepped || cp.SteppedFrom != pre || cp.SkipAtOrAfter != 1 {
+		t.Fatalf("after the step: %+v", cp)
+	}
+	// The clock catches up: past the pre-step records, the step is forgotten.
+	cur.Advance(RecordPrint{TimeNanos: pre + 2*int64(time.Second), Stream: Stdout, Hash: 101})
+	if cp := cur.Checkpoint(); cp.SteppedFrom != 0 || cp.SkipAtOrAfter != 1 {
+		t.Fatalf("after the clock caught up: %+v", cp)
+	}
+}
+
+// Begin saves a position for a container nobody acknowledged anything of,
+// so that the next start reads it (from its start) whatever was saved
+// since; it never overwrites a position.
+func TestCheckpointerBeginIsSavedAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("new", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("lost", 1_800_000_000_000_000_000); err != nil {
+		t.Fatal(err)
+	}
+	r := logLine(0, Stdout, "a")
+	r.ContainerID = "acked"
+	if err := c.Ack([]LogRecord{r}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("acked", 0); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, ok := c2.Get("new"); !ok || cp != (LogCheckpoint{}) {
+		t.Errorf("begun container: %+v, %v; want an empty position", cp, ok)
+	}
+	if cp, ok := c2.Get("lost"); !ok || cp.Latest != 1_800_000_000_000_000_000-1 || cp.Since != 0 {
+		t.Errorf("begun from a time: %+v, %v", cp, ok)
+	}
+	if cp, ok := c2.Get("acked"); !ok || cp.First != PrintOf(&r) {
+		t.Errorf("Begin overwrote an acknowledged position: %+v", cp)
+	}
+}
+
+// A hold on the acknowledged position keeps its since at a pending line's
+// first piece, across a save, until that line is acknowledged.
+func TestCheckpointerHoldKeepsSinceUntilTheLineIsAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := logLine(0, Stdout, "long line")
+	c.Hold("c", Stdout, long.Time.UnixNano())
+	var later []LogRecord
+	for i := range 5 {
+		later = append(later, logLine(500+i*1000, Stderr, fmt.Sprint("e", i)))
+	}
+	if err := c.Ack(later); err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := OpenCheckpointer(dir)
+	if cp, _ := c2.Get("c"); cp.Since != long.Time.UnixNano() {
+		t.Fatalf("saved since %d, want the held line's %d", cp.Since, long.Time.UnixNano())
+	}
+	if err := c.Ack([]LogRecord{long}); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := c.Get("c"); cp.Since == long.Time.UnixNano() {
+		t.Fatalf("the hold outlived its line: %+v", cp)
+	}
+}

@@ -377,3 +377,10 @@ func (m *Manager) dialFailed() (bool, int) {
 	defer m.dialMu.Unlock()
 	return m.dialWarn.ok(m.clock.Now())
 }
+
+// ctxOrNil is Run's context once Run started.
+func (m *Manager) ctxOrNil() context.Context {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ctx
+}

@@ -1,10 +1,12 @@
 package logtail
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dockscope/dockscope/collector/logparse"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
@@ -145,5 +147,127 @@ func TestEmptyCheckpointReadsFromStart(t *testing.T) {
 	var cur pipeline.LogCursor
 	if !cur.Empty() || SinceParam(cur.Checkpoint()) != "" {
 		t.Fatal("an empty cursor must read from the start")
+	}
+}
+
+// The daemon's clock steps back (NTP, a VM restored from a snapshot): a
+// stream reopened from the cursor returns the pre-step lines first (they
+// look newer), then the handled post-step ones, then the new ones. Every
+// new line is kept once, on both engine behaviours, even when the
+// post-step lines outgrew the window.
+func TestResumeAfterDaemonClockStepBack(t *testing.T) {
+	for _, handled := range []int{5, pipeline.MaxResumeWindow + 10} {
+		for _, engine24 := range []bool{false, true} {
+			var file []pipeline.LogRecord
+			for i := range 10 {
+				file = append(file, logLine(i*1000, pipeline.Stdout, fmt.Sprint("pre-", i)))
+			}
+			for k := range handled + 100 {
+				file = append(file, logLine(10_000-3600_000+k, pipeline.Stdout, fmt.Sprint("post-", k)))
+			}
+			var cur pipeline.LogCursor
+			for i := range 10 + handled {
+				cur.Advance(pipeline.PrintOf(&file[i]))
+			}
+			cp := cur.Checkpoint()
+			if cp.SteppedFrom == 0 {
+				t.Fatalf("the step was not noted: %+v", cp)
+			}
+			res := NewResume(cp, engine24)
+			var kept []string
+			for _, r := range engineRead(file, cp.Since, engine24) {
+				if res.Keep(pipeline.PrintOf(&r)) {
+					kept = append(kept, string(r.Body))
+				}
+			}
+			if len(kept) != 100 || kept[0] != fmt.Sprint("post-", handled) || res.Gap || res.Mismatch {
+				t.Errorf("handled %d, engine24=%v: kept %d lines from %q (gap %v, mismatch %v), want the 100 new ones",
+					handled, engine24, len(kept), kept[:min(1, len(kept))], res.Gap, res.Mismatch)
+			}
+		}
+	}
+}
+
+// A line over 16 KiB is pending on stdout (its first piece read, its last
+// not) while stderr lines go on for longer than ResumeSlack; the stream
+// breaks. The reader's hold keeps `since` at the line's first piece, so
+// the reopened stream returns the whole line, once, with its head.
+func TestPendingLongLineSurvivesAReopen(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	head := strings.Repeat("A", logparse.PieceContentBytes)
+	type piece struct {
+		stream  pipeline.Stream
+		ts      time.Time
+		content string
+	}
+	file := []piece{
+		{pipeline.Stdout, t0, head}, // first piece, no newline
+		{pipeline.Stderr, t0.Add(500 * time.Millisecond), "e1\n"},
+		{pipeline.Stderr, t0.Add(1000 * time.Millisecond), "e2\n"},
+		{pipeline.Stderr, t0.Add(2000 * time.Millisecond), "e3\n"},
+		{pipeline.Stderr, t0.Add(2500 * time.Millisecond), "e4\n"},
+		{pipeline.Stdout, t0, "TAIL\n"}, // last piece: Docker repeats t0
+	}
+	payload := func(p piece) []byte {
+		return []byte(p.ts.Format("2006-01-02T15:04:05.000000000Z") + " " + p.content)
+	}
+	// First read, as the tailer does it: holds follow the assembler's
+	// pending lines, records advance the cursors; the stream breaks
+	// before the last piece.
+	asm := logparse.NewAssembler(1<<20, false)
+	var read, acked pipeline.LogCursor
+	for _, p := range file[:5] {
+		l, ok := asm.Add(p.stream, payload(p))
+		out, errs := asm.PendingSince()
+		for s, ts := range map[pipeline.Stream]time.Time{pipeline.Stdout: out, pipeline.Stderr: errs} {
+			if !ts.IsZero() {
+				read.Hold(s, ts.UnixNano())
+				acked.Hold(s, ts.UnixNano())
+			}
+		}
+		if ok {
+			r := pipeline.LogRecord{Time: l.Time, Stream: l.Stream, Body: l.Body}
+			read.Advance(pipeline.PrintOf(&r))
+			acked.Advance(pipeline.PrintOf(&r))
+		}
+	}
+	for name, cp := range map[string]pipeline.LogCheckpoint{"read": read.Checkpoint(), "acknowledged": acked.Checkpoint()} {
+		if cp.Since > t0.UnixNano() {
+			t.Fatalf("%s position's since %v passes the pending line's first piece", name, time.Unix(0, cp.Since).Sub(t0))
+		}
+		for _, engine24 := range []bool{false, true} {
+			res := NewResume(cp, engine24)
+			asm := logparse.NewAssembler(1<<20, false)
+			var shipped []string
+			started := false
+			for _, p := range file {
+				ts := p.ts.UnixNano()
+				if engine24 {
+					started = started || ts >= cp.Since
+					if !started {
+						continue
+					}
+				} else if ts < cp.Since {
+					continue
+				}
+				if l, ok := asm.Add(p.stream, payload(p)); ok {
+					r := pipeline.LogRecord{Time: l.Time, Stream: l.Stream, Body: l.Body}
+					if res.Keep(pipeline.PrintOf(&r)) {
+						shipped = append(shipped, string(l.Body))
+					}
+				}
+			}
+			if len(shipped) != 1 || shipped[0] != head+"TAIL" {
+				t.Errorf("%s, engine24=%v: shipped %d records after the reopen, want the whole long line once", name, engine24, len(shipped))
+			}
+		}
+	}
+	// Once the line is handled, the hold is gone.
+	r := pipeline.LogRecord{Time: t0, Stream: pipeline.Stdout, Body: []byte(head + "TAIL")}
+	read.Advance(pipeline.PrintOf(&r))
+	late := pipeline.LogRecord{Time: t0.Add(5 * time.Second), Stream: pipeline.Stderr, Body: []byte("e5")}
+	read.Advance(pipeline.PrintOf(&late))
+	if cp := read.Checkpoint(); cp.Since <= t0.UnixNano() {
+		t.Errorf("the hold outlived its line: since %v", time.Unix(0, cp.Since).Sub(t0))
 	}
 }

@@ -51,7 +51,8 @@ type tailer struct {
 	// slab is carved into record bodies: one allocation per slabBytes of
 	// log instead of one per line. Released when the stream goes idle, so
 	// an idle container holds none.
-	slab []byte
+	slab     []byte
+	slabSize atomic.Int64 // cap(slab), for tests and memory accounting
 	// holds are the first-piece timestamps of the lines pending in the
 	// reader, per stream (0: none), as last given to the cursors.
 	holds [2]int64
@@ -61,6 +62,9 @@ type tailer struct {
 
 	done chan struct{} // closed when run returns
 }
+
+// slabHeld is the size of the slab the tailer holds now.
+func (t *tailer) slabHeld() int64 { return t.slabSize.Load() }
 
 func (t *tailer) runStarted() time.Time { return fromNanos(t.run0.Load()) }
 
@@ -107,7 +111,7 @@ type state struct {
 // stream from the last record read, never from the start.
 func (t *tailer) run(ctx context.Context) tailResult {
 	defer close(t.done)
-	defer func() { t.slab, t.lines = nil, nil }()
+	defer func() { t.slab, t.lines = nil, nil; t.slabSize.Store(0) }()
 	m := t.m
 	read := t.read
 	var resume *Resume
@@ -492,8 +496,9 @@ func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read 
 	counts := m.opts.Counters(t.id)
 	var src *batchingReader
 	flush := func() error {
-		if src != nil && src.lastRead < idleRead {
+		if src != nil && src.lastRead < idleRead && t.slab != nil {
 			t.slab = nil
+			t.slabSize.Store(0)
 		}
 		return t.flush(ctx, read, counts)
 	}
@@ -511,6 +516,7 @@ func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read 
 				slabNext = slabMin
 			}
 			t.slab = make([]byte, 0, max(slabNext, n))
+			t.slabSize.Store(int64(cap(t.slab)))
 		}
 		start := len(t.slab)
 		t.slab = append(t.slab, line.Body...)
