@@ -22,6 +22,7 @@ import (
 	"github.com/moby/moby/client"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
+	"github.com/dockscope/dockscope/collector/internal/backoff"
 	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -158,7 +159,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		defer wg.Wait()
 		wg.Go(func() { c.logs.run(ctx) })
 	}
-	bo := newBackoff(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
+	bo := backoff.New(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
 	for {
 		started := time.Now()
 		err := c.session(ctx)
@@ -167,9 +168,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 		if time.Since(started) > c.cfg.Docker.MaxBackoff {
 			// The session was healthy for a while: this is a new outage.
-			bo.reset()
+			bo.Reset()
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		c.setReady(false, err.Error(), time.Now().Add(wait))
 		select {
 		case <-ctx.Done():

@@ -112,15 +112,18 @@ func streamIndex(s Stream) int {
 }
 
 // Hold keeps the cursor's `since` at or before ts until a record of stream
-// s stamped ts (the line begun there) is handled.
+// s stamped ts (the line begun there) or later is handled.
 func (c *LogCursor) Hold(s Stream, ts int64) { c.holds[streamIndex(s)] = ts }
 
 // Advance records one more handled record.
 func (c *LogCursor) Advance(p RecordPrint) {
 	held := false
-	if h := &c.holds[streamIndex(p.Stream)]; *h != 0 && *h == p.TimeNanos {
-		// The held line itself: as old as its first piece, not a step.
-		*h, held = 0, true
+	if h := &c.holds[streamIndex(p.Stream)]; *h != 0 && p.TimeNanos >= *h {
+		// The held line itself (as old as its first piece, not a clock
+		// step), or a later line of its stream: the held one was handled
+		// or dropped before it.
+		held = p.TimeNanos == *h
+		*h = 0
 	}
 	if !held && c.latest != 0 && p.TimeNanos < c.latest-int64(StepBack) {
 		// The daemon's clock stepped back: re-base on this record. What

@@ -13,6 +13,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"github.com/dockscope/dockscope/collector/internal/backoff"
 	"github.com/dockscope/dockscope/collector/logparse"
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -146,7 +147,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 			t.log.Warn("saving the start of a container's log position failed; if the agent stops before its lines are delivered they may not be read again", "err", err)
 		}
 	}
-	bo := newBackoff(reopenInitial, m.opts.MaxBackoff)
+	bo := backoff.New(reopenInitial, m.opts.MaxBackoff)
 	finalPass := false
 	for {
 		t.unterminated = t.unterminated[:0]
@@ -160,7 +161,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 		}
 		seeding = false
 		if delivered {
-			bo.reset()
+			bo.Reset()
 		}
 		switch {
 		case err == nil:
@@ -187,7 +188,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 							"reopens_since_last_warning", n)
 					}
 				}
-				if !t.sleep(ctx, bo.next()) {
+				if !t.sleep(ctx, bo.Next()) {
 					return tailStopped
 				}
 			case !finalPass:
@@ -216,7 +217,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 					// went with it, and retrying would never end.
 					return t.finish(ctx, read, tailGone)
 				}
-				if !t.sleep(ctx, bo.next()) {
+				if !t.sleep(ctx, bo.Next()) {
 					return tailStopped
 				}
 			}
@@ -255,7 +256,7 @@ func (t *tailer) finish(ctx context.Context, read *pipeline.LogCursor, res tailR
 // inspect asks the daemon about the container. A failed inspect says
 // nothing about it (a busy or restarting daemon): it is retried with
 // backoff, never taken for a stopped container. ok is false when ctx ended.
-func (t *tailer) inspect(ctx context.Context, bo *backoff) (state, bool) {
+func (t *tailer) inspect(ctx context.Context, bo *backoff.Backoff) (state, bool) {
 	for {
 		st, err := t.inspectOnce(ctx)
 		if err == nil {
@@ -267,7 +268,7 @@ func (t *tailer) inspect(ctx context.Context, bo *backoff) (state, bool) {
 		if ok, n := t.warn.inspect.ok(t.m.clock.Now()); ok {
 			t.log.Warn("inspecting a followed container failed; retrying with backoff", "err", err, "failures_since_last_warning", n)
 		}
-		if !t.sleep(ctx, bo.next()) {
+		if !t.sleep(ctx, bo.Next()) {
 			return state{}, false
 		}
 	}
