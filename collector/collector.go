@@ -378,7 +378,7 @@ func (c *Collector) reconcile(ctx context.Context, full bool) error {
 		seen[s.ID] = true
 		// Health only shows in a running container's status text.
 		if old, ok := c.store.Get(s.ID); ok && !full && old.State.Status == string(s.State) &&
-			(s.State != "running" || old.State.Health == healthFromStatus(s.Status)) {
+			(s.State != "running" || old.State.Health == healthFromStatus(s.Status) && !c.logs.unfollowed(s.ID)) {
 			c.store.Touch(s.ID)
 			continue
 		}

@@ -62,3 +62,11 @@ func (l *logs) observe(meta pipeline.ContainerMeta, state pipeline.ContainerStat
 }
 
 func (l *logs) destroyed(id string) { l.tail.Destroyed(id) }
+
+// unfollowed reports whether a running container's logs were followed and
+// no tailer follows them now: its tailer ended (it took the run for
+// stopped) and the events of its next run were lost. A resync inspects it,
+// which follows the run again.
+func (l *logs) unfollowed(id string) bool {
+	return l != nil && l.tail.Unfollowed(id)
+}

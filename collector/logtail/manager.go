@@ -353,6 +353,16 @@ func (m *Manager) Following(id string) (tailing, done bool) {
 	return ct.tailer != nil, ct.done
 }
 
+// Unfollowed reports whether the container's logs were followed in this
+// run and no tailer follows them now (nor will, for a driver that cannot
+// be read).
+func (m *Manager) Unfollowed(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ct, ok := m.ctrs[id]
+	return ok && ct.tailer == nil && ct.read != nil && !ct.noDriver && !ct.unreadable
+}
+
 // lostStart is where a running container's log is resumed when the state
 // was lost: about when it was last written, in the daemon's clock. It
 // reports false when the state was not lost.

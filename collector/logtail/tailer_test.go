@@ -315,6 +315,9 @@ func TestResyncFollowsANewRunWithoutAStartEvent(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if !tt.m.Unfollowed("c1") {
+		t.Error("a container whose tailer ended is not reported unfollowed: a resync would not inspect it")
+	}
 	tt.observe(f, false) // a resync: same run, nothing to do
 	if tailing, _ := tt.m.Following("c1"); tailing {
 		t.Fatal("a run read to its end was followed again")
@@ -324,6 +327,9 @@ func TestResyncFollowsANewRunWithoutAStartEvent(t *testing.T) {
 	tt.observe(f, false) // the start event was lost
 	if got := tt.waitLines(t, 2, 5*time.Second); len(got) != 2 || got[1] != "run2" {
 		t.Fatalf("read %q", got)
+	}
+	if tt.m.Unfollowed("c1") {
+		t.Error("a followed container is reported unfollowed")
 	}
 }
 
