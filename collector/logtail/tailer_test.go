@@ -489,3 +489,35 @@ func TestIdleTailerHoldsNoSlab(t *testing.T) {
 		t.Errorf("idle tailer holds a %d-byte slab", tl.slabHeld())
 	}
 }
+
+// A stopped container is read when it ran after the agent started, in the
+// daemon's clock: a daemon an hour behind the agent (a remote host) still
+// has its short jobs read, and one an hour ahead does not have its old
+// containers shipped.
+func TestStoppedContainerIsJudgedByTheDaemonClock(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		skew     time.Duration // daemon clock − agent clock
+		finished time.Duration // before the daemon's now
+		read     bool
+	}{
+		{"daemon behind, job after the start", -time.Hour, -time.Second, true},
+		{"daemon ahead, container before the start", time.Hour, 10 * time.Minute, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeDocker("exited")
+			daemonNow := time.Now().Add(tc.skew)
+			f.startedAt = daemonNow.Add(-tc.finished - time.Second)
+			f.lines = []fakeLine{{t: f.startedAt, body: "job\n"}}
+			tt := startTail(t, f, t.TempDir())
+			time.Sleep(10 * time.Millisecond) // the job ends after the agent started
+			tt.m.Connected("20.10.24", "1.41", time.Now().Add(tc.skew))
+			tt.m.Observe(Container{Meta: pipeline.ContainerMeta{ID: "c1", Name: "c1"}, LogDriver: "json-file",
+				StartedAt: f.startedAt, FinishedAt: daemonNow.Add(-tc.finished).Add(10 * time.Millisecond)}, false)
+			got := tt.waitLines(t, 1, time.Second)
+			if (len(got) == 1) != tc.read {
+				t.Errorf("read %q, want read=%v", got, tc.read)
+			}
+		})
+	}
+}
