@@ -341,9 +341,10 @@ func (c *Checkpointer) Begin(id string, from int64) error {
 }
 
 // Hold keeps the acknowledged position of a container at or before ts
-// until a record of stream s stamped ts is acknowledged: the reader has
-// begun a line there (a long one, in pieces) and queued records read
-// after its first piece.
+// until a record of stream s stamped ts (or later) is acknowledged: the
+// reader has begun a line there (a long one, in pieces) and queues
+// records read after its first piece, which must not carry the position
+// past the line's start.
 func (c *Checkpointer) Hold(id string, s Stream, ts int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
