@@ -148,12 +148,6 @@ func New(opts Options) *Manager {
 	return m
 }
 
-// Queue is where records go (the collector offers its event records too).
-func (m *Manager) Queue() *pipeline.LogQueue { return m.opts.Queue }
-
-// Checkpoints is the checkpointer the tailers resume from.
-func (m *Manager) Checkpoints() *pipeline.Checkpointer { return m.opts.Checkpoints }
-
 // Connected records the daemon's identity and clock: version (e.g.
 // "20.10.24"), the negotiated API version, and the daemon's time as it
 // answered (zero if unknown). Daemon timestamps (StartedAt, FinishedAt)
@@ -185,10 +179,13 @@ func (m *Manager) Run(ctx context.Context) {
 	m.wg.Wait()
 }
 
-// lostSlack is how far before a lost state's last write a running
-// container's log is resumed: the records acknowledged before the write
-// were delivered; those read but unacknowledged then, mostly within the
-// last moments, are shipped again.
+// lostSlack is how far before a lost state's last write the log of a
+// container without a position is resumed: records acknowledged by then
+// were delivered, and a backlog read but not yet acknowledged is mostly
+// younger than a minute. Lines delivered within the slack are shipped
+// again; lines older than it that were still unacknowledged are missing
+// (as with a backlog older than Docker's rotation, but the alternative,
+// every container's whole log again, is worse).
 const lostSlack = time.Minute
 
 // Observe is called with every inspect of a followed container whose logs
