@@ -121,51 +121,72 @@ func dockerdCPU(t *testing.T) float64 {
 // Now the agent waits for each run: under 100 logs requests and under one
 // dockerd CPU-second in the minute, and the reopens counted.
 //
-// dockerd is shared (other tests, other agents), and a crash loop costs it
-// CPU of its own (each restart): the agent's share is dockerd's CPU in the
-// minute after a followed container was created, less its CPU in the
-// minute after an identical, unfollowed one was created just before.
+// A crash loop costs dockerd CPU of its own (each restart), and dockerd
+// may be shared: the agent's share is dockerd's CPU in the minute after a
+// followed container was created, less its CPU in the minute after an
+// identical container nobody follows was created just before, with the
+// agent running in both. A pair whose baseline says dockerd was busy with
+// other work is measured again.
 func TestLogTailCrashLoopCostsDockerdLittle(t *testing.T) {
 	col := harness.Otelcol(t)
 	scope := "logtail-crashloop"
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	proxy := startCountingProxy(t, sock, "/var/run/docker.sock")
+	a := startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 100), env: []string{"DOCKER_HOST=unix://" + sock}})
 	crashLoop := func(scope, name string) string {
 		return harness.RunContainer(t, append(scopeArgs(scope, name), "--restart", "always", harness.WorkloadImage(t),
 			"log", "-lines", "1", "-then", "exit")...)
 	}
 	const window = 60 * time.Second
+	// An unfollowed crash loop costs dockerd about 0.6 CPU-seconds in its
+	// first minute here; much more means other work.
+	const busy = 1.5
 
-	cpu0 := dockerdCPU(t)
-	unfollowed := crashLoop("logtail-nobody", uniq(t, "crashloop-alone"))
-	time.Sleep(window)
-	baseline := dockerdCPU(t) - cpu0
-	harness.Docker(t, "rm", "-f", unfollowed)
+	for attempt := 1; ; attempt++ {
+		cpu0 := dockerdCPU(t)
+		unfollowed := crashLoop("logtail-nobody", uniq(t, "crashloop-alone"))
+		time.Sleep(window)
+		baseline := dockerdCPU(t) - cpu0
+		harness.Docker(t, "rm", "-f", unfollowed)
 
-	sock := filepath.Join(t.TempDir(), "docker.sock")
-	proxy := startCountingProxy(t, sock, "/var/run/docker.sock")
-	a := startAgent(t, agentOpts{scope: scope, extra: logsConfig(col, 100), env: []string{"DOCKER_HOST=unix://" + sock}})
-	cpu0, reqs0 := dockerdCPU(t), proxy.logs.Load()
-	name := uniq(t, "crashloop")
-	crashLoop(scope, name)
-	time.Sleep(window)
-	followed, reqs := dockerdCPU(t)-cpu0, proxy.logs.Load()-reqs0
-	restarts := harness.Docker(t, "inspect", "-f", "{{.RestartCount}}", name)
-	reopens, _ := a.scrape(t).Find("dockscope_log_stream_reopens_total", nil)
-	cost := followed - baseline
-	t.Logf("crash-looping container (%s restarts) followed for %s: %d logs requests, dockscope_log_stream_reopens_total %v; dockerd %.2f CPU-seconds, %.2f in the same minute of an unfollowed one: %.2f for following",
-		restarts, window, reqs, reopens.Value, followed, baseline, cost)
-	if reqs >= 100 {
-		t.Errorf("%d logs requests in a minute for one crash-looping container, want fewer than 100", reqs)
+		cpu0, reqs0, reopens0 := dockerdCPU(t), proxy.logs.Load(), reopens(t, a)
+		name := uniq(t, "crashloop")
+		id := crashLoop(scope, name)
+		time.Sleep(window)
+		followed, reqs := dockerdCPU(t)-cpu0, proxy.logs.Load()-reqs0
+		restarts := harness.Docker(t, "inspect", "-f", "{{.RestartCount}}", name)
+		reopened := reopens(t, a) - reopens0
+		shippedRuns := len(shipped(t, col, name))
+		harness.Docker(t, "rm", "-f", id)
+		cost := followed - baseline
+		t.Logf("attempt %d: crash-looping container (%s restarts) followed for %s: %d logs requests, %v counted in dockscope_log_stream_reopens_total, %d runs' lines shipped; dockerd %.2f CPU-seconds, %.2f in the same minute of an unfollowed one: %.2f for following",
+			attempt, restarts, window, reqs, reopened, shippedRuns, followed, baseline, cost)
+		if (baseline > busy || cost < -0.3) && attempt < 3 {
+			t.Logf("dockerd was busy with other work (baseline %.2f CPU-seconds): measuring again", baseline)
+			continue
+		}
+		if reqs >= 100 {
+			t.Errorf("%d logs requests in a minute for one crash-looping container, want fewer than 100", reqs)
+		}
+		if baseline > busy || cost < -0.3 {
+			t.Logf("dockerd stayed busy with other work: its CPU says nothing about the agent; the request count stands for it")
+		} else if cost >= 1 {
+			t.Errorf("following the crash loop cost dockerd %.2f CPU-seconds in a minute, want under 1", cost)
+		}
+		if reopened <= 0 {
+			t.Errorf("dockscope_log_stream_reopens_total rose by %v, want > 0", reopened)
+		}
+		if shippedRuns < 2 {
+			t.Errorf("%d records shipped for %s restarts", shippedRuns, restarts)
+		}
+		return
 	}
-	if cost >= 1 {
-		t.Errorf("following the crash loop cost dockerd %.2f CPU-seconds in a minute, want under 1", cost)
-	}
-	if reopens.Value <= 0 {
-		t.Errorf("dockscope_log_stream_reopens_total = %v, want > 0", reopens.Value)
-	}
-	// Each run prints "line 1"; the runs were read.
-	if got := len(shipped(t, col, name)); got < 2 {
-		t.Errorf("%d records shipped for %s restarts", got, restarts)
-	}
+}
+
+func reopens(t *testing.T, a *agent) float64 {
+	t.Helper()
+	s, _ := a.scrape(t).Find("dockscope_log_stream_reopens_total", nil)
+	return s.Value
 }
 
 // TestLogTailUnacknowledgedJobsAreReadAfterSIGKILL runs 20 short jobs while
