@@ -22,6 +22,7 @@ import (
 	"github.com/moby/moby/client"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
+	"github.com/dockscope/dockscope/collector/internal/backoff"
 	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -60,7 +61,7 @@ type Collector struct {
 	// itself, or a list or inspect that failed first as the daemon went).
 	streamsOpened int
 
-	logs *logManager // nil when logs are off
+	logs *logs // nil when logs are off
 
 	// cgroups finds containers' cgroups from /proc; nil when the daemon is
 	// elsewhere (its pids and cgroups are not this host's).
@@ -123,7 +124,7 @@ func New(opts Options) (*Collector, error) {
 		c.cgroups = newCgroupResolver(st.CgroupRoot, st.ProcRoot, c.log, st.Source == "api")
 	}
 	if opts.Logs != nil {
-		c.logs = newLogManager(c, *opts.Logs)
+		c.logs = newLogs(c, *opts.Logs)
 	}
 	return c, nil
 }
@@ -165,7 +166,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		defer wg.Wait()
 		wg.Go(func() { c.logs.run(ctx) })
 	}
-	bo := newBackoff(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
+	bo := backoff.New(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
 	for {
 		started := time.Now()
 		err := c.session(ctx)
@@ -174,9 +175,9 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 		if time.Since(started) > c.cfg.Docker.MaxBackoff {
 			// The session was healthy for a while: this is a new outage.
-			bo.reset()
+			bo.Reset()
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		c.setReady(false, err.Error(), time.Now().Add(wait))
 		select {
 		case <-ctx.Done():
@@ -292,7 +293,8 @@ func (c *Collector) connect(ctx context.Context) error {
 	}
 	c.hostname.Store(&hostname)
 	// The daemon's clock, not the agent's: they differ for a remote daemon.
-	if now, err := time.Parse(time.RFC3339Nano, info.Info.SystemTime); err == nil {
+	now, err := time.Parse(time.RFC3339Nano, info.Info.SystemTime)
+	if err == nil {
 		c.since.start(now)
 	}
 	driver := info.Info.CgroupDriver
@@ -303,6 +305,9 @@ func (c *Collector) connect(ctx context.Context) error {
 		OSType:     info.Info.OSType,
 		CgroupVer:  info.Info.CgroupVersion,
 	})
+	if c.logs != nil {
+		c.logs.connected(ver.Version, c.docker.ClientVersion(), now)
+	}
 	return nil
 }
 
@@ -390,7 +395,7 @@ func (c *Collector) reconcile(ctx context.Context, full bool) error {
 		seen[s.ID] = true
 		// Health only shows in a running container's status text.
 		if old, ok := c.store.Get(s.ID); ok && !full && old.State.Status == string(s.State) &&
-			(s.State != "running" || old.State.Health == healthFromStatus(s.Status)) {
+			(s.State != "running" || old.State.Health == healthFromStatus(s.Status) && !c.logs.unfollowed(s.ID)) {
 			c.store.Touch(s.ID)
 			continue
 		}

@@ -288,25 +288,6 @@ func TestHealthFromStatus(t *testing.T) {
 	}
 }
 
-func TestBackoffIsCappedAndGrows(t *testing.T) {
-	b := newBackoff(100*time.Millisecond, time.Second)
-	prev := time.Duration(0)
-	for i := range 10 {
-		d := b.next()
-		if d > 1200*time.Millisecond {
-			t.Fatalf("attempt %d: %v exceeds the cap plus jitter", i, d)
-		}
-		if i < 3 && d <= prev*8/10 {
-			t.Fatalf("attempt %d: %v did not grow from %v", i, d, prev)
-		}
-		prev = d
-	}
-	b.reset()
-	if d := b.next(); d > 120*time.Millisecond {
-		t.Fatalf("after reset: %v, want about the initial 100ms", d)
-	}
-}
-
 func TestInspectCapsHostileLabelValues(t *testing.T) {
 	huge := strings.Repeat("x", 1<<20)
 	// "é" is two bytes: a cut at an odd offset must not split it.

@@ -337,3 +337,25 @@ func TestReconcileKeepsContainersAddedDuringTheList(t *testing.T) {
 		t.Error("a container added while the list was read was forgotten")
 	}
 }
+
+// A 404 from the stats endpoint alone (a proxy, an engine without it) does
+// not forget a container an inspect still finds: forgetting drops its log
+// position too. One the inspect does not find is forgotten.
+func TestStats404IsConfirmedByAnInspect(t *testing.T) {
+	c, inspects := fakeInspectEngine(t, map[string]string{"c1": "web"}, nil)
+	c.cfg.Stats.Source = "api"
+	sampler := newStatsSampler(c)
+	for _, id := range []string{"c1", "c2"} {
+		c.store.Upsert(pipeline.ContainerMeta{ID: id, Name: id}, pipeline.ContainerState{Status: "running"}, pipeline.ContainerSpec{})
+		sampler.sampleOne(t.Context(), statsJob{id: id})
+	}
+	if _, ok := c.store.Get("c1"); !ok {
+		t.Error("a container its inspect finds was forgotten after a stats 404")
+	}
+	if _, ok := c.store.Get("c2"); ok {
+		t.Error("a container its inspect does not find was kept")
+	}
+	if n := inspects.Load(); n != 2 {
+		t.Errorf("%d inspects, want one per stats 404", n)
+	}
+}

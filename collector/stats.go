@@ -186,7 +186,13 @@ func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
 		}
 		counters.Dropped.Add(1)
 		if cerrdefs.IsNotFound(err) {
-			s.c.forget(id)
+			// Confirmed by an inspect, whose 404 forgets the container:
+			// forgetting drops its log position, and a 404 from the
+			// stats endpoint alone (a proxy, a daemon without it) must
+			// not make a running container's log be read again.
+			if _, _, err := s.c.inspect(ctx, id, ""); err != nil {
+				s.c.log.Debug("inspect after a stats 404 failed", "container", shortID(id), "err", err)
+			}
 			return
 		}
 		s.c.log.Debug("stats sample failed", "container", shortID(id), "err", err)

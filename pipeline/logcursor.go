@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -51,15 +50,27 @@ func HashBody(body []byte, truncated bool) uint64 {
 	return sum
 }
 
-// samePrint reports whether a record read again is the one a checkpoint
+// SamePrint reports whether a record read again is the one a checkpoint
 // holds. A zero hash in the checkpoint is unknown (a file of version 1,
 // whose hashes were FNV-1a): the timestamp and stream must do.
-func samePrint(read, held RecordPrint) bool {
+func SamePrint(read, held RecordPrint) bool {
 	if held.Hash == 0 {
 		read.Hash = 0
 	}
 	return read == held
 }
+
+// StepBack is how far a record may be stamped before the newest one
+// handled before the cursor takes it for a step back of the daemon's
+// clock (NTP, a VM restored from a snapshot) rather than stdout/stderr
+// skew, which is milliseconds: the cursor then re-bases on it, or a stream
+// reopened from the window before the step would filter out every line
+// written after it until the clock caught up.
+const StepBack = 2 * ResumeSlack
+
+// shrinkBelow: a window array larger than this, four times what it holds,
+// is reallocated, so that a burst's capacity is not kept for good.
+const shrinkBelow = 1024
 
 // LogCursor is a position in one container's log, advanced record by record
 // in stream order: by the reader as it reads, by the checkpointer as the
@@ -84,10 +95,44 @@ type LogCursor struct {
 	// need not look at the others: it runs after every acknowledged batch,
 	// and the window holds up to MaxResumeWindow records.
 	skewed []int
+	// steppedFrom is the newest timestamp handled before the daemon's
+	// clock stepped back (0: no step within the window).
+	steppedFrom int64
+	// holds are, per stream, the first-piece timestamp of a line the
+	// reader has begun but not finished (0: none): the window keeps every
+	// record from there on, so `since` never passes the line's start.
+	holds [2]int64
 }
+
+func streamIndex(s Stream) int {
+	if s == Stderr {
+		return 1
+	}
+	return 0
+}
+
+// Hold keeps the cursor's `since` at or before ts until a record of stream
+// s stamped ts (the line begun there) or later is handled.
+func (c *LogCursor) Hold(s Stream, ts int64) { c.holds[streamIndex(s)] = ts }
 
 // Advance records one more handled record.
 func (c *LogCursor) Advance(p RecordPrint) {
+	held := false
+	if h := &c.holds[streamIndex(p.Stream)]; *h != 0 && p.TimeNanos >= *h {
+		// The held line itself (as old as its first piece, not a clock
+		// step), or a later line of its stream: the held one was handled
+		// or dropped before it.
+		held = p.TimeNanos == *h
+		*h = 0
+	}
+	if !held && c.latest != 0 && p.TimeNanos < c.latest-int64(StepBack) {
+		// The daemon's clock stepped back: re-base on this record. What
+		// was handled before the step is newer-looking than anything
+		// after it, and the checkpoint says so (SteppedFrom).
+		c.steppedFrom = max(c.steppedFrom, c.latest)
+		clear(c.window)
+		c.window, c.head, c.skewed, c.latest = c.window[:0], 0, c.skewed[:0], p.TimeNanos
+	}
 	if p.TimeNanos < c.latest {
 		c.skewed = append(c.skewed, len(c.window))
 	} else {
@@ -95,6 +140,16 @@ func (c *LogCursor) Advance(p RecordPrint) {
 	}
 	c.window = append(c.window, p)
 	limit := c.latest - int64(ResumeSlack)
+	if c.steppedFrom != 0 && limit > c.steppedFrom {
+		// The window has moved past every pre-step timestamp: a stream
+		// from its start no longer returns pre-step lines.
+		c.steppedFrom = 0
+	}
+	for _, h := range c.holds {
+		if h != 0 && h < limit {
+			limit = h
+		}
+	}
 	for c.head < len(c.window) && c.window[c.head].TimeNanos < limit {
 		c.head++
 	}
@@ -106,13 +161,23 @@ func (c *LogCursor) Advance(p RecordPrint) {
 		k++
 	}
 	c.skewed = c.skewed[k:]
-	// Reuse the array once the consumed prefix dominates it.
-	if c.head > 1024 && c.head > len(c.window)/2 {
-		n := copy(c.window, c.window[c.head:])
-		c.window = c.window[:n]
-		for i := range c.skewed {
-			c.skewed[i] -= c.head
+	// Reuse the array once the consumed prefix dominates it; give back
+	// a burst's capacity once it is mostly unused.
+	if c.head > 1024 && c.head > len(c.window)/2 || c.head > 0 && cap(c.window) > shrinkBelow && cap(c.window) > 4*(len(c.window)-c.head) {
+		live := c.window[c.head:]
+		if cap(c.window) > shrinkBelow && cap(c.window) > 4*len(live) {
+			c.window = append(make([]RecordPrint, 0, max(2*len(live), 64)), live...)
+		} else {
+			c.window = c.window[:copy(c.window, live)]
 		}
+		sk := c.skewed
+		if cap(sk) > shrinkBelow && cap(sk) > 4*len(sk) {
+			sk = append([]int(nil), sk...)
+		}
+		for i := range sk {
+			sk[i] -= c.head
+		}
+		c.skewed = sk
 		c.head = 0
 	}
 }
@@ -127,14 +192,20 @@ func (c *LogCursor) Checkpoint() LogCheckpoint {
 		return LogCheckpoint{Latest: c.latest}
 	}
 	since := w[0].TimeNanos
-	cp := LogCheckpoint{
-		Since:      since,
-		Latest:     c.latest,
-		First:      w[0],
-		Last:       w[len(w)-1],
-		SkipFromOn: len(w),
+	for _, h := range c.holds {
+		if h != 0 && h < since {
+			since = h
+		}
 	}
-	// Every record but a skewed one is at least as new as the first.
+	cp := LogCheckpoint{
+		Since:       since,
+		Latest:      c.latest,
+		First:       w[0],
+		Last:        w[len(w)-1],
+		SkipFromOn:  len(w),
+		SteppedFrom: c.steppedFrom,
+	}
+	// Every record but a skewed one is at least as new as since.
 	cp.SkipAtOrAfter = len(w)
 	for _, i := range c.skewed {
 		if c.window[i].TimeNanos < since {
@@ -161,75 +232,9 @@ type LogCheckpoint struct {
 	// (Engine ≥ 24), which then also returns older, skewed lines.
 	SkipAtOrAfter int `json:"skip_at_or_after"`
 	SkipFromOn    int `json:"skip_from_on"`
+	// SteppedFrom is set when the daemon's clock stepped back within the
+	// window: the newest timestamp handled before the step. A stream
+	// reopened at Since then first returns the records stamped before
+	// the step (after Latest, up to SteppedFrom), all handled.
+	SteppedFrom int64 `json:"stepped_from,omitempty"`
 }
-
-// SinceParam is the logs endpoint's since value, or "" to read from the start.
-func (cp LogCheckpoint) SinceParam() string {
-	if cp.Since == 0 {
-		if cp.Latest == 0 {
-			return ""
-		}
-		// Nothing to skip, but the stream must still not restart from
-		// the beginning: resume just after the newest record.
-		n := cp.Latest + 1
-		return fmt.Sprintf("%d.%09d", n/1e9, n%1e9)
-	}
-	return fmt.Sprintf("%d.%09d", cp.Since/1e9, cp.Since%1e9)
-}
-
-// Resume is the filter for a stream reopened at a checkpoint: it drops the
-// records that were already handled and reports a gap when the checkpoint's
-// records are gone (Docker rotated them away while nobody read).
-type Resume struct {
-	cp      LogCheckpoint
-	skip    int // records still to drop
-	seen    int
-	decided bool
-
-	// Gap is set when the records at the checkpoint were not found: the
-	// stream began after them. Mismatch is set when the stream began where
-	// expected but not with the expected record (a partial rotation): then
-	// everything is shipped, and duplicates are possible.
-	Gap, Mismatch bool
-}
-
-// NewResume prepares the filter; engine24 says whether the engine stops
-// filtering `since` at the first matching line (Engine 24 and later).
-func NewResume(cp LogCheckpoint, engine24 bool) *Resume {
-	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter}
-	if engine24 {
-		r.skip = cp.SkipFromOn
-	}
-	return r
-}
-
-// Keep reports whether a record read from the reopened stream is new.
-func (r *Resume) Keep(p RecordPrint) bool {
-	if r.skip == 0 {
-		return true
-	}
-	if !r.decided {
-		r.decided = true
-		switch {
-		case p.TimeNanos > r.cp.Latest:
-			r.Gap = true
-			r.skip = 0
-			return true
-		case !samePrint(p, r.cp.First):
-			r.Mismatch = true
-			r.skip = 0
-			return true
-		}
-	}
-	r.seen++
-	r.skip--
-	if r.skip == 0 && !samePrint(p, r.cp.Last) {
-		// The counts disagree with what the stream holds; from here on
-		// everything is new, so at worst a few lines were dropped twice.
-		r.Mismatch = true
-	}
-	return false
-}
-
-// Pending reports whether records are still being skipped.
-func (r *Resume) Pending() bool { return r.skip > 0 }

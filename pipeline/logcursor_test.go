@@ -39,78 +39,12 @@ func engineRead(file []LogRecord, since int64, engine24 bool) []LogRecord {
 	return out
 }
 
-// resumeAfter acknowledges the first n records of file, then reopens the
-// stream at the checkpoint and returns what the filter keeps.
-func resumeAfter(t *testing.T, file []LogRecord, n int, engine24 bool) ([]LogRecord, *Resume) {
-	t.Helper()
-	var cur LogCursor
-	for i := range n {
-		cur.Advance(PrintOf(&file[i]))
-	}
-	cp := cur.Checkpoint()
-	res := NewResume(cp, engine24)
-	var kept []LogRecord
-	for _, r := range engineRead(file, cp.Since, engine24) {
-		if res.Keep(PrintOf(&r)) {
-			kept = append(kept, r)
-		}
-	}
-	return kept, res
-}
-
 func bodies(rs []LogRecord) string {
 	var b []string
 	for _, r := range rs {
 		b = append(b, string(r.Body))
 	}
 	return strings.Join(b, ",")
-}
-
-func TestResumeNoLossNoDuplicates(t *testing.T) {
-	// A realistic file: skewed stderr lines (earlier timestamp, later in
-	// the file), identical lines sharing a timestamp, a quiet gap.
-	file := []LogRecord{
-		logLine(0, Stdout, "a"),
-		logLine(500, Stdout, "b"),
-		logLine(1500, Stdout, "c"),
-		logLine(1499, Stderr, "d"), // written after c, stamped before it
-		logLine(1600, Stdout, ""),
-		logLine(1600, Stdout, ""), // byte-identical, same nanosecond
-		logLine(1600, Stderr, "e"),
-		logLine(4000, Stdout, "f"),
-		logLine(4100, Stdout, "g"),
-	}
-	for _, engine24 := range []bool{false, true} {
-		for n := 1; n <= len(file); n++ {
-			kept, res := resumeAfter(t, file, n, engine24)
-			if got, want := bodies(kept), bodies(file[n:]); got != want {
-				t.Errorf("engine24=%v, %d acknowledged: resumed with %q, want %q", engine24, n, got, want)
-			}
-			if res.Gap || res.Mismatch {
-				t.Errorf("engine24=%v, %d acknowledged: gap=%v mismatch=%v", engine24, n, res.Gap, res.Mismatch)
-			}
-		}
-	}
-}
-
-func TestResumeDetectsRotatedAwayRecords(t *testing.T) {
-	file := []LogRecord{logLine(0, Stdout, "a"), logLine(100, Stdout, "b"), logLine(5000, Stdout, "c")}
-	var cur LogCursor
-	cur.Advance(PrintOf(&file[0]))
-	cur.Advance(PrintOf(&file[1]))
-	res := NewResume(cur.Checkpoint(), false)
-	// Docker rotated a and b away: the stream starts at c.
-	if !res.Keep(PrintOf(&file[2])) || !res.Gap {
-		t.Fatalf("keep=%v gap=%v; want c kept and a gap reported", true, res.Gap)
-	}
-}
-
-func TestResumeAfterNothingNew(t *testing.T) {
-	file := []LogRecord{logLine(0, Stdout, "a"), logLine(10, Stdout, "b")}
-	kept, res := resumeAfter(t, file, 2, false)
-	if len(kept) != 0 || res.Gap || res.Pending() {
-		t.Fatalf("kept %q gap=%v pending=%v", bodies(kept), res.Gap, res.Pending())
-	}
 }
 
 func TestCursorWindowStaysBounded(t *testing.T) {
@@ -126,53 +60,8 @@ func TestCursorWindowStaysBounded(t *testing.T) {
 		t.Fatalf("window array grew to %d", cap(cur.window))
 	}
 	cp := cur.Checkpoint()
-	if cp.SinceParam() != "1795428098.999000000" || cp.SkipAtOrAfter != 1001 {
-		t.Fatalf("checkpoint %+v since %s", cp, cp.SinceParam())
-	}
-}
-
-// A container logging faster than MaxResumeWindow lines per second keeps a
-// shorter slack, and resuming from it still loses and repeats nothing.
-func TestCursorWindowCappedAtHighRates(t *testing.T) {
-	var cur LogCursor
-	var file []LogRecord
-	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	for i := range 4 * MaxResumeWindow {
-		// 200,000 lines per second.
-		r := LogRecord{Time: base.Add(time.Duration(i) * 5 * time.Microsecond), Stream: Stdout, Body: []byte{byte(i), byte(i >> 8), byte(i >> 16)}}
-		file = append(file, r)
-		cur.Advance(PrintOf(&r))
-	}
-	if n := len(cur.window) - cur.head; n != MaxResumeWindow {
-		t.Fatalf("window holds %d records, want %d", n, MaxResumeWindow)
-	}
-	if cap(cur.window) > 4*MaxResumeWindow {
-		t.Fatalf("window array grew to %d", cap(cur.window))
-	}
-	cp := cur.Checkpoint()
-	if cp.SkipAtOrAfter != MaxResumeWindow {
+	if cp.Since != 1795428098_999000000 || cp.SkipAtOrAfter != 1001 {
 		t.Fatalf("checkpoint %+v", cp)
-	}
-	more := LogRecord{Time: base.Add(time.Second), Stream: Stdout, Body: []byte("next")}
-	file = append(file, more)
-	for _, engine24 := range []bool{false, true} {
-		res := NewResume(cp, engine24)
-		var kept []LogRecord
-		for _, r := range engineRead(file, cp.Since, engine24) {
-			if res.Keep(PrintOf(&r)) {
-				kept = append(kept, r)
-			}
-		}
-		if len(kept) != 1 || string(kept[0].Body) != "next" {
-			t.Fatalf("engine24=%v: resumed with %d records", engine24, len(kept))
-		}
-	}
-}
-
-func TestEmptyCheckpointReadsFromStart(t *testing.T) {
-	var cur LogCursor
-	if !cur.Empty() || cur.Checkpoint().SinceParam() != "" {
-		t.Fatal("an empty cursor must read from the start")
 	}
 }
 
@@ -315,15 +204,10 @@ func TestCheckpointerReadsVersion1Files(t *testing.T) {
 	if !ok {
 		t.Fatal("the version 1 checkpoint was not loaded")
 	}
-	res := NewResume(cp, false)
-	var kept []LogRecord
-	for _, r := range engineRead(file, cp.Since, false) {
-		if res.Keep(PrintOf(&r)) {
-			kept = append(kept, r)
-		}
-	}
-	if got := bodies(kept); got != "c,d" || res.Gap || res.Mismatch {
-		t.Errorf("resumed from a version 1 file with %q (gap %v, mismatch %v), want c,d", got, res.Gap, res.Mismatch)
+	// Its hashes were FNV-1a: the records are matched by timestamp and
+	// stream alone.
+	if cp.First.Hash != 0 || cp.Last.Hash != 0 || !SamePrint(PrintOf(&file[0]), cp.First) || !SamePrint(PrintOf(&file[1]), cp.Last) {
+		t.Errorf("version 1 checkpoint %+v does not match its records by timestamp and stream", cp)
 	}
 
 	// Saved again, it is a version 2 file that still resumes.
@@ -336,13 +220,10 @@ func TestCheckpointerReadsVersion1Files(t *testing.T) {
 		t.Errorf("saved as %s", data)
 	}
 
-	var cur LogCursor
-	cur.Advance(PrintOf(&file[0]))
 	other := file[0]
 	other.Body = []byte("not a")
-	res = NewResume(cur.Checkpoint(), false)
-	if !res.Keep(PrintOf(&other)) || !res.Mismatch {
-		t.Errorf("a different body at the checkpoint's timestamp was not a mismatch")
+	if SamePrint(PrintOf(&other), PrintOf(&file[0])) {
+		t.Errorf("a different body at the same timestamp matched")
 	}
 }
 
@@ -406,5 +287,110 @@ func BenchmarkCheckpointerAck(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// A burst's capacity is given back once the container is quiet again: a
+// cursor is kept per container for as long as it exists.
+func TestCursorShrinksAfterBurst(t *testing.T) {
+	var cur LogCursor
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range MaxResumeWindow {
+		cur.Advance(RecordPrint{TimeNanos: base.Add(time.Duration(i) * 30 * time.Microsecond).UnixNano(), Stream: Stdout, Hash: uint64(i)})
+	}
+	for i := range 100 { // then one line a second
+		cur.Advance(RecordPrint{TimeNanos: base.Add(time.Second + time.Duration(i)*time.Second).UnixNano(), Stream: Stdout, Hash: uint64(i)})
+	}
+	if c := cap(cur.window); c > shrinkBelow {
+		t.Errorf("after the burst and 100 quiet lines the window keeps a capacity of %d prints (%d live)", c, len(cur.window)-cur.head)
+	}
+}
+
+// A step back of the daemon's clock re-bases the cursor, and the
+// checkpoint says from where, until the window has moved past it.
+func TestCursorRebasesAfterClockStepBack(t *testing.T) {
+	var cur LogCursor
+	base := int64(1_800_000_000_000_000_000)
+	for i := range 10 {
+		cur.Advance(RecordPrint{TimeNanos: base + int64(i)*int64(time.Second), Stream: Stdout, Hash: uint64(i)})
+	}
+	pre := base + 9*int64(time.Second)
+	stepped := base - int64(time.Hour)
+	cur.Advance(RecordPrint{TimeNanos: stepped, Stream: Stdout, Hash: 100})
+	cp := cur.Checkpoint()
+	if cp.Since != stepped || cp.Latest != stepped || cp.SteppedFrom != pre || cp.SkipAtOrAfter != 1 {
+		t.Fatalf("after the step: %+v", cp)
+	}
+	// The clock catches up: past the pre-step records, the step is forgotten.
+	cur.Advance(RecordPrint{TimeNanos: pre + 2*int64(time.Second), Stream: Stdout, Hash: 101})
+	if cp := cur.Checkpoint(); cp.SteppedFrom != 0 || cp.SkipAtOrAfter != 1 {
+		t.Fatalf("after the clock caught up: %+v", cp)
+	}
+}
+
+// Begin saves a position for a container nobody acknowledged anything of,
+// so that the next start reads it (from its start) whatever was saved
+// since; it never overwrites a position.
+func TestCheckpointerBeginIsSavedAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("new", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("lost", 1_800_000_000_000_000_000); err != nil {
+		t.Fatal(err)
+	}
+	r := logLine(0, Stdout, "a")
+	r.ContainerID = "acked"
+	if err := c.Ack([]LogRecord{r}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("acked", 0); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, ok := c2.Get("new"); !ok || cp != (LogCheckpoint{}) {
+		t.Errorf("begun container: %+v, %v; want an empty position", cp, ok)
+	}
+	if cp, ok := c2.Get("lost"); !ok || cp.Latest != 1_800_000_000_000_000_000-1 || cp.Since != 0 {
+		t.Errorf("begun from a time: %+v, %v", cp, ok)
+	}
+	if cp, ok := c2.Get("acked"); !ok || cp.First != PrintOf(&r) {
+		t.Errorf("Begin overwrote an acknowledged position: %+v", cp)
+	}
+}
+
+// A hold on the acknowledged position keeps its since at a pending line's
+// first piece, across a save, until that line is acknowledged.
+func TestCheckpointerHoldKeepsSinceUntilTheLineIsAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := logLine(0, Stdout, "long line")
+	c.Hold("c", Stdout, long.Time.UnixNano())
+	var later []LogRecord
+	for i := range 5 {
+		later = append(later, logLine(500+i*1000, Stderr, fmt.Sprint("e", i)))
+	}
+	if err := c.Ack(later); err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := OpenCheckpointer(dir)
+	if cp, _ := c2.Get("c"); cp.Since != long.Time.UnixNano() {
+		t.Fatalf("saved since %d, want the held line's %d", cp.Since, long.Time.UnixNano())
+	}
+	if err := c.Ack([]LogRecord{long}); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := c.Get("c"); cp.Since == long.Time.UnixNano() {
+		t.Fatalf("the hold outlived its line: %+v", cp)
 	}
 }

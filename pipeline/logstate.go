@@ -167,7 +167,7 @@ func OpenCheckpointer(dir string) (*Checkpointer, error) {
 	}
 	if f.Version == 1 {
 		// Their hashes are another function's: resuming matches the
-		// records at a checkpoint by timestamp and stream (samePrint).
+		// records at a checkpoint by timestamp and stream (SamePrint).
 		for id, cp := range f.Containers {
 			cp.First.Hash, cp.Last.Hash = 0, 0
 			f.Containers[id] = cp
@@ -316,6 +316,42 @@ func (c *Checkpointer) getLocked(id string) (LogCheckpoint, bool) {
 	}
 	cp, ok := c.loaded[id]
 	return cp, ok
+}
+
+// Begin records that a container's log is owed from from (unix ns; 0 for
+// its start) when it has no position yet, and saves it before returning:
+// an agent killed before the first of its records is acknowledged then
+// reads it again on the next start, whether the container still runs or
+// not and whatever was saved since. Concurrent Begins share their saves.
+func (c *Checkpointer) Begin(id string, from int64) error {
+	c.mu.Lock()
+	if _, ok := c.getLocked(id); ok {
+		c.mu.Unlock()
+		return nil
+	}
+	cp := LogCheckpoint{}
+	if from > 0 {
+		cp.Latest = from - 1 // resumed just after: from on
+	}
+	c.loaded[id] = cp
+	delete(c.forgot, id)
+	c.changed[id] = struct{}{}
+	c.mu.Unlock()
+	return c.Save()
+}
+
+// Hold keeps the acknowledged position of a container at or before ts
+// until a record of stream s stamped ts (or later) is acknowledged: the
+// reader has begun a line there (a long one, in pieces) and queues
+// records read after its first piece, which must not carry the position
+// past the line's start.
+func (c *Checkpointer) Hold(id string, s Stream, ts int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, gone := c.forgot[id]; gone {
+		return
+	}
+	c.cursor(id).Hold(s, ts)
 }
 
 // Seed records that a record was found already delivered while resuming,

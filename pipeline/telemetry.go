@@ -54,7 +54,11 @@ type Telemetry struct {
 	ExportFailures atomic.Uint64
 
 	// Log path health.
-	LogReconnects       atomic.Uint64 // log streams reopened after an error
+	LogReconnects atomic.Uint64 // log streams reopened after an error
+	// LogStreamReopens counts logs requests for a container after its
+	// first in this run, whatever the reason (an error, a stream ended
+	// while the container ran, a restart): what following costs dockerd.
+	LogStreamReopens    atomic.Uint64
 	LogGaps             atomic.Uint64 // resumes that found their records rotated away
 	LogResumeMismatches atomic.Uint64 // resumes that found other records than expected
 	LogsUnreadable      atomic.Uint64 // containers whose log driver the API cannot read

@@ -262,3 +262,22 @@ func (a *Assembler) parseFixedCached(b []byte) (time.Time, bool) {
 	}
 	return t, ok
 }
+
+// PendingSince returns the timestamps of the first pieces of the lines
+// begun and not finished on stdout and stderr (zero for none). A reader
+// must not let a resume position pass them: a stream reopened later than
+// a line's first piece loses the line (Engine < 24, which filters each
+// piece) or returns it headless (Engine ≥ 24).
+func (a *Assembler) PendingSince() (stdout, stderr time.Time) {
+	return a.pending[0].startedAt(), a.pending[1].startedAt()
+}
+
+func (p *pending) startedAt() time.Time {
+	if !p.active {
+		return time.Time{}
+	}
+	return p.time
+}
+
+// PendingSince is the Assembler's PendingSince for the stream read.
+func (lr *Reader) PendingSince() (stdout, stderr time.Time) { return lr.asm.PendingSince() }

@@ -22,6 +22,7 @@ type SelfCollector struct {
 	reconnects, resyncs, inspectErrors, statsRound       *prometheus.Desc
 	exportFailures, reloadOK, reloadTime                 *prometheus.Desc
 	logReconnects, logGaps, logMismatches                *prometheus.Desc
+	logReopens                                           *prometheus.Desc
 	logsUnreadable, logQueueBytes, statsSamples          *prometheus.Desc
 	checkpointSaves, checkpointBytes, checkpointFailures *prometheus.Desc
 }
@@ -47,6 +48,7 @@ func NewSelfCollector(tel *pipeline.Telemetry, store *pipeline.Store, build Buil
 		statsSamples:       d("stats_samples_total", "Container stats samples taken, by source: the Engine API, or the cgroup files (stats.source); with cgroup, api samples are fallbacks.", "source"),
 		exportFailures:     d("export_failures_total", "Export attempts that failed, each retry counted; data is lost only where dockscope_records_dropped_total rises.", "exporter"),
 		logReconnects:      d("log_stream_reconnects_total", "Container log streams reopened after an error."),
+		logReopens:         d("log_stream_reopens_total", "Container log streams requested again after a container's first in this run, for any reason (an error, a stream that ended while the container ran, a new run): what following logs costs the Docker daemon."),
 		logGaps:            d("log_gaps_total", "Log resumes that found the records after their checkpoint rotated away by Docker: lines were lost."),
 		logMismatches:      d("log_resume_mismatches_total", "Log resumes that found other records than expected; lines may have been shipped twice."),
 		logsUnreadable:     d("logs_unreadable_total", "Containers whose log driver the Engine API cannot read."),
@@ -64,7 +66,7 @@ func (c *SelfCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.dockerInfo, c.dockerUp, c.containers,
 		c.recordsIn, c.recordsOut, c.recordsDropped, c.reconnects, c.resyncs, c.inspectErrors,
 		c.statsRound, c.exportFailures, c.reloadOK, c.reloadTime,
-		c.logReconnects, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes, c.statsSamples,
+		c.logReconnects, c.logReopens, c.logGaps, c.logMismatches, c.logsUnreadable, c.logQueueBytes, c.statsSamples,
 		c.checkpointSaves, c.checkpointBytes, c.checkpointFailures} {
 		ch <- d
 	}
@@ -98,6 +100,7 @@ func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.statsSamples, c.tel.StatsFromCgroup.Load(), "cgroup")
 	counter(c.exportFailures, c.tel.ExportFailures.Load(), "otlp")
 	counter(c.logReconnects, c.tel.LogReconnects.Load())
+	counter(c.logReopens, c.tel.LogStreamReopens.Load())
 	counter(c.logGaps, c.tel.LogGaps.Load())
 	counter(c.logMismatches, c.tel.LogResumeMismatches.Load())
 	counter(c.logsUnreadable, c.tel.LogsUnreadable.Load())

@@ -31,3 +31,17 @@ dockscope_log_checkpoint_saves_total 7
 		t.Error(err)
 	}
 }
+
+func TestSelfCollectorExportsLogStreamReopens(t *testing.T) {
+	tel := pipeline.NewTelemetry()
+	tel.LogStreamReopens.Add(12)
+	c := NewSelfCollector(tel, pipeline.NewStore(), BuildInfo{Version: "test"})
+	want := `
+# HELP dockscope_log_stream_reopens_total Container log streams requested again after a container's first in this run, for any reason (an error, a stream that ended while the container ran, a new run): what following logs costs the Docker daemon.
+# TYPE dockscope_log_stream_reopens_total counter
+dockscope_log_stream_reopens_total 12
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "dockscope_log_stream_reopens_total"); err != nil {
+		t.Error(err)
+	}
+}

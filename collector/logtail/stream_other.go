@@ -1,6 +1,6 @@
 //go:build !linux
 
-package collector
+package logtail
 
 import (
 	"context"
@@ -15,3 +15,5 @@ const rawStreams = false
 type unixStream struct{ io.ReadWriteCloser }
 
 func dialUnixStream(context.Context, string) (*unixStream, error) { return nil, errors.ErrUnsupported }
+
+func (s *unixStream) interrupt() {}

@@ -1,4 +1,4 @@
-package collector
+package logtail
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/collector/logparse"
-	"github.com/dockscope/dockscope/config"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
@@ -387,8 +385,7 @@ func BenchmarkFollow(b *testing.B) {
 	store := pipeline.NewStore()
 	tel := pipeline.NewTelemetry()
 	q := pipeline.NewLogQueue(64<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
-	c := &Collector{cfg: config.Default(), store: store, tel: tel, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	m := &logManager{c: c, opts: LogOptions{Queue: q}, socket: d.sock}
+	m := New(Options{Queue: q, Telemetry: tel, Counters: store.LogCounters, Socket: d.sock})
 	ctx, cancel := context.WithCancel(context.Background())
 	var drained sync.WaitGroup
 	drained.Go(func() {
@@ -400,10 +397,10 @@ func BenchmarkFollow(b *testing.B) {
 	})
 	b.ReportAllocs()
 	for b.Loop() {
-		t := &tailer{m: m, id: "abc", log: c.log, read: &pipeline.LogCursor{}, done: make(chan struct{})}
+		t := &tailer{m: m, id: "abc", log: m.log, read: &pipeline.LogCursor{}, warn: &warnings{}, done: make(chan struct{})}
 		t.onDrop = func(i int) { t.dropped = append(t.dropped, i) }
 		t.meta.Store(&pipeline.ContainerMeta{ID: "abc"})
-		if err := t.follow(ctx, "", nil, t.read, false); err != nil {
+		if _, err := t.follow(ctx, "", nil, t.read, false, false); err != nil {
 			b.Fatal(err)
 		}
 	}

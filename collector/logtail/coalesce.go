@@ -1,4 +1,4 @@
-package collector
+package logtail
 
 import (
 	"io"

@@ -1,4 +1,4 @@
-package collector
+package logtail
 
 import (
 	"bufio"
@@ -11,17 +11,18 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/client"
 
 	"github.com/dockscope/dockscope/collector/logparse"
 )
 
-// rawSocketPath returns the unix socket whose log streams the agent reads
+// SocketPath returns the unix socket whose log streams the agent reads
 // on connections of its own (see unixStream), or "" when the daemon is
 // reached another way (tcp, TLS, ssh), where the Docker client's streams
 // are used.
-func rawSocketPath(host string) string {
+func SocketPath(host string) string {
 	path, ok := strings.CutPrefix(host, "unix://")
 	if !ok || !rawStreams || os.Getenv("DOCKER_CERT_PATH") != "" || os.Getenv("DOCKER_TLS_VERIFY") != "" {
 		return ""
@@ -33,27 +34,50 @@ func rawSocketPath(host string) string {
 // start): GET /containers/{id}/logs?follow=1&stdout=1&stderr=1&timestamps=1.
 func (t *tailer) openLogs(ctx context.Context, since string) (io.ReadCloser, error) {
 	m := t.m
-	if m.socket != "" {
-		d, _ := m.c.tel.Daemon()
-		s, err := dialUnixStream(ctx, m.socket)
+	if m.opts.Socket != "" {
+		s, err := dialUnixStream(ctx, m.opts.Socket)
 		if err != nil {
 			return nil, err
 		}
-		body, err := startLogs(s, d.APIVersion, t.id, since)
+		// The response header must come within the timeout; the stream
+		// itself may stay silent for as long as the container does.
+		timer := time.AfterFunc(m.opts.Timeout, s.interrupt)
+		body, err := startLogs(s, *m.apiVer.Load(), t.id, since)
+		if !timer.Stop() {
+			if err == nil {
+				body.Close()
+			} else {
+				s.Close()
+			}
+			return nil, fmt.Errorf("reading the logs response header: no answer within %s", m.opts.Timeout)
+		}
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
 		return body, nil
 	}
-	body, err := m.c.docker.ContainerLogs(ctx, t.id, client.ContainerLogsOptions{
+	hctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(m.opts.Timeout, cancel)
+	body, err := m.opts.Docker.ContainerLogs(hctx, t.id, client.ContainerLogsOptions{
 		ShowStdout: true, ShowStderr: true, Follow: true, Timestamps: true, Since: since,
 	})
+	if !timer.Stop() {
+		if err == nil {
+			body.Close()
+		}
+		return nil, fmt.Errorf("reading the logs response header: no answer within %s", m.opts.Timeout)
+	}
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	return readCloser{Reader: &coalescingReader{r: body}, Closer: body}, nil
+	return readCloser{Reader: &coalescingReader{r: body}, Closer: closeFunc(func() error { defer cancel(); return body.Close() })}, nil
 }
+
+type closeFunc func() error
+
+func (f closeFunc) Close() error { return f() }
 
 type readCloser struct {
 	io.Reader

@@ -1,0 +1,98 @@
+package logtail
+
+import (
+	"fmt"
+
+	"github.com/dockscope/dockscope/pipeline"
+)
+
+// Docker's `since` rules, from the Engine's source: `since` accepts
+// `seconds.nanoseconds` and is inclusive; every piece of a split line
+// carries the first piece's timestamp; stdout and stderr are stamped by two
+// goroutines, so timestamps are not ordered across them; Engine < 24
+// filters each line on its own timestamp, Engine ≥ 24 stops filtering at
+// the first line at or after `since` (and then returns older, skewed lines
+// too). A checkpoint (pipeline.LogCheckpoint) holds the counts a resume
+// needs under either rule.
+
+// SinceParam is the logs endpoint's since value for a checkpoint, or "" to
+// read from the start.
+func SinceParam(cp pipeline.LogCheckpoint) string {
+	if cp.Since == 0 {
+		if cp.Latest == 0 {
+			return ""
+		}
+		// Nothing to skip, but the stream must still not restart from
+		// the beginning: resume just after the newest record.
+		return sinceNanos(cp.Latest + 1)
+	}
+	return sinceNanos(cp.Since)
+}
+
+// sinceNanos formats a unix-ns time as `since` wants it.
+func sinceNanos(n int64) string {
+	return fmt.Sprintf("%d.%09d", n/1e9, n%1e9)
+}
+
+// Resume is the filter for a stream reopened at a checkpoint: it drops the
+// records that were already handled and reports a gap when the checkpoint's
+// records are gone (Docker rotated them away while nobody read).
+type Resume struct {
+	cp      pipeline.LogCheckpoint
+	skip    int // records still to drop
+	decided bool
+
+	// Gap is set when the records at the checkpoint were not found: the
+	// stream began after them. Mismatch is set when the stream began where
+	// expected but not with the expected record (a partial rotation): then
+	// everything is shipped, and duplicates are possible.
+	Gap, Mismatch bool
+}
+
+// NewResume prepares the filter; engine24 says whether the engine stops
+// filtering `since` at the first matching line (Engine 24 and later).
+func NewResume(cp pipeline.LogCheckpoint, engine24 bool) *Resume {
+	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter}
+	if engine24 {
+		r.skip = cp.SkipFromOn
+	}
+	return r
+}
+
+// Keep reports whether a record read from the reopened stream is new.
+func (r *Resume) Keep(p pipeline.RecordPrint) bool {
+	if r.skip == 0 {
+		return true
+	}
+	if !r.decided {
+		if r.cp.SteppedFrom != 0 && (p.TimeNanos > r.cp.Latest && p.TimeNanos <= r.cp.SteppedFrom || p.TimeNanos < r.cp.Since) {
+			// The daemon's clock stepped back within the checkpoint's
+			// window: a stream from Since returns the lines stamped
+			// before the step first (newer-looking, all handled), and
+			// on Engine ≥ 24 the handled ones older than the window.
+			// The checkpoint's first record follows them.
+			return false
+		}
+		r.decided = true
+		switch {
+		case p.TimeNanos > r.cp.Latest:
+			r.Gap = true
+			r.skip = 0
+			return true
+		case !pipeline.SamePrint(p, r.cp.First):
+			r.Mismatch = true
+			r.skip = 0
+			return true
+		}
+	}
+	r.skip--
+	if r.skip == 0 && !pipeline.SamePrint(p, r.cp.Last) {
+		// The counts disagree with what the stream holds; from here on
+		// everything is new, so at worst a few lines were dropped twice.
+		r.Mismatch = true
+	}
+	return false
+}
+
+// Pending reports whether records are still being skipped.
+func (r *Resume) Pending() bool { return r.skip > 0 }
