@@ -493,7 +493,7 @@ func newLogPath(cfg *config.Config, st agentState, cps *pipeline.Checkpointer, l
 			return nil, fmt.Errorf("opening log state in agent.state_dir: %w", err)
 		}
 		if err != nil {
-			logger.Warn("log checkpoints were unreadable; logs are read from the start", "err", err)
+			logger.Warn("log checkpoints were unreadable and moved aside", "err", err)
 		}
 	}
 	overflow := pipeline.Block
