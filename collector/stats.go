@@ -26,6 +26,7 @@ import (
 type statsSampler struct {
 	c        *Collector
 	cgroup   *cgroupReader // nil: every sample from the Engine API
+	devices  *deviceNamer  // nil: the daemon's host is not this one; disks keep "major:minor"
 	work     chan statsJob
 	triggers chan string
 	wg       sync.WaitGroup
@@ -37,7 +38,21 @@ type statsSampler struct {
 type statsJob struct {
 	id     string
 	target *statsTarget // where its cgroup files are; nil: look it up
-	done   *sync.WaitGroup
+	// sharedNetns: the container joined another one's network namespace
+	// (HostConfig.NetworkMode "container:<id>").
+	sharedNetns bool
+	done        *sync.WaitGroup
+}
+
+// sharesNetns reports whether a container with this HostConfig.NetworkMode
+// uses another container's network namespace: `--network container:X`,
+// Compose's `network_mode: service:`, every member of a Kubernetes pod but
+// its pause container. Its interfaces and their counters are the other
+// container's, so, as cAdvisor does (its handler's needNet), it exports no
+// network series of its own: repeating them would make every sum over
+// containers count the namespace's traffic once per member.
+func sharesNetns(networkMode string) bool {
+	return strings.HasPrefix(networkMode, "container:")
 }
 
 // targetOf says where a container's files are: the directories resolved
@@ -65,6 +80,9 @@ func newStatsSampler(c *Collector) *statsSampler {
 		triggers: make(chan string, 64),
 	}
 	cfg := c.cfg.Stats
+	if strings.HasPrefix(c.host, "unix://") || cfg.Source == "cgroup" {
+		s.devices = newDeviceNamer(cfg.SysRoot)
+	}
 	if cfg.Source == "api" {
 		return s
 	}
@@ -130,20 +148,34 @@ func (s *statsSampler) run(ctx context.Context) {
 		case <-tick.C:
 			s.round(ctx)
 		case id := <-s.triggers:
+			job := s.jobFor(id)
 			select {
-			case s.work <- statsJob{id: id}:
+			case s.work <- job:
 			default:
 				// All workers busy with a round that may predate this
 				// container: queue behind it rather than wait an interval.
 				s.wg.Go(func() {
 					select {
-					case s.work <- statsJob{id: id}:
+					case s.work <- job:
 					case <-ctx.Done():
 					}
 				})
 			}
 		}
 	}
+}
+
+// jobFor describes a container that is sampled outside a round.
+func (s *statsSampler) jobFor(id string) statsJob {
+	snap, ok := s.c.store.Get(id)
+	if !ok {
+		return statsJob{id: id}
+	}
+	job := statsJob{id: id, sharedNetns: sharesNetns(snap.State.NetworkMode)}
+	if s.cgroup != nil {
+		job.target = targetOf(&snap, s.c.cgroups)
+	}
+	return job
 }
 
 // round samples every running container and waits for all of them.
@@ -157,7 +189,7 @@ func (s *statsSampler) round(ctx context.Context) {
 			continue
 		}
 		done.Add(1)
-		job := statsJob{id: snap.Meta.ID, done: &done}
+		job := statsJob{id: snap.Meta.ID, sharedNetns: sharesNetns(snap.State.NetworkMode), done: &done}
 		if s.cgroup != nil {
 			job.target = targetOf(snap, s.c.cgroups)
 		}
@@ -191,6 +223,13 @@ func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
 		}
 		s.c.log.Debug("stats sample failed", "container", shortID(id), "err", err)
 		return
+	}
+	if job.sharedNetns {
+		// The Engine's stats repeat the joined namespace's interfaces too.
+		st.Networks = nil
+	}
+	if s.devices != nil {
+		s.devices.rename(st.Disks)
 	}
 	if s.c.store.SetStats(id, st) {
 		counters.Out.Add(1)
