@@ -32,6 +32,9 @@ type statsSampler struct {
 	wg       sync.WaitGroup
 
 	fallbackLogged atomic.Bool
+
+	refreshMu   sync.Mutex
+	lastRefresh time.Time
 }
 
 // statsJob is one container to sample; done (if set) is told when it is.
@@ -132,7 +135,18 @@ func (s *statsSampler) run(ctx context.Context) {
 			}
 		})
 	}
+	var removeRefresher func()
+	if s.cgroup != nil {
+		removeRefresher = s.c.store.SetRefresher(s.refresh)
+	}
 	defer func() {
+		if removeRefresher != nil {
+			removeRefresher()
+			// A refresh that started before the removal ends before the
+			// descriptors are closed.
+			s.refreshMu.Lock()
+			defer s.refreshMu.Unlock()
+		}
 		s.wg.Wait()
 		if s.cgroup != nil {
 			s.cgroup.files.closeAll()
@@ -224,6 +238,14 @@ func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
 		s.c.log.Debug("stats sample failed", "container", shortID(id), "err", err)
 		return
 	}
+	s.finish(job, &st)
+	if s.c.store.SetStats(id, st) {
+		counters.Out.Add(1)
+	}
+}
+
+// finish applies what every sample gets, whichever way it was read.
+func (s *statsSampler) finish(job statsJob, st *pipeline.Stats) {
 	if job.sharedNetns {
 		// The Engine's stats repeat the joined namespace's interfaces too.
 		st.Networks = nil
@@ -231,9 +253,56 @@ func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
 	if s.devices != nil {
 		s.devices.rename(st.Disks)
 	}
-	if s.c.store.SetStats(id, st) {
-		counters.Out.Add(1)
+}
+
+// refreshGap is the least time between two scrape-time refreshes: two
+// Prometheus servers (an HA pair) scraping together share one.
+const refreshGap = 500 * time.Millisecond
+
+// refreshTimeout bounds one refresh; a scrape waits for it.
+const refreshTimeout = 2 * time.Second
+
+// refresh reads every running container's cgroup files again, right before
+// an exporter reads the store (pipeline.Store.Refresh, called at scrape
+// time), so that the counters Prometheus stores carry the time they were
+// read at. Samples taken every stats.interval and served without a
+// timestamp step every interval while Prometheus assumes each scrape is
+// fresh: rate(container_cpu_usage_seconds_total[30s]) of a busy loop read
+// 0.80 cores at a 5 s scrape with the 10 s default. A read costs ~30 µs
+// (kept descriptors, measured on this project's cgroup v1 host), ~6 ms per
+// scrape at 200 containers, against ~4 ms of dockerd CPU per Engine API
+// sample: the Engine is never asked here, a container whose files cannot
+// be read keeps its last sample.
+func (s *statsSampler) refresh(ctx context.Context) {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if time.Since(s.lastRefresh) < refreshGap {
+		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	snaps := s.c.store.Snapshot()
+	for i := range snaps {
+		snap := &snaps[i]
+		if ctx.Err() != nil {
+			break
+		}
+		if !snap.State.Running() || snap.State.Status == "restarting" || snap.Stats == nil {
+			continue // not sampled yet: the round or its start trigger will
+		}
+		t := targetOf(snap, s.c.cgroups)
+		if t.cgroupPath == "" {
+			continue
+		}
+		st, err := s.cgroup.read(*t)
+		if err != nil {
+			continue // stopped meanwhile, or gone: the round deals with it
+		}
+		s.c.tel.StatsFromCgroup.Add(1)
+		s.finish(statsJob{id: snap.Meta.ID, sharedNetns: sharesNetns(snap.State.NetworkMode)}, &st)
+		s.c.store.SetStats(snap.Meta.ID, st)
+	}
+	s.lastRefresh = time.Now()
 }
 
 // sample reads the container's cgroup files when that source is on, and

@@ -3,6 +3,7 @@
 package prometheus
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -112,6 +113,10 @@ func NewContainerCollector(store *pipeline.Store) *ContainerCollector {
 // WriteText writes every container's series in the Prometheus text format
 // (version 0.0.4), one block per family, families sorted by name.
 func (c *ContainerCollector) WriteText(w io.Writer) error {
+	// Counters read now carry the scrape's time, which Prometheus gives
+	// them, so rate() over short windows is exact (see the collector's
+	// statsSampler.refresh).
+	c.store.Refresh(context.Background())
 	snaps := c.store.Snapshot()
 	cols := labelColumns(snaps)
 	e := take(c.emitters)

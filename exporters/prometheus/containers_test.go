@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"os"
 	"strings"
@@ -316,5 +317,22 @@ func TestLastSeenIsStampedWithTheScrapeTime(t *testing.T) {
 	s.Remove("bbb")
 	if _, ok := seen()["job"]; ok {
 		t.Error("a removed container is still seen")
+	}
+}
+
+// TestScrapeRefreshesTheStore: a scrape asks the store's refresher for
+// current counters before it renders them.
+func TestScrapeRefreshesTheStore(t *testing.T) {
+	s := pipeline.NewStore()
+	s.Upsert(pipeline.ContainerMeta{ID: "a", CgroupPath: "/docker/a", Name: "burn", Image: "i"}, pipeline.ContainerState{Status: "running"}, pipeline.ContainerSpec{})
+	read := time.Date(2026, 12, 7, 13, 0, 0, 0, time.UTC)
+	s.SetStats("a", pipeline.Stats{Read: read, CPUTotal: time.Second})
+	remove := s.SetRefresher(func(context.Context) {
+		read = read.Add(5 * time.Second)
+		s.SetStats("a", pipeline.Stats{Read: read, CPUTotal: 6 * time.Second})
+	})
+	defer remove()
+	if out := scrape(t, NewContainerCollector(s)); !strings.Contains(out, `container_cpu_usage_seconds_total{id="/docker/a",name="burn",image="i",cpu="total"} 6`+"\n") {
+		t.Errorf("the scrape did not serve the refreshed counter:\n%s", out)
 	}
 }
