@@ -257,7 +257,7 @@ func (s *statsSampler) finish(job statsJob, st *pipeline.Stats) {
 
 // refreshGap is the least time between two scrape-time refreshes: two
 // Prometheus servers (an HA pair) scraping together share one.
-const refreshGap = 500 * time.Millisecond
+const refreshGap = 200 * time.Millisecond
 
 // refreshTimeout bounds one refresh; a scrape waits for it.
 const refreshTimeout = 2 * time.Second
