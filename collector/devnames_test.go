@@ -186,7 +186,9 @@ func TestSamplesNameDevicesAndSkipSharedNetworks(t *testing.T) {
 	}
 
 	// In a round, the same.
-	store.SetStats(member, pipeline.Stats{Read: time.Now().Add(-time.Hour)})
+	// Stopped and started again: no sample until the round's.
+	store.Upsert(pipeline.ContainerMeta{ID: member, Name: "pod-sidecar"}, pipeline.ContainerState{Status: "exited", NetworkMode: "container:" + owner}, pipeline.ContainerSpec{})
+	store.Upsert(pipeline.ContainerMeta{ID: member, Name: "pod-sidecar"}, pipeline.ContainerState{Status: "running", NetworkMode: "container:" + owner}, pipeline.ContainerSpec{})
 	s2 := newStatsSampler(c)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -35,6 +35,7 @@ type statsSampler struct {
 
 	refreshMu   sync.Mutex
 	lastRefresh time.Time
+	stopped     bool // run has ended: its descriptors are closed, or about to be
 }
 
 // statsJob is one container to sample; done (if set) is told when it is.
@@ -143,8 +144,9 @@ func (s *statsSampler) run(ctx context.Context) {
 		if removeRefresher != nil {
 			removeRefresher()
 			// A refresh that started before the removal ends before the
-			// descriptors are closed.
+			// descriptors are closed; one called after it does nothing.
 			s.refreshMu.Lock()
+			s.stopped = true
 			defer s.refreshMu.Unlock()
 		}
 		s.wg.Wait()
@@ -276,7 +278,7 @@ const refreshTimeout = 2 * time.Second
 func (s *statsSampler) refresh(ctx context.Context) {
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
-	if time.Since(s.lastRefresh) < refreshGap {
+	if s.stopped || time.Since(s.lastRefresh) < refreshGap {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)

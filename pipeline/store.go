@@ -187,11 +187,17 @@ func (s *Store) Upsert(meta ContainerMeta, state ContainerState, spec ContainerS
 	c.LastSeen = s.now()
 }
 
+// olderSampleWindow: see SetStats.
+const olderSampleWindow = 10 * time.Second
+
 // SetStats records a new sample and fills in CPUUsageCores from the previous
 // one. It reports false when the container is not (or no longer) known. A
 // sample taken before the stored one is dropped: a periodic round and a
 // scrape-time refresh read concurrently, and storing the older one last
-// would make the counters go back (a reset, to rate()).
+// would make the counters go back (a reset, to rate()). Such a race spans
+// milliseconds; a sample older by more than olderSampleWindow is the
+// Engine's clock stepped back (API samples carry its time), and is kept,
+// so that a clock step cannot freeze a container's stats.
 func (s *Store) SetStats(id string, st Stats) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -199,7 +205,7 @@ func (s *Store) SetStats(id string, st Stats) bool {
 	if !ok {
 		return false
 	}
-	if prev := c.Stats; prev != nil && st.Read.Before(prev.Read) {
+	if prev := c.Stats; prev != nil && st.Read.Before(prev.Read) && prev.Read.Sub(st.Read) < olderSampleWindow {
 		return true
 	}
 	if !c.State.Running() {

@@ -249,10 +249,15 @@ func TestStoreKeepsTheNewestSampleOfARunningContainer(t *testing.T) {
 	if snap, _ := s.Get("a"); snap.Stats.CPUTotal != 2*time.Second {
 		t.Errorf("an older sample replaced the newer one: %v", snap.Stats.CPUTotal)
 	}
+	// The Engine's clock stepped back a minute: its samples are taken.
+	s.SetStats("a", Stats{Read: t0.Add(-time.Minute), CPUTotal: 3 * time.Second})
+	if snap, _ := s.Get("a"); snap.Stats.CPUTotal != 3*time.Second {
+		t.Errorf("a clock stepped back froze the stats: %v", snap.Stats.CPUTotal)
+	}
 	meta, state, spec := running("a", "web")
 	state.Status = "exited"
 	s.Upsert(meta, state, spec)
-	s.SetStats("a", Stats{Read: t0.Add(2 * time.Second), CPUTotal: 3 * time.Second})
+	s.SetStats("a", Stats{Read: t0, CPUTotal: 4 * time.Second})
 	if snap, _ := s.Get("a"); snap.Stats != nil {
 		t.Errorf("a stopped container got a sample: %+v", snap.Stats)
 	}
