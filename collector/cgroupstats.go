@@ -95,7 +95,7 @@ type statsTarget struct {
 	dirs        cgroupDirs
 	cgroupPath  string
 	pid         int    // its main process, for the network counters; 0: none
-	networkMode string // "host" and "none": no network counters of its own
+	networkMode string // "host", "none" and "container:<id>": no network counters of its own
 	// Files that cannot change are not read (each read costs the kernel
 	// as much as the rest of the sample's work): without a CPU quota the
 	// CFS counters stay 0 and are not exported, without a memory limit
@@ -124,7 +124,7 @@ func (r *cgroupReader) read(t statsTarget) (pipeline.Stats, error) {
 	if err != nil {
 		return pipeline.Stats{}, err
 	}
-	if t.pid > 0 && t.networkMode != "host" && t.networkMode != "none" {
+	if t.pid > 0 && t.networkMode != "host" && t.networkMode != "none" && !sharesNetns(t.networkMode) {
 		b, err := f.load(filepath.Join(r.procRoot, strconv.Itoa(t.pid), "net", "dev"))
 		if err != nil {
 			return pipeline.Stats{}, fmt.Errorf("reading network stats: %w", err)

@@ -96,6 +96,13 @@ func TestCgroupReaderV1(t *testing.T) {
 	if got, _ := r.read(host); got.Networks != nil {
 		t.Errorf("host network mode read interfaces: %+v", got.Networks)
 	}
+	// A member of another container's network namespace: the interfaces
+	// are that container's, exported once, under its name.
+	shared := target
+	shared.networkMode = "container:0123abcd"
+	if got, _ := r.read(shared); got.Networks != nil || got.CPUTotal != want.CPUTotal {
+		t.Errorf("container: network mode read interfaces: %+v", got.Networks)
+	}
 	// A container whose cgroup is gone (it just stopped) is an error, so
 	// that the sampler asks the Engine instead.
 	gone := target

@@ -26,18 +26,37 @@ import (
 type statsSampler struct {
 	c        *Collector
 	cgroup   *cgroupReader // nil: every sample from the Engine API
+	devices  *deviceNamer  // nil: the daemon's host is not this one; disks keep "major:minor"
 	work     chan statsJob
 	triggers chan string
 	wg       sync.WaitGroup
 
 	fallbackLogged atomic.Bool
+
+	refreshMu   sync.Mutex
+	lastRefresh time.Time
+	stopped     bool // run has ended: its descriptors are closed, or about to be
 }
 
 // statsJob is one container to sample; done (if set) is told when it is.
 type statsJob struct {
 	id     string
 	target *statsTarget // where its cgroup files are; nil: look it up
-	done   *sync.WaitGroup
+	// sharedNetns: the container joined another one's network namespace
+	// (HostConfig.NetworkMode "container:<id>").
+	sharedNetns bool
+	done        *sync.WaitGroup
+}
+
+// sharesNetns reports whether a container with this HostConfig.NetworkMode
+// uses another container's network namespace: `--network container:X`,
+// Compose's `network_mode: service:`, every member of a Kubernetes pod but
+// its pause container. Its interfaces and their counters are the other
+// container's, so, as cAdvisor does (its handler's needNet), it exports no
+// network series of its own: repeating them would make every sum over
+// containers count the namespace's traffic once per member.
+func sharesNetns(networkMode string) bool {
+	return strings.HasPrefix(networkMode, "container:")
 }
 
 // targetOf says where a container's files are: the directories resolved
@@ -65,6 +84,9 @@ func newStatsSampler(c *Collector) *statsSampler {
 		triggers: make(chan string, 64),
 	}
 	cfg := c.cfg.Stats
+	if strings.HasPrefix(c.host, "unix://") || cfg.Source == "cgroup" {
+		s.devices = newDeviceNamer(cfg.SysRoot)
+	}
 	if cfg.Source == "api" {
 		return s
 	}
@@ -114,7 +136,19 @@ func (s *statsSampler) run(ctx context.Context) {
 			}
 		})
 	}
+	var removeRefresher func()
+	if s.cgroup != nil {
+		removeRefresher = s.c.store.SetRefresher(s.refresh)
+	}
 	defer func() {
+		if removeRefresher != nil {
+			removeRefresher()
+			// A refresh that started before the removal ends before the
+			// descriptors are closed; one called after it does nothing.
+			s.refreshMu.Lock()
+			s.stopped = true
+			defer s.refreshMu.Unlock()
+		}
 		s.wg.Wait()
 		if s.cgroup != nil {
 			s.cgroup.files.closeAll()
@@ -130,20 +164,34 @@ func (s *statsSampler) run(ctx context.Context) {
 		case <-tick.C:
 			s.round(ctx)
 		case id := <-s.triggers:
+			job := s.jobFor(id)
 			select {
-			case s.work <- statsJob{id: id}:
+			case s.work <- job:
 			default:
 				// All workers busy with a round that may predate this
 				// container: queue behind it rather than wait an interval.
 				s.wg.Go(func() {
 					select {
-					case s.work <- statsJob{id: id}:
+					case s.work <- job:
 					case <-ctx.Done():
 					}
 				})
 			}
 		}
 	}
+}
+
+// jobFor describes a container that is sampled outside a round.
+func (s *statsSampler) jobFor(id string) statsJob {
+	snap, ok := s.c.store.Get(id)
+	if !ok {
+		return statsJob{id: id}
+	}
+	job := statsJob{id: id, sharedNetns: sharesNetns(snap.State.NetworkMode)}
+	if s.cgroup != nil {
+		job.target = targetOf(&snap, s.c.cgroups)
+	}
+	return job
 }
 
 // round samples every running container and waits for all of them.
@@ -157,7 +205,7 @@ func (s *statsSampler) round(ctx context.Context) {
 			continue
 		}
 		done.Add(1)
-		job := statsJob{id: snap.Meta.ID, done: &done}
+		job := statsJob{id: snap.Meta.ID, sharedNetns: sharesNetns(snap.State.NetworkMode), done: &done}
 		if s.cgroup != nil {
 			job.target = targetOf(snap, s.c.cgroups)
 		}
@@ -198,9 +246,71 @@ func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
 		s.c.log.Debug("stats sample failed", "container", shortID(id), "err", err)
 		return
 	}
+	s.finish(job, &st)
 	if s.c.store.SetStats(id, st) {
 		counters.Out.Add(1)
 	}
+}
+
+// finish applies what every sample gets, whichever way it was read.
+func (s *statsSampler) finish(job statsJob, st *pipeline.Stats) {
+	if job.sharedNetns {
+		// The Engine's stats repeat the joined namespace's interfaces too.
+		st.Networks = nil
+	}
+	if s.devices != nil {
+		s.devices.rename(st.Disks)
+	}
+}
+
+// refreshGap is the least time between two scrape-time refreshes: two
+// Prometheus servers (an HA pair) scraping together share one.
+const refreshGap = 200 * time.Millisecond
+
+// refreshTimeout bounds one refresh; a scrape waits for it.
+const refreshTimeout = 2 * time.Second
+
+// refresh reads every running container's cgroup files again, right before
+// an exporter reads the store (pipeline.Store.Refresh, called at scrape
+// time), so that the counters Prometheus stores carry the time they were
+// read at. Samples taken every stats.interval and served without a
+// timestamp step every interval while Prometheus assumes each scrape is
+// fresh: rate(container_cpu_usage_seconds_total[30s]) of a busy loop read
+// 0.80 cores at a 5 s scrape with the 10 s default. A read costs ~30 µs
+// (kept descriptors, measured on this project's cgroup v1 host), ~6 ms per
+// scrape at 200 containers, against ~4 ms of dockerd CPU per Engine API
+// sample: the Engine is never asked here, a container whose files cannot
+// be read keeps its last sample.
+func (s *statsSampler) refresh(ctx context.Context) {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if s.stopped || time.Since(s.lastRefresh) < refreshGap {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	snaps := s.c.store.Snapshot()
+	for i := range snaps {
+		snap := &snaps[i]
+		if ctx.Err() != nil {
+			break
+		}
+		if !snap.State.Running() || snap.State.Status == "restarting" || snap.Stats == nil {
+			continue // not sampled yet: the round or its start trigger will
+		}
+		t := targetOf(snap, s.c.cgroups)
+		if t.cgroupPath == "" {
+			continue
+		}
+		st, err := s.cgroup.read(*t)
+		if err != nil {
+			continue // stopped meanwhile, or gone: the round deals with it
+		}
+		s.c.tel.StatsFromCgroup.Add(1)
+		s.finish(statsJob{id: snap.Meta.ID, sharedNetns: sharesNetns(snap.State.NetworkMode)}, &st)
+		s.c.store.SetStats(snap.Meta.ID, st)
+	}
+	s.lastRefresh = time.Now()
 }
 
 // sample reads the container's cgroup files when that source is on, and

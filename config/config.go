@@ -84,6 +84,9 @@ type StatsConfig struct {
 	Source     string `yaml:"source"`
 	CgroupRoot string `yaml:"cgroup_root"`
 	ProcRoot   string `yaml:"proc_root"`
+	// SysRoot is the host's sysfs, where block devices' names are read
+	// (/sys/dev/block/<major>:<minor>) for the `device` label.
+	SysRoot string `yaml:"sys_root"`
 }
 
 // LogsConfig controls the collection of container logs, which are shipped
@@ -202,6 +205,7 @@ func Default() Config {
 			Source:      "auto",
 			CgroupRoot:  "/sys/fs/cgroup",
 			ProcRoot:    "/proc",
+			SysRoot:     "/sys",
 		},
 		Logs: LogsConfig{
 			Enabled:      true,

@@ -58,7 +58,7 @@ func (c *Config) problems() []*Error {
 		v.add("stats.concurrency", "must be between 1 and 256, got %d", s.Concurrency)
 	}
 	v.oneOf("stats.source", s.Source, "api", "cgroup", "auto")
-	for _, root := range []struct{ key, path string }{{"stats.cgroup_root", s.CgroupRoot}, {"stats.proc_root", s.ProcRoot}} {
+	for _, root := range []struct{ key, path string }{{"stats.cgroup_root", s.CgroupRoot}, {"stats.proc_root", s.ProcRoot}, {"stats.sys_root", s.SysRoot}} {
 		if !path.IsAbs(root.path) {
 			v.add(root.key, "must be an absolute path, got %q", root.path)
 		}

@@ -41,8 +41,9 @@ type NetworkStats struct {
 	TxBytes, TxPackets, TxDropped, TxErrors uint64
 }
 
-// DiskStats are one block device's counters. Device is "major:minor"; the
-// Engine API gives no device name.
+// DiskStats are one block device's counters. Device is the device's name
+// as cAdvisor gives it ("/dev/sda"), or "major:minor" when the agent's
+// sysfs does not know the device (or the daemon is on another host).
 type DiskStats struct {
 	Device                string
 	ReadBytes, WriteBytes uint64

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"strings"
@@ -87,6 +88,43 @@ type Store struct {
 	containers map[string]*Snapshot
 	services   []ServiceReplicas // replaced wholesale, never mutated
 	now        func() time.Time
+
+	refreshMu sync.Mutex
+	refresher *refresher // nil: samples come only on the collector's interval
+}
+
+// refresher is the function installed by SetRefresher; a pointer so that
+// the remover can tell whether it is still the installed one.
+type refresher struct{ fn func(context.Context) }
+
+// SetRefresher installs fn, which brings the stats of every running
+// container up to date, for exporters to call (Refresh) right before they
+// read the store: counters read at scrape time make rate() over short
+// windows exact, where samples taken every stats.interval would step. It
+// returns a function that removes fn again, unless another one has been
+// installed since (a reloaded collector's).
+func (s *Store) SetRefresher(fn func(context.Context)) (remove func()) {
+	r := &refresher{fn: fn}
+	s.refreshMu.Lock()
+	s.refresher = r
+	s.refreshMu.Unlock()
+	return func() {
+		s.refreshMu.Lock()
+		if s.refresher == r {
+			s.refresher = nil
+		}
+		s.refreshMu.Unlock()
+	}
+}
+
+// Refresh runs the installed refresher, if any.
+func (s *Store) Refresh(ctx context.Context) {
+	s.refreshMu.Lock()
+	r := s.refresher
+	s.refreshMu.Unlock()
+	if r != nil {
+		r.fn(ctx)
+	}
 }
 
 // ServiceReplicas is one Swarm service's task counts, as a manager reports
@@ -149,14 +187,31 @@ func (s *Store) Upsert(meta ContainerMeta, state ContainerState, spec ContainerS
 	c.LastSeen = s.now()
 }
 
+// olderSampleWindow: see SetStats.
+const olderSampleWindow = 10 * time.Second
+
 // SetStats records a new sample and fills in CPUUsageCores from the previous
-// one. It reports false when the container is not (or no longer) known.
+// one. It reports false when the container is not (or no longer) known. A
+// sample taken before the stored one is dropped: a periodic round and a
+// scrape-time refresh read concurrently, and storing the older one last
+// would make the counters go back (a reset, to rate()). Such a race spans
+// milliseconds; a sample older by more than olderSampleWindow is the
+// Engine's clock stepped back (API samples carry its time), and is kept,
+// so that a clock step cannot freeze a container's stats.
 func (s *Store) SetStats(id string, st Stats) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.containers[id]
 	if !ok {
 		return false
+	}
+	if prev := c.Stats; prev != nil && st.Read.Before(prev.Read) && prev.Read.Sub(st.Read) < olderSampleWindow {
+		return true
+	}
+	if !c.State.Running() {
+		// Read just before the container stopped, stored after: it would
+		// be exported as current (see Upsert).
+		return true
 	}
 	if prev := c.Stats; prev != nil && st.Read.After(prev.Read) && st.CPUTotal >= prev.CPUTotal {
 		st.CPUUsageCores = float64(st.CPUTotal-prev.CPUTotal) / float64(st.Read.Sub(prev.Read))

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"math"
 	"sync"
 	"testing"
@@ -234,4 +235,48 @@ func TestTelemetry(t *testing.T) {
 		}
 	}()
 	tel.Stage("nope")
+}
+
+// A round and a scrape-time refresh store samples concurrently: the older
+// one, stored last, must not win (the counters would go back), and a
+// sample read just before the container stopped must not reappear.
+func TestStoreKeepsTheNewestSampleOfARunningContainer(t *testing.T) {
+	s := NewStore()
+	s.Upsert(running("a", "web"))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.SetStats("a", Stats{Read: t0.Add(time.Second), CPUTotal: 2 * time.Second})
+	s.SetStats("a", Stats{Read: t0, CPUTotal: time.Second})
+	if snap, _ := s.Get("a"); snap.Stats.CPUTotal != 2*time.Second {
+		t.Errorf("an older sample replaced the newer one: %v", snap.Stats.CPUTotal)
+	}
+	// The Engine's clock stepped back a minute: its samples are taken.
+	s.SetStats("a", Stats{Read: t0.Add(-time.Minute), CPUTotal: 3 * time.Second})
+	if snap, _ := s.Get("a"); snap.Stats.CPUTotal != 3*time.Second {
+		t.Errorf("a clock stepped back froze the stats: %v", snap.Stats.CPUTotal)
+	}
+	meta, state, spec := running("a", "web")
+	state.Status = "exited"
+	s.Upsert(meta, state, spec)
+	s.SetStats("a", Stats{Read: t0, CPUTotal: 4 * time.Second})
+	if snap, _ := s.Get("a"); snap.Stats != nil {
+		t.Errorf("a stopped container got a sample: %+v", snap.Stats)
+	}
+}
+
+func TestStoreRefresher(t *testing.T) {
+	s := NewStore()
+	s.Refresh(context.Background()) // none installed: nothing happens
+	var first, second int
+	removeFirst := s.SetRefresher(func(context.Context) { first++ })
+	s.Refresh(context.Background())
+	// A reloaded collector installs its own before the old one removes
+	// its: the old removal must leave the new one in place.
+	removeSecond := s.SetRefresher(func(context.Context) { second++ })
+	removeFirst()
+	s.Refresh(context.Background())
+	removeSecond()
+	s.Refresh(context.Background())
+	if first != 1 || second != 1 {
+		t.Errorf("refreshers ran %d and %d times, want 1 and 1", first, second)
+	}
 }

@@ -17,8 +17,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 
-RULES=(deploy/alerts/dockscope.rules.yml)
-TESTS=(deploy/alerts/dockscope.rules.test.yml)
+RULES=(deploy/alerts/dockscope.rules.yml deploy/alerts/cadvisor-compat.rules.yml)
+TESTS=(deploy/alerts/dockscope.rules.test.yml deploy/alerts/cadvisor-compat.rules.test.yml)
 DASHBOARD=deploy/grafana/dockscope.json
 
 # The metric names the agent exports (README, "What it exports"; design.md §5),

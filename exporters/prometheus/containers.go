@@ -3,6 +3,7 @@
 package prometheus
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,16 +102,21 @@ type ContainerCollector struct {
 	// than a sync.Pool, which empties at every GC: regrowing ~1 MB of
 	// buffers per scrape raised the agent's peak RSS by several MiB.
 	emitters chan *emitter
+	now      func() time.Time
 }
 
 // NewContainerCollector returns a collector reading store.
 func NewContainerCollector(store *pipeline.Store) *ContainerCollector {
-	return &ContainerCollector{store: store, emitters: make(chan *emitter, 2)}
+	return &ContainerCollector{store: store, emitters: make(chan *emitter, 2), now: time.Now}
 }
 
 // WriteText writes every container's series in the Prometheus text format
 // (version 0.0.4), one block per family, families sorted by name.
 func (c *ContainerCollector) WriteText(w io.Writer) error {
+	// Counters read now carry the scrape's time, which Prometheus gives
+	// them, so rate() over short windows is exact (see the collector's
+	// statsSampler.refresh).
+	c.store.Refresh(context.Background())
 	snaps := c.store.Snapshot()
 	cols := labelColumns(snaps)
 	e := take(c.emitters)
@@ -120,6 +127,7 @@ func (c *ContainerCollector) WriteText(w io.Writer) error {
 	for _, fb := range e.families {
 		fb.lines = fb.lines[:0]
 	}
+	e.now = c.now()
 	for i := range snaps {
 		s := &snaps[i]
 		e.base = e.base[:0]
@@ -256,7 +264,8 @@ func sanitizeLabelName(s string) string {
 // come container by container.
 type emitter struct {
 	families map[string]*familyBuf
-	base     []byte // the current container's labels, rendered
+	base     []byte    // the current container's labels, rendered
+	now      time.Time // when this scrape was rendered
 }
 
 type familyBuf struct {
@@ -265,6 +274,12 @@ type familyBuf struct {
 }
 
 func (e *emitter) emit(f family, v float64, extra ...string) {
+	e.emitAt(f, v, -1, extra...)
+}
+
+// emitAt is emit with an explicit sample timestamp in unix milliseconds
+// (none when ms < 0).
+func (e *emitter) emitAt(f family, v float64, ms int64, extra ...string) {
 	fb, ok := e.families[f.name]
 	if !ok {
 		fb = &familyBuf{f: f}
@@ -281,6 +296,10 @@ func (e *emitter) emit(f family, v float64, extra ...string) {
 	}
 	b = append(b, '}', ' ')
 	b = appendFloat(b, v)
+	if ms >= 0 {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, ms, 10)
+	}
 	fb.lines = append(b, '\n')
 }
 
@@ -318,7 +337,29 @@ func (e *emitter) container(s *pipeline.Snapshot) {
 	if !st.StartedAt.IsZero() {
 		e.emit(famStartTime, float64(st.StartedAt.UnixNano())/1e9)
 	}
-	e.emit(famLastSeen, float64(s.LastSeen.Unix()))
+	// container_last_seen is what `time() - container_last_seen > 60`
+	// (awesome-prometheus-alerts' ContainerKilled, dockprom's) reads to tell
+	// that a container is gone. cAdvisor's series holds the time of its
+	// latest observation and carries that time as its sample timestamp, and
+	// the alert depends on both:
+	//   - While the agent knows the container (running, paused or merely
+	//     stopped: the store holds every container the Engine lists, kept
+	//     current by the events stream, and a missed destroy is healed by
+	//     the next resync), it is seen at every scrape, so the value is the
+	//     scrape's time and the alert cannot fire. The store's LastSeen (the
+	//     Engine's last word about it) is not used: a stopped container
+	//     hears nothing between resyncs (60 s by default), and the alert
+	//     would fire for it.
+	//   - Once it is gone the series is no longer exposed. A series without
+	//     a timestamp would get a staleness marker at the next scrape and
+	//     the alert would never see it again; one with an explicit
+	//     timestamp does not (Prometheus marks only series it stamped
+	//     itself, unless track_timestamps_staleness is on), so its last
+	//     value stays visible for the query lookback (5 m) and
+	//     time() - container_last_seen climbs past 60 s: the alert fires
+	//     from a minute after the container went until five minutes after.
+	// Only this series is stamped: the others should go stale at once.
+	e.emitAt(famLastSeen, float64(e.now.Unix()), e.now.UnixMilli())
 	health := st.Health
 	if health == "" {
 		health = "none"

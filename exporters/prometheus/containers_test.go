@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -250,5 +252,87 @@ func TestSelfMetrics(t *testing.T) {
 	}
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+// TestLastSeenIsStampedWithTheScrapeTime: every container the agent knows,
+// running or stopped, is seen at the scrape's time and carries that time
+// as its sample timestamp, so `time() - container_last_seen > 60` never
+// fires for it; a removed container's series is gone, and the timestamp
+// keeps Prometheus from marking it stale, so its last value ages and the
+// alert fires (see the comment at famLastSeen's emission).
+func TestLastSeenIsStampedWithTheScrapeTime(t *testing.T) {
+	s := testStore(t)
+	c := NewContainerCollector(s)
+	now := time.Date(2026, 12, 7, 13, 0, 0, 250e6, time.UTC)
+	c.now = func() time.Time { return now }
+	seen := func() map[string]*dto.Metric {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := c.WriteText(&buf); err != nil {
+			t.Fatal(err)
+		}
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		mfs, err := parser.TextToMetricFamilies(bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			t.Fatalf("output does not parse: %v", err)
+		}
+		out := map[string]*dto.Metric{}
+		for _, m := range mfs["container_last_seen"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "name" {
+					out[l.GetValue()] = m
+				}
+			}
+		}
+		// Only container_last_seen is stamped.
+		for name, mf := range mfs {
+			if name == "container_last_seen" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if m.TimestampMs != nil {
+					t.Fatalf("%s carries a timestamp", name)
+				}
+			}
+		}
+		return out
+	}
+	got := seen()
+	for _, name := range []string{"web", "job"} { // running, exited
+		m, ok := got[name]
+		if !ok {
+			t.Fatalf("no container_last_seen for %s", name)
+		}
+		if m.GetGauge().GetValue() != float64(now.Unix()) || m.GetTimestampMs() != now.UnixMilli() {
+			t.Errorf("%s: container_last_seen %v @%d, want %d @%d", name, m.GetGauge().GetValue(), m.GetTimestampMs(), now.Unix(), now.UnixMilli())
+		}
+	}
+	// A stopped container hears nothing from the Engine for minutes; it is
+	// still seen at every scrape.
+	now = now.Add(10 * time.Minute)
+	if m := seen()["job"]; m == nil || m.GetGauge().GetValue() != float64(now.Unix()) {
+		t.Errorf("stopped container 10 minutes later: %v, want %d", m, now.Unix())
+	}
+	s.Remove("bbb")
+	if _, ok := seen()["job"]; ok {
+		t.Error("a removed container is still seen")
+	}
+}
+
+// TestScrapeRefreshesTheStore: a scrape asks the store's refresher for
+// current counters before it renders them.
+func TestScrapeRefreshesTheStore(t *testing.T) {
+	s := pipeline.NewStore()
+	s.Upsert(pipeline.ContainerMeta{ID: "a", CgroupPath: "/docker/a", Name: "burn", Image: "i"}, pipeline.ContainerState{Status: "running"}, pipeline.ContainerSpec{})
+	read := time.Date(2026, 12, 7, 13, 0, 0, 0, time.UTC)
+	s.SetStats("a", pipeline.Stats{Read: read, CPUTotal: time.Second})
+	remove := s.SetRefresher(func(context.Context) {
+		read = read.Add(5 * time.Second)
+		s.SetStats("a", pipeline.Stats{Read: read, CPUTotal: 6 * time.Second})
+	})
+	defer remove()
+	if out := scrape(t, NewContainerCollector(s)); !strings.Contains(out, `container_cpu_usage_seconds_total{id="/docker/a",name="burn",image="i",cpu="total"} 6`+"\n") {
+		t.Errorf("the scrape did not serve the refreshed counter:\n%s", out)
 	}
 }

@@ -40,6 +40,7 @@ type agentOpts struct {
 	extra     string
 	discovery string
 	stats     string // more keys of the stats section
+	interval  string // stats.interval; 1s when empty
 	resync    string // discovery.resync_interval; 5s when empty
 
 	env    []string // extra environment
@@ -80,12 +81,12 @@ func startAgent(t *testing.T, o agentOpts) *agent {
 	cfg := fmt.Sprintf(`agent:
   state_dir: %s
 stats:
-  interval: 1s
+  interval: %s
 %s%sdiscovery:
   resync_interval: %s
   include:
     labels: ["dockscope.scope=%s"]
-%s`, stateDir, o.stats, o.extra, cmp.Or(o.resync, "5s"), o.scope, o.discovery)
+%s`, stateDir, cmp.Or(o.interval, "1s"), o.stats, o.extra, cmp.Or(o.resync, "5s"), o.scope, o.discovery)
 	cfgPath := filepath.Join(cfgDir, "dockscope.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
