@@ -3,11 +3,14 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func rec(i int, body string) LogRecord {
@@ -541,6 +544,7 @@ func TestLogQueueQuietLinesOvertakeNoisyBacklog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 2×5 s")
 	}
+	defer goleak.VerifyNone(t)
 	const (
 		limit    = 64 << 20 // logs.buffer_bytes' default
 		quiet    = 9
@@ -944,5 +948,110 @@ func BenchmarkLogQueueFairVsFIFO(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestLogQueueRandomOpsKeepOrderAndAccounts: random reads of 20
+// containers (some lines larger than a quantum), events, and batches of
+// random bounds, in both overflow modes against a small bound: every
+// record queued comes out once, each container's and the events' in
+// order; the bytes held match what is queued, never over the bound but
+// for a lone oversized record; nothing is kept once drained.
+func TestLogQueueRandomOpsKeepOrderAndAccounts(t *testing.T) {
+	for _, mode := range []Overflow{Block, Drop} {
+		rng := rand.New(rand.NewPCG(uint64(mode)+1, 7))
+		counters := new(StageCounters)
+		const limit = 1 << 20
+		q := NewLogQueue(limit, mode, counters)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // Block: a PushBatch that would wait returns at once
+		ids := make([]string, 20)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("c%02d", i)
+		}
+		pushed := map[string][]uint64{} // queued, by container ("" for events)
+		var seq uint64
+		held := int64(0)
+		taken, short := 0, 0 // short: reads Block cut short at the bound
+		check := func(b []LogRecord) {
+			for _, r := range b {
+				id := r.ContainerID
+				if r.Event != nil {
+					id = ""
+				}
+				if len(pushed[id]) == 0 || pushed[id][0] != r.Hash {
+					t.Fatalf("mode %d: %q: record %d out, next queued %v", mode, id, r.Hash, pushed[id][:min(1, len(pushed[id]))])
+				}
+				pushed[id] = pushed[id][1:]
+				held -= RecordSize(&r)
+				taken++
+			}
+		}
+		for range 20000 {
+			switch op := rng.IntN(10); {
+			case op < 6:
+				id := ids[rng.IntN(len(ids))]
+				if rng.IntN(4) == 0 {
+					id = ids[0] // a noisy one
+				}
+				batch := make([]LogRecord, 1+rng.IntN(50))
+				for i := range batch {
+					size := rng.IntN(300)
+					if rng.IntN(200) == 0 {
+						size = 3 * quantum
+					}
+					seq++
+					batch[i] = LogRecord{ContainerID: id, Body: make([]byte, size), Hash: seq}
+				}
+				dropped := map[int]bool{}
+				n, _ := q.PushBatch(ctx, batch, func(i int) { dropped[i] = true })
+				if n < len(batch) {
+					short++
+				}
+				for i := range batch[:n] {
+					if !dropped[i] {
+						pushed[id] = append(pushed[id], batch[i].Hash)
+						held += RecordSize(&batch[i])
+					}
+				}
+			case op < 7:
+				seq++
+				r := LogRecord{ContainerID: ids[rng.IntN(len(ids))], Event: &Event{Name: "container.start"}, Body: make([]byte, rng.IntN(100)), Hash: seq}
+				if q.Offer(r) {
+					pushed[""] = append(pushed[""], r.Hash)
+					held += RecordSize(&r)
+				}
+			default:
+				if q.Len() > 0 { // PopBatch waits for a record
+					check(q.PopBatch(context.Background(), nil, 1+rng.IntN(300), int64(1+rng.IntN(256<<10)), 0))
+				}
+			}
+			if q.Bytes() != held {
+				t.Fatalf("mode %d: queue counts %d bytes, holds %d", mode, q.Bytes(), held)
+			}
+			if held > limit && q.Len() > 1 {
+				t.Fatalf("mode %d: %d bytes queued, bound %d", mode, held, limit)
+			}
+		}
+		for q.Len() > 0 {
+			check(q.PopBatch(context.Background(), nil, 1000, 1<<20, 0))
+		}
+		for id, left := range pushed {
+			if len(left) > 0 {
+				t.Fatalf("mode %d: %q: %d records never came out", mode, id, len(left))
+			}
+		}
+		q.mu.Lock()
+		if len(q.flows) != 0 || q.round != nil || q.roundTail != nil || q.events.count != 0 || q.events.first != nil || q.bytes != 0 || q.count != 0 {
+			t.Fatalf("mode %d: drained queue keeps %d flows, round %v, %d events, %d bytes", mode, len(q.flows), q.round != nil, q.events.count, q.bytes)
+		}
+		q.mu.Unlock()
+		if in := counters.In.Load(); int(in) != taken {
+			t.Fatalf("mode %d: %d records counted in, %d came out", mode, in, taken)
+		}
+		if mode == Drop && counters.Dropped.Load() == 0 || mode == Block && short == 0 {
+			t.Fatal("the bound was never reached")
+		}
+		t.Logf("mode %d: %d records through, %d dropped, %d reads cut short", mode, taken, counters.Dropped.Load(), short)
 	}
 }
