@@ -533,11 +533,11 @@ func TestLogQueueCloseWakesBlockedReaders(t *testing.T) {
 }
 
 // TestLogQueueQuietLinesOvertakeNoisyBacklog: the default 64 MiB buffer
-// kept full by one container logging as fast as it can, a backend slower
-// than the input, nine quiet containers at 10 lines/s and a lifecycle
-// event every 100 ms. A FIFO would make every quiet line wait behind the
-// noisy container's ~50 MiB backlog (tens of seconds at the backend's
-// rate); served fairly, each quiet line and each event leaves within 5 s
+// kept full by one container logging as fast as dockerd serves a stream,
+// a backend taking 10,000 records/s, nine quiet containers at 10 lines/s
+// and a lifecycle event every 100 ms. A FIFO makes every quiet line wait
+// behind the noisy container's ~50 MiB backlog (~17 s at the backend's
+// rate: none of them was out after 9 s); served in turns, each quiet line and each event leaves within 5 s
 // of being queued, nothing quiet is lost, and every container's records
 // leave in the order they were queued. Both overflow modes.
 func TestLogQueueQuietLinesOvertakeNoisyBacklog(t *testing.T) {
