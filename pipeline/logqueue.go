@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"math/bits"
 	"sync"
 	"time"
 	"unsafe"
@@ -23,23 +24,85 @@ const (
 // fixed-size blocks, so there is no growth slack to add.
 const recordOverhead = int64(unsafe.Sizeof(LogRecord{}))
 
-// blockRecords is how many records one queue block holds (~4 KB). Each
-// container with lines queued has blocks of its own, so a block is small:
-// 5,000 containers with a line each hold 20 MB of blocks, within the 64 KiB
-// per container the memory limit allows for.
-const blockRecords = 32
+// Each container with lines queued has blocks of its own. Most have a few
+// lines at a time, a noisy one thousands: a flow's first block holds
+// minBlockRecords (~500 B), each next one twice its predecessor, up to
+// maxBlockRecords (~4 KB). So 5,000 containers with a line each hold
+// 2.6 MB of blocks, not 20, while a noisy one moves to its next block once
+// every 32 lines.
+const (
+	minBlockRecords = 4
+	maxBlockRecords = 32
+	blockClasses    = 4 // 4, 8, 16 and 32 records
+)
 
-// maxFreeBlocks bounds the emptied blocks kept for reuse (~2 MB): enough
-// for an exporter batch of the default 8192 records plus a part-filled
-// block for each of 256 containers, so that a steady flow allocates none,
-// without keeping a drained 64 MiB queue.
-const maxFreeBlocks = 512
+// maxFreeBlocks bounds, per class, the emptied blocks kept for reuse
+// (~1 MB each, 1.5 for the largest, which holds an exporter batch of the
+// default 8192 records and part-filled blocks of 128 containers): enough
+// that a steady flow allocates none, from a noisy container or from a
+// thousand quiet ones, without keeping a drained 64 MiB queue.
+var maxFreeBlocks = [blockClasses]int{2048, 1024, 512, 384}
 
 // block is one link of a flow's FIFO: records[head:tail] are queued.
+// records is the array of the sizedBlock the block is part of: one
+// allocation.
 type block struct {
-	records    [blockRecords]LogRecord
+	records    []LogRecord
 	head, tail int
 	next       *block
+}
+
+type sizedBlock[A any] struct {
+	block
+	array A
+}
+
+// freeBlocks is a list of emptied blocks of one class.
+type freeBlocks struct {
+	first *block // linked by next
+	n     int
+}
+
+// blockClass is the class of a block of n records.
+func blockClass(n int) int { return bits.TrailingZeros(uint(n / minBlockRecords)) }
+
+// newBlock returns an empty block of n records, a power of two from
+// minBlockRecords to maxBlockRecords.
+func (q *LogQueue) newBlock(n int) *block {
+	free := &q.free[blockClass(n)]
+	if b := free.first; b != nil {
+		free.first, b.next = b.next, nil
+		free.n--
+		return b
+	}
+	switch n {
+	case 4:
+		b := new(sizedBlock[[4]LogRecord])
+		b.records = b.array[:]
+		return &b.block
+	case 8:
+		b := new(sizedBlock[[8]LogRecord])
+		b.records = b.array[:]
+		return &b.block
+	case 16:
+		b := new(sizedBlock[[16]LogRecord])
+		b.records = b.array[:]
+		return &b.block
+	}
+	b := new(sizedBlock[[maxBlockRecords]LogRecord])
+	b.records = b.array[:]
+	return &b.block
+}
+
+// freeBlock keeps an emptied block for reuse, or leaves it to the GC. Its
+// records were zeroed as they were taken: no body is kept alive.
+func (q *LogQueue) freeBlock(b *block) {
+	b.head, b.tail, b.next = 0, 0, nil
+	c := blockClass(len(b.records))
+	if free := &q.free[c]; free.n < maxFreeBlocks[c] {
+		b.next, free.first = free.first, b
+		free.n++
+	}
 }
 
 // flow is one container's queued lines, oldest first, or (LogQueue.events)
@@ -128,8 +191,7 @@ type LogQueue struct {
 	// round is the containers with lines queued, in turn order: the head
 	// is served, and goes to the tail when its turn is over.
 	round, roundTail *flow
-	free             *block // emptied blocks kept for reuse, linked by next
-	nfree            int
+	free             [blockClasses]freeBlocks // emptied blocks kept for reuse
 	// While PopBatch lingers it needs waking only when a batch is ready:
 	// a wake-up per record would cost the exporter a goroutine switch per
 	// line. Zero wakes it on every record.
@@ -331,8 +393,10 @@ func (q *LogQueue) forget(f *flow) {
 	}
 }
 
-// maxFreeFlows bounds the emptied flows kept for reuse.
-const maxFreeFlows = 256
+// maxFreeFlows bounds the emptied flows kept for reuse (~200 KB), as many
+// as the first blocks kept: 2,048 containers logging now and then allocate
+// nothing.
+const maxFreeFlows = 2048
 
 // Bytes is what the queue holds now.
 func (q *LogQueue) Bytes() int64 {
@@ -351,14 +415,12 @@ func (q *LogQueue) Len() int {
 // append adds a record of size bytes at f's tail, and f to the round if it
 // was empty; q.mu is held.
 func (q *LogQueue) append(f *flow, r *LogRecord, size int64) {
-	if f.last == nil || f.last.tail == blockRecords {
-		b := q.free
-		if b != nil {
-			q.free, b.next = b.next, nil
-			q.nfree--
-		} else {
-			b = new(block)
+	if f.last == nil || f.last.tail == len(f.last.records) {
+		n := minBlockRecords
+		if f.last != nil {
+			n = min(2*len(f.last.records), maxBlockRecords)
 		}
+		b := q.newBlock(n)
 		if f.last == nil {
 			f.first = b
 		} else {
@@ -489,11 +551,7 @@ func (q *LogQueue) takeFrom(f *flow, b *batch, budget int64) int64 {
 			if f.first == nil {
 				f.last = nil
 			}
-			blk.head, blk.tail, blk.next = 0, 0, nil
-			if q.nfree < maxFreeBlocks {
-				blk.next, q.free = q.free, blk
-				q.nfree++
-			}
+			q.freeBlock(blk)
 		}
 	}
 	return budget

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -885,7 +886,7 @@ func TestLogQueueBatchesAckPerContainer(t *testing.T) {
 // BenchmarkLogQueueFairVsFIFO: one op is one record through PushBatch and
 // PopBatch (exporter batches of 8192), for this queue and for the FIFO it
 // replaced (logqueue_fifo_test.go), with one container, 64 interleaved,
-// and one noisy container among 9 quiet ones — so that the cost of the
+// one noisy container among 9 quiet ones, and 1,000 quiet ones — so that the cost of the
 // turns shows in one run: go test -run '^$' -bench FairVsFIFO ./pipeline/
 func BenchmarkLogQueueFairVsFIFO(b *testing.B) {
 	type queue interface {
@@ -915,6 +916,14 @@ func BenchmarkLogQueueFairVsFIFO(b *testing.B) {
 		{"noisy+9quiet", func() [][]LogRecord {
 			r := reads(10)
 			for c := 1; c < len(r); c++ {
+				r[c] = r[c][:1]
+			}
+			return r
+		}()},
+		// A line at a time from each of 1,000 containers: flows come and go.
+		{"1000quiet", func() [][]LogRecord {
+			r := reads(1000)
+			for c := range r {
 				r[c] = r[c][:1]
 			}
 			return r
@@ -1053,5 +1062,35 @@ func TestLogQueueRandomOpsKeepOrderAndAccounts(t *testing.T) {
 			t.Fatal("the bound was never reached")
 		}
 		t.Logf("mode %d: %d records through, %d dropped, %d reads cut short", mode, taken, counters.Dropped.Load(), short)
+	}
+}
+
+// TestLogQueueManyQuietContainersCostLittle: each container with lines
+// queued has blocks of its own; with a line each, 5,000 containers cost
+// the queue ~1 KB each beyond the records' size, not a 4 KB block each.
+func TestLogQueueManyQuietContainersCostLittle(t *testing.T) {
+	const n = 5000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%064x", i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	q := NewLogQueue(64<<20, Block, new(StageCounters))
+	size := int64(0)
+	for _, id := range ids {
+		r := LogRecord{ContainerID: id, Body: make([]byte, 70)}
+		size += RecordSize(&r)
+		q.Push(context.Background(), r)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(q)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	per := (grew - size) / n
+	t.Logf("%d containers with a line queued: heap +%d KB, %d B per container beyond the records", n, grew>>10, per)
+	if per > 1024 {
+		t.Errorf("%d B per container with a line queued, beyond the record", per)
 	}
 }
