@@ -20,8 +20,10 @@ const (
 )
 
 // recordOverhead is a queued record's memory beyond its body, so that a
-// queue of empty lines is bounded too. The queue stores records in
-// fixed-size blocks, so there is no growth slack to add.
+// queue of empty lines is bounded too. Records are stored in blocks per
+// container, sized to its backlog (see minBlockRecords): beyond the bound,
+// memory holds at most one part-filled block per container with lines
+// queued, ~550 B for most, under 4 KB for a busy one.
 const recordOverhead = int64(unsafe.Sizeof(LogRecord{}))
 
 // Each container with lines queued has blocks of its own. Most have a few
