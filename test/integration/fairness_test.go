@@ -155,12 +155,20 @@ func TestLogsQuietContainersNotStarvedBySlowBackend(t *testing.T) {
 			}
 			minQueue := queueBytes()
 			harness.WaitFor(t, 60*time.Second, 500*time.Millisecond, func() (bool, string) {
-				minQueue = min(minQueue, queueBytes())
+				m := a.scrape(t)
+				if s, ok := m.Find("dockscope_log_queue_bytes", nil); ok {
+					minQueue = min(minQueue, s.Value)
+				}
 				b.mu.Lock()
 				defer b.mu.Unlock()
 				for _, n := range names {
 					if got := len(b.lines[n]); got < quietLines {
-						return false, fmt.Sprintf("%s: %d of %d lines arrived; slowest so far %v", n, got, quietLines, b.slowest)
+						// Whether the agent read them tells Docker's side
+						// from the agent's.
+						read, _ := m.Find("dockscope_container_log_lines_total", map[string]string{"name": n, "outcome": "read"})
+						shipped, _ := m.Find("dockscope_container_log_lines_total", map[string]string{"name": n, "outcome": "shipped"})
+						return false, fmt.Sprintf("%s: %d of %d lines arrived (agent: %.0f read, %.0f shipped); slowest so far %v",
+							n, got, quietLines, read.Value, shipped.Value, b.slowest)
 					}
 				}
 				return true, ""
