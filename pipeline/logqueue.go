@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"math/bits"
 	"sync"
 	"time"
 	"unsafe"
@@ -19,25 +20,106 @@ const (
 )
 
 // recordOverhead is a queued record's memory beyond its body, so that a
-// queue of empty lines is bounded too. The queue stores records in
-// fixed-size blocks, so there is no growth slack to add.
+// queue of empty lines is bounded too. Records are stored in blocks per
+// container, sized to its backlog (see minBlockRecords): beyond the bound,
+// memory holds at most one part-filled block per container with lines
+// queued, ~550 B for most, under 4 KB for a busy one.
 const recordOverhead = int64(unsafe.Sizeof(LogRecord{}))
 
-// blockRecords is how many records one queue block holds.
-const blockRecords = 512
+// Each container with lines queued has blocks of its own. Most have a few
+// lines at a time, a noisy one thousands: a flow's first block holds
+// minBlockRecords (~500 B), each next one twice its predecessor, up to
+// maxBlockRecords (~4 KB). So 5,000 containers with a line each hold
+// 2.6 MB of blocks, not 20, while a noisy one moves to its next block once
+// every 32 lines.
+const (
+	minBlockRecords = 4
+	maxBlockRecords = 32
+	blockClasses    = 4 // 4, 8, 16 and 32 records
+)
 
-// maxFreeBlocks bounds the emptied blocks kept for reuse (~60 KB each):
-// enough for an exporter batch of the default 8192 records, so that a
-// steady flow allocates none, without keeping a drained 64 MiB queue.
-const maxFreeBlocks = 20
+// maxFreeBlocks bounds, per class, the emptied blocks kept for reuse
+// (~1 MB each, 1.5 for the largest, which holds an exporter batch of the
+// default 8192 records and part-filled blocks of 128 containers): enough
+// that a steady flow allocates none, from a noisy container or from a
+// thousand quiet ones, without keeping a drained 64 MiB queue.
+var maxFreeBlocks = [blockClasses]int{2048, 1024, 512, 384}
 
-// block is one link of the queue's FIFO: records[head:tail] are queued.
-// shares[i] is the share records[i] counts against (nil for an event).
+// block is one link of a flow's FIFO: records[head:tail] are queued.
+// records is the array of the sizedBlock the block is part of: one
+// allocation.
 type block struct {
-	records    [blockRecords]LogRecord
-	shares     [blockRecords]*share
+	records    []LogRecord
 	head, tail int
 	next       *block
+}
+
+type sizedBlock[A any] struct {
+	block
+	array A
+}
+
+// freeBlocks is a list of emptied blocks of one class.
+type freeBlocks struct {
+	first *block // linked by next
+	n     int
+}
+
+// blockClass is the class of a block of n records.
+func blockClass(n int) int { return bits.TrailingZeros(uint(n / minBlockRecords)) }
+
+// newBlock returns an empty block of n records, a power of two from
+// minBlockRecords to maxBlockRecords.
+func (q *LogQueue) newBlock(n int) *block {
+	free := &q.free[blockClass(n)]
+	if b := free.first; b != nil {
+		free.first, b.next = b.next, nil
+		free.n--
+		return b
+	}
+	switch n {
+	case 4:
+		b := new(sizedBlock[[4]LogRecord])
+		b.records = b.array[:]
+		return &b.block
+	case 8:
+		b := new(sizedBlock[[8]LogRecord])
+		b.records = b.array[:]
+		return &b.block
+	case 16:
+		b := new(sizedBlock[[16]LogRecord])
+		b.records = b.array[:]
+		return &b.block
+	}
+	b := new(sizedBlock[[maxBlockRecords]LogRecord])
+	b.records = b.array[:]
+	return &b.block
+}
+
+// freeBlock keeps an emptied block for reuse, or leaves it to the GC. Its
+// records were zeroed as they were taken: no body is kept alive.
+func (q *LogQueue) freeBlock(b *block) {
+	b.head, b.tail, b.next = 0, 0, nil
+	c := blockClass(len(b.records))
+	if free := &q.free[c]; free.n < maxFreeBlocks[c] {
+		b.next, free.first = free.first, b
+		free.n++
+	}
+}
+
+// flow is one container's queued lines, oldest first, or (LogQueue.events)
+// the queued lifecycle events.
+type flow struct {
+	id          string
+	first, last *block
+	count       int
+	// bytes is what the flow's records count against the bound: for a
+	// container, its share (see shareFactor).
+	bytes int64
+	// deficit is what the flow may still take in its turn (deficit round
+	// robin); it goes negative by at most one record, repaid next turns.
+	deficit int64
+	next    *flow // in the round
 }
 
 // Fair shares. One container logging faster than the backend drains would
@@ -50,6 +132,13 @@ type block struct {
 // share shareFactor·n/(shareFactor·n+1) of it equally, and the rest is
 // always free for a container that has little or nothing queued. No count
 // of active containers, no clock: only the bytes each one holds.
+//
+// Admission alone is not enough: with 64 MiB of a noisy container's lines
+// queued, a quiet container's line that got in would still wait behind all
+// of them in a FIFO — minutes at a slow backend's rate. So each container
+// has its own FIFO, and batches are filled by deficit round robin over the
+// containers with lines queued, quantum bytes per turn: a line waits for
+// at most one turn of each other container, not for the queue.
 const (
 	shareFactor = 8
 	// shareFloor is what any container may hold whatever the threshold,
@@ -59,12 +148,15 @@ const (
 	// eventReserveDiv: lifecycle events (records with Event set) may use
 	// the whole bound, lines only all but 1/eventReserveDiv of it, so that
 	// a queue kept full by log readers still takes events, which the
-	// event handler can never wait for (Offer).
+	// event handler can never wait for (Offer). Likewise, events are taken
+	// first into each batch, up to 1/eventReserveDiv of its bytes.
 	eventReserveDiv = 16
+	// quantum is what a container's lines may take of a batch per turn:
+	// ~200 lines of 200 bytes, so that the checkpointer and the encoder
+	// see runs of one container, while a quiet line waits for at most
+	// 64 KiB per busy container (a 4 MiB batch serves 64 of them).
+	quantum = 64 << 10
 )
-
-// share is the bytes of one container's lines in the queue.
-type share struct{ bytes int64 }
 
 // EventReserve is the part of a queue bound of limit bytes that only
 // lifecycle events may use.
@@ -73,13 +165,14 @@ func EventReserve(limit int64) int64 { return limit / eventReserveDiv }
 // RecordSize is what a record counts against the queue's byte bound.
 func RecordSize(r *LogRecord) int64 { return int64(len(r.Body)) + recordOverhead }
 
-// LogQueue is the byte-bounded FIFO between the log readers and the log
+// LogQueue is the byte-bounded queue between the log readers and the log
 // exporter. It is the only buffer on the log path: when the exporter is slow
 // or its backend down, it fills, and then readers block (or drop) — first
 // those holding more than their share, so that one noisy container cannot
-// starve the others. Order is FIFO across containers: a line waits behind
-// at most the bound's worth of records, so its delay is bounded by the
-// bound over the backend's rate, not by the noisy container's output.
+// starve the others. Each container's records leave in the order they came
+// (checkpoints rely on it); across containers, batches are filled in turns
+// (see quantum), so a quiet container's line is not delayed by a noisy
+// one's backlog.
 type LogQueue struct {
 	limit    int64
 	overflow Overflow
@@ -88,17 +181,19 @@ type LogQueue struct {
 	// lineLimit is limit less the events' reserve: lines never use it.
 	lineLimit int64
 
-	mu          sync.Mutex
-	first, last *block // FIFO of blocks, oldest first
-	free        *block // emptied blocks kept for reuse, linked by next
-	nfree       int
-	count       int
-	bytes       int64
-	closed      bool
-	// shares holds the containers with lines queued; a share leaves when
+	mu     sync.Mutex
+	count  int
+	bytes  int64
+	closed bool
+	// flows holds the containers with lines queued; a flow leaves when
 	// its last line does, so the map is bounded by the queue's records.
-	shares     map[string]*share
-	freeShares []*share // kept for reuse, so a quiet container allocates none
+	flows     map[string]*flow
+	freeFlows []*flow // kept for reuse, so a quiet container allocates none
+	events    flow
+	// round is the containers with lines queued, in turn order: the head
+	// is served, and goes to the tail when its turn is over.
+	round, roundTail *flow
+	free             [blockClasses]freeBlocks // emptied blocks kept for reuse
 	// While PopBatch lingers it needs waking only when a batch is ready:
 	// a wake-up per record would cost the exporter a goroutine switch per
 	// line. Zero wakes it on every record.
@@ -123,7 +218,7 @@ func NewLogQueue(limit int64, overflow Overflow, counters *StageCounters) *LogQu
 		lineLimit: limit - EventReserve(limit),
 		overflow:  overflow,
 		counters:  counters,
-		shares:    map[string]*share{},
+		flows:     map[string]*flow{},
 		notEmpty:  make(chan struct{}, 1),
 		room:      make(chan struct{}),
 	}
@@ -154,25 +249,34 @@ func (q *LogQueue) Push(ctx context.Context, r LogRecord) (bool, error) {
 // It returns how many records were handled (queued or dropped), all of them
 // unless ctx ended or the queue closed while it waited for room.
 func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(i int)) (int, error) {
+	// With Drop, a noisy container's reader drops most of what it reads:
+	// the indices are gathered under one lock, maxDropRun at a time, not
+	// one lock per dropped line, which the quiet readers and the exporter
+	// would queue behind.
+	var dropBuf [maxDropRun]int
 	i := 0
 	for i < len(recs) {
-		n, room, err := q.tryAppendBatch(recs[i:], q.overflow == Block)
+		var drops []int
+		if q.overflow == Drop {
+			drops = dropBuf[:0]
+		}
+		n, drops, room, err := q.tryAppendBatch(recs[i:], q.overflow == Block, drops)
+		if len(drops) > 0 {
+			q.counters.Dropped.Add(uint64(len(drops)))
+			if onDrop != nil {
+				for _, d := range drops {
+					onDrop(i + d)
+				}
+			}
+		}
 		i += n
 		if err != nil {
 			return i, err
 		}
-		if i == len(recs) {
-			break
+		if i == len(recs) || q.overflow == Drop {
+			continue // Drop: the buffer of indices was full
 		}
 		// recs[i] may not go in now.
-		if q.overflow == Drop {
-			q.counters.Dropped.Add(1)
-			if onDrop != nil {
-				onDrop(i)
-			}
-			i++
-			continue
-		}
 		select {
 		case <-room:
 		case <-ctx.Done():
@@ -182,6 +286,10 @@ func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(
 	return i, nil
 }
 
+// maxDropRun is how many dropped records' indices PushBatch gathers under
+// one lock.
+const maxDropRun = 64
+
 // Offer appends a record only if there is room now, whatever the overflow
 // policy, and reports whether it did. It is for callers that must never
 // wait for the exporter, such as the Docker event handler (dockerd drops
@@ -189,99 +297,108 @@ func (q *LogQueue) PushBatch(ctx context.Context, recs []LogRecord, onDrop func(
 // record with Event set may use the events' reserve (EventReserve), which
 // lines never fill.
 func (q *LogQueue) Offer(r LogRecord) bool {
-	n, _, _ := q.tryAppendBatch(unsafe.Slice(&r, 1), false)
+	n, _, _, _ := q.tryAppendBatch(unsafe.Slice(&r, 1), false, nil)
 	return n == 1
 }
 
-// admit reports whether a record of size bytes may be queued now; sh is
-// its container's share, nil for an event. q.mu is held.
-func (q *LogQueue) admit(sh *share, size int64) bool {
+// admit reports whether a record of size bytes may be queued now into f
+// (q.events for an event). q.mu is held.
+func (q *LogQueue) admit(f *flow, size int64) bool {
 	if q.bytes == 0 {
 		return true // a record larger than the whole bound cannot wedge a reader
 	}
-	if sh == nil {
+	if f == &q.events {
 		return q.bytes+size <= q.limit
 	}
 	if q.bytes+size > q.lineLimit {
 		return false
 	}
-	held := sh.bytes + size
+	held := f.bytes + size
 	return held <= shareFloor || held <= shareFactor*(q.lineLimit-q.bytes)
 }
 
 // tryAppendBatch queues the longest prefix of recs that may go in now and
-// reports its length. When it stops short and wait is set, room is the
-// channel closed when records next leave.
-func (q *LogQueue) tryAppendBatch(recs []LogRecord, wait bool) (n int, room <-chan struct{}, err error) {
+// reports its length. Given drops (an empty slice with room), it goes on
+// past records that may not go in, while drops has room for their
+// indices, and reports them; n then counts them too. When it stops short
+// and wait is set, room is the channel closed when records next leave.
+func (q *LogQueue) tryAppendBatch(recs []LogRecord, wait bool, drops []int) (n int, dropped []int, room <-chan struct{}, err error) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return 0, nil, context.Canceled
+		return 0, drops, nil, context.Canceled
 	}
-	// A tailer's batch is one container's lines: look its share up once
+	// A tailer's batch is one container's lines: look its flow up once
 	// (the ID strings are then the same, and compare by pointer).
-	var sh *share
-	id := ""
-	for n < len(recs) {
+	var lines *flow
+	for ; n < len(recs); n++ {
 		r := &recs[n]
-		var s *share
+		f := &q.events
 		if r.Event == nil {
-			if sh == nil || r.ContainerID != id {
-				id, sh = r.ContainerID, q.shareOf(r.ContainerID)
+			if lines == nil || r.ContainerID != lines.id {
+				if lines != nil && lines.count == 0 {
+					q.forget(lines) // all of its lines were dropped
+				}
+				lines = q.flowOf(r.ContainerID)
 			}
-			s = sh
+			f = lines
 		}
 		size := RecordSize(r)
-		if !q.admit(s, size) {
-			break
+		if !q.admit(f, size) {
+			if len(drops) == cap(drops) {
+				break
+			}
+			drops = append(drops, n)
+			continue
 		}
-		q.append(r, s)
-		q.bytes += size
-		if s != nil {
-			s.bytes += size
-		}
-		n++
+		q.append(f, r, size)
 	}
-	if sh != nil && sh.bytes == 0 {
-		q.dropShare(id, sh) // looked up for a line that did not go in
+	if lines != nil && lines.count == 0 {
+		q.forget(lines) // looked up for lines that did not go in
 	}
 	if n < len(recs) && wait {
 		room, q.waiting = q.room, true
 	}
-	wake := n > 0 && (q.count >= q.wakeRecords || q.bytes >= q.wakeBytes)
+	queued := n - len(drops)
+	wake := queued > 0 && (q.count >= q.wakeRecords || q.bytes >= q.wakeBytes)
 	q.mu.Unlock()
-	q.counters.In.Add(uint64(n))
+	q.counters.In.Add(uint64(queued))
 	if wake {
 		signal(q.notEmpty)
 	}
-	return n, room, nil
+	return n, drops, room, nil
 }
 
-// shareOf returns a container's share, creating it; q.mu is held.
-func (q *LogQueue) shareOf(id string) *share {
-	if sh, ok := q.shares[id]; ok {
-		return sh
+// flowOf returns a container's flow, creating it; q.mu is held.
+func (q *LogQueue) flowOf(id string) *flow {
+	if f, ok := q.flows[id]; ok {
+		return f
 	}
-	var sh *share
-	if n := len(q.freeShares); n > 0 {
-		sh, q.freeShares = q.freeShares[n-1], q.freeShares[:n-1]
+	var f *flow
+	if n := len(q.freeFlows); n > 0 {
+		f, q.freeFlows = q.freeFlows[n-1], q.freeFlows[:n-1]
 	} else {
-		sh = new(share)
+		f = new(flow)
 	}
-	q.shares[id] = sh
-	return sh
+	f.id = id
+	q.flows[id] = f
+	return f
 }
 
-// dropShare forgets a share whose last line left; q.mu is held.
-func (q *LogQueue) dropShare(id string, sh *share) {
-	delete(q.shares, id)
-	if len(q.freeShares) < maxFreeShares {
-		q.freeShares = append(q.freeShares, sh)
+// forget drops a container's flow whose last line left (it is out of the
+// round); q.mu is held.
+func (q *LogQueue) forget(f *flow) {
+	delete(q.flows, f.id)
+	*f = flow{}
+	if len(q.freeFlows) < maxFreeFlows {
+		q.freeFlows = append(q.freeFlows, f)
 	}
 }
 
-// maxFreeShares bounds the emptied shares kept for reuse.
-const maxFreeShares = 256
+// maxFreeFlows bounds the emptied flows kept for reuse (~200 KB), as many
+// as the first blocks kept: 2,048 containers logging now and then allocate
+// nothing.
+const maxFreeFlows = 2048
 
 // Bytes is what the queue holds now.
 func (q *LogQueue) Bytes() int64 {
@@ -297,27 +414,36 @@ func (q *LogQueue) Len() int {
 	return q.count
 }
 
-// append adds a record at the tail; q.mu is held.
-func (q *LogQueue) append(r *LogRecord, sh *share) {
-	if q.last == nil || q.last.tail == blockRecords {
-		b := q.free
-		if b != nil {
-			q.free, b.next = b.next, nil
-			q.nfree--
-		} else {
-			b = new(block)
+// append adds a record of size bytes at f's tail, and f to the round if it
+// was empty; q.mu is held.
+func (q *LogQueue) append(f *flow, r *LogRecord, size int64) {
+	if f.last == nil || f.last.tail == len(f.last.records) {
+		n := minBlockRecords
+		if f.last != nil {
+			n = min(2*len(f.last.records), maxBlockRecords)
 		}
-		if q.last == nil {
-			q.first = b
+		b := q.newBlock(n)
+		if f.last == nil {
+			f.first = b
 		} else {
-			q.last.next = b
+			f.last.next = b
 		}
-		q.last = b
+		f.last = b
 	}
-	q.last.records[q.last.tail] = *r
-	q.last.shares[q.last.tail] = sh
-	q.last.tail++
+	f.last.records[f.last.tail] = *r
+	f.last.tail++
+	if f.count == 0 && f != &q.events {
+		if q.roundTail == nil {
+			q.round = f
+		} else {
+			q.roundTail.next = f
+		}
+		q.roundTail = f
+	}
+	f.count++
+	f.bytes += size
 	q.count++
+	q.bytes += size
 }
 
 // Close wakes every waiter; Push fails from then on, PopBatch drains what is
@@ -334,10 +460,12 @@ func (q *LogQueue) Close() {
 }
 
 // PopBatch waits for at least one record, then up to linger for the batch to
-// reach maxRecords records or maxBytes bytes, and returns the records in
-// FIFO order, appended to dst[:0] (whose array is reused: the caller clears
-// it once done, so that it does not keep bodies alive). It returns an empty
-// batch when ctx is done or the queue is closed and empty.
+// reach maxRecords records or maxBytes bytes, and returns the records
+// appended to dst[:0] (whose array is reused: the caller clears it once
+// done, so that it does not keep bodies alive). Each container's lines, and
+// the events, come in the order they were queued; the containers take
+// turns (see take). It returns an empty batch when ctx is done or the queue
+// is closed and empty.
 func (q *LogQueue) PopBatch(ctx context.Context, dst []LogRecord, maxRecords int, maxBytes int64, linger time.Duration) []LogRecord {
 	dst = dst[:0]
 	for q.Len() == 0 {
@@ -385,50 +513,94 @@ func (q *LogQueue) full(maxRecords int, maxBytes int64) bool {
 	return q.count >= maxRecords || q.bytes >= maxBytes || q.closed
 }
 
-func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRecord {
-	q.mu.Lock()
-	size := int64(0)
-	for q.first != nil && len(out) < maxRecords {
-		b := q.first
-		if b.head == b.tail {
-			if b.tail < blockRecords {
-				break // the tail block, empty for now
-			}
-			q.first = b.next
-			if q.first == nil {
-				q.last = nil
-			}
-			// Every record was zeroed as it was taken: no body is
-			// kept alive, and the block needs no clearing.
-			b.head, b.tail, b.next = 0, 0, nil
-			if q.nfree < maxFreeBlocks {
-				b.next, q.free = q.free, b
-				q.nfree++
-			}
-			continue
-		}
-		s := RecordSize(&b.records[b.head])
-		if len(out) > 0 && size+s > maxBytes {
+// batch is a batch being taken from the queue.
+type batch struct {
+	out        []LogRecord
+	size       int64
+	maxRecords int
+	maxBytes   int64
+}
+
+// full reports whether a record of s bytes does not fit in the batch (a
+// batch always takes its first record).
+func (b *batch) full(s int64) bool {
+	return len(b.out) >= b.maxRecords || len(b.out) > 0 && b.size+s > b.maxBytes
+}
+
+// takeFrom moves f's records into b, oldest first, while budget (bytes)
+// lasts and b has room, and returns what is left of budget; the last
+// record taken may overdraw it. q.mu is held.
+func (q *LogQueue) takeFrom(f *flow, b *batch, budget int64) int64 {
+	for f.count > 0 && budget > 0 {
+		blk := f.first
+		r := &blk.records[blk.head]
+		s := RecordSize(r)
+		if b.full(s) {
 			break
 		}
-		if cap(out) == 0 {
-			out = make([]LogRecord, 0, min(maxRecords, q.count))
+		if cap(b.out) == 0 {
+			b.out = make([]LogRecord, 0, min(b.maxRecords, q.count))
 		}
-		out = append(out, b.records[b.head])
-		if sh := b.shares[b.head]; sh != nil {
-			if sh.bytes -= s; sh.bytes == 0 {
-				q.dropShare(b.records[b.head].ContainerID, sh)
+		b.out = append(b.out, *r)
+		*r = LogRecord{} // no body kept alive, and the block needs no clearing
+		blk.head++
+		f.count--
+		f.bytes -= s
+		b.size += s
+		budget -= s
+		if blk.head == blk.tail { // drained: the last block only if f is empty
+			f.first = blk.next
+			if f.first == nil {
+				f.last = nil
 			}
-			b.shares[b.head] = nil
+			q.freeBlock(blk)
 		}
-		b.records[b.head] = LogRecord{}
-		b.head++
-		size += s
 	}
-	q.count -= len(out)
-	q.bytes -= size
+	return budget
+}
+
+// take fills a batch: events first, up to their reserved part of it, then
+// containers' lines by deficit round robin, then events again if room is
+// left.
+func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRecord {
+	q.mu.Lock()
+	b := batch{out: out, maxRecords: maxRecords, maxBytes: maxBytes}
+	q.takeFrom(&q.events, &b, max(maxBytes/eventReserveDiv, 1))
+	for q.round != nil {
+		f := q.round
+		if f.deficit <= 0 {
+			f.deficit += quantum // its turn begins
+		}
+		if f.deficit > 0 {
+			f.deficit = q.takeFrom(f, &b, f.deficit)
+		}
+		if f.count > 0 && f.deficit > 0 {
+			break // the batch is full; f's turn goes on in the next one
+		}
+		// f's turn is over: it leaves the round if empty, else goes last.
+		if q.round = f.next; q.round == nil {
+			q.roundTail = nil
+		}
+		f.next = nil
+		if f.count == 0 {
+			q.forget(f)
+			continue
+		}
+		if q.roundTail == nil {
+			q.round = f
+		} else {
+			q.roundTail.next = f
+		}
+		q.roundTail = f
+		if b.full(0) {
+			break
+		}
+	}
+	q.takeFrom(&q.events, &b, maxBytes)
+	q.count -= len(b.out)
+	q.bytes -= b.size
 	remaining := q.count
-	if q.waiting && len(out) > 0 {
+	if q.waiting && len(b.out) > 0 {
 		close(q.room)
 		q.room, q.waiting = make(chan struct{}), false
 	}
@@ -436,5 +608,5 @@ func (q *LogQueue) take(out []LogRecord, maxRecords int, maxBytes int64) []LogRe
 	if remaining > 0 {
 		signal(q.notEmpty)
 	}
-	return out
+	return b.out
 }

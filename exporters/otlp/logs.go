@@ -22,8 +22,9 @@ import (
 // the Docker stream to the wire, is 1.5 µs. Encoding requests directly also
 // puts many containers' records in one request, grouped by Resource.
 
-// Acker is told which records the backend accepted, in the order they were
-// queued, so that log checkpoints advance only past delivered records.
+// Acker is told which records the backend accepted, each container's in
+// the order they were queued, so that log checkpoints advance only past
+// delivered records.
 type Acker interface {
 	Ack(records []pipeline.LogRecord) error
 }
@@ -148,7 +149,7 @@ func (e *LogExporter) export(ctx context.Context, batch []pipeline.LogRecord) bo
 // ends: records are never dropped because the backend is down, which is
 // what makes the queue fill and the readers stop. A batch that encodes to
 // more than maxRequest bytes, Resources included, goes out as several
-// requests, each acknowledged, in queue order, when it is delivered. It
+// requests, each acknowledged, in batch order, when it is delivered. It
 // returns how many leading records of batch were acknowledged.
 func (e *LogExporter) send(ctx context.Context, batch []pipeline.LogRecord) int {
 	sent := 0
