@@ -51,6 +51,10 @@ const maxKeptSaveBuffer = 64 << 10
 type stateFile struct {
 	Version int       `json:"version"`
 	SavedAt time.Time `json:"saved_at"`
+	// WatchingSince is when the first agent with this state started:
+	// a stopped container without a position that ran after it ran while
+	// an agent watched or should have. Zero in files of older agents.
+	WatchingSince time.Time `json:"watching_since,omitzero"`
 	// Generation names this snapshot; the journal that continues it
 	// carries the same. Zero in files of agents without a journal.
 	Generation uint64                   `json:"generation,omitempty,string"`
@@ -88,6 +92,8 @@ type Checkpointer struct {
 	// after forgetHorizon so that a host churning containers does not grow it.
 	forgot  map[string]time.Time
 	savedAt time.Time
+	// watchingSince: stateFile.WatchingSince, now for a new state.
+	watchingSince time.Time
 	// changed holds the containers whose position changed since the last
 	// save; spare is the set being saved, reused so saves allocate none.
 	changed, spare map[string]struct{}
@@ -141,6 +147,7 @@ func OpenCheckpointer(dir string) (*Checkpointer, error) {
 	}
 	data, err := os.ReadFile(c.path)
 	if errors.Is(err, os.ErrNotExist) {
+		c.watchingSince = time.Now().UTC()
 		return c, nil
 	}
 	if err != nil {
@@ -177,6 +184,11 @@ func OpenCheckpointer(dir string) (*Checkpointer, error) {
 		c.loaded = f.Containers
 	}
 	c.savedAt = f.SavedAt
+	c.watchingSince = f.WatchingSince
+	if c.watchingSince.IsZero() {
+		// An older agent's state: it was watching when it saved.
+		c.watchingSince = f.SavedAt
+	}
 	c.snapshotBytes = int64(len(data))
 	if f.Generation != 0 {
 		if err := c.replayJournal(f.Generation); err != nil {
@@ -290,6 +302,17 @@ func (c *Checkpointer) SavedAt() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.savedAt
+}
+
+// WatchingSince is when the first agent with this state started (now, for
+// a new state; the last save, for a state of an agent that did not record
+// it). Unlike SavedAt, it does not move when another container's position is
+// saved: a container that stopped before its reader began, and after that
+// save, has no position and must still be read.
+func (c *Checkpointer) WatchingSince() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watchingSince
 }
 
 // Lost reports whether OpenCheckpointer found the state unreadable and
@@ -545,7 +568,7 @@ func (c *Checkpointer) count(n int64) {
 // compactLocked writes every position as a new snapshot, then starts its
 // journal. c.mu is held on entry and released.
 func (c *Checkpointer) compactLocked() error {
-	f := stateFile{Version: stateVersion, SavedAt: time.Now().UTC(), Generation: rand.Uint64() | 1}
+	f := stateFile{Version: stateVersion, SavedAt: time.Now().UTC(), WatchingSince: c.watchingSince, Generation: rand.Uint64() | 1}
 	f.Containers = make(map[string]LogCheckpoint, len(c.loaded)+len(c.cursors))
 	for id, cp := range c.loaded {
 		f.Containers[id] = cp

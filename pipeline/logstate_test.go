@@ -345,3 +345,49 @@ func TestCheckpointerReportsSaveFailuresOncePerInterval(t *testing.T) {
 	}
 	sameState(t, c, dir)
 }
+
+// WatchingSince is set when a state is new, kept across saves and
+// restarts (a save of another container does not move it), and taken from
+// the last save for a state of an agent that did not record it.
+func TestCheckpointerWatchingSinceIsKeptAcrossSavesAndRestarts(t *testing.T) {
+	dir := t.TempDir()
+	before := time.Now().UTC()
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.WatchingSince()
+	if first.Before(before) || first.After(time.Now()) {
+		t.Fatalf("new state watching since %v, want about now (%v)", first, before)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := c.Begin("a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Begin("b", 0); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.WatchingSince(); !got.Equal(first) {
+		t.Errorf("after saves and a restart, watching since %v, want %v", got, first)
+	}
+	if !c2.SavedAt().After(first) {
+		t.Errorf("saved at %v, want after %v", c2.SavedAt(), first)
+	}
+
+	old := t.TempDir()
+	saved := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	if err := os.WriteFile(filepath.Join(old, stateFileName), []byte(`{"version":2,"saved_at":"2026-11-01T12:00:00Z","containers":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c3, err := OpenCheckpointer(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c3.WatchingSince(); !got.Equal(saved) {
+		t.Errorf("older state: watching since %v, want its last save %v", got, saved)
+	}
+}

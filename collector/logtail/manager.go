@@ -239,12 +239,12 @@ func (m *Manager) Observe(c Container, newRun bool) {
 	_, hasCheckpoint := cps.Get(id)
 	if !c.Running && !c.Restarting && !hasCheckpoint && ct.read == nil {
 		// A stopped container nobody read: read it only if it ran while
-		// an agent was (or should have been) watching — since the last
-		// checkpoint save, or since this run started. Otherwise every old
+		// an agent was (or should have been) watching — since the first
+		// agent with this state started, or since this run started. Otherwise every old
 		// container on the host would be shipped at first start. One an
 		// agent began reading has a checkpoint (Begin), acknowledged or
 		// not, so it is read again whatever the saves since.
-		since := cps.SavedAt()
+		since := cps.WatchingSince()
 		if lostAt, lost := cps.Lost(); lost {
 			since = lostAt.Add(-lostSlack)
 		}

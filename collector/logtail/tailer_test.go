@@ -521,3 +521,30 @@ func TestStoppedContainerIsJudgedByTheDaemonClock(t *testing.T) {
 		})
 	}
 }
+
+// A job that ran and exited while an agent watched, but before its tailer
+// began (so it has no position), is read on the next start even though
+// another container's position was saved after it exited.
+func TestJobExitedBeforeItsTailerBeganIsReadAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	tt := startTail(t, newFakeDocker("running"), dir)
+	if err := tt.cps.Save(); err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeDocker("exited")
+	f.startedAt = time.Now()
+	f.lines = []fakeLine{{t: f.startedAt.Add(time.Millisecond), body: "job\n"}}
+	finished := f.startedAt.Add(10 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	if err := tt.cps.Begin("another", 0); err != nil { // saved at once
+		t.Fatal(err)
+	}
+	tt.stop() // SIGKILL: the job was never observed
+
+	tt2 := startTail(t, f, dir)
+	tt2.m.Observe(Container{Meta: pipeline.ContainerMeta{ID: "c1", Name: "c1"}, LogDriver: "json-file",
+		StartedAt: f.startedAt, FinishedAt: finished}, false)
+	if got := tt2.waitLines(t, 1, 5*time.Second); len(got) != 1 || got[0] != "job" {
+		t.Fatalf("the next agent run read %q, want the job's line", got)
+	}
+}
