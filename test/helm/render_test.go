@@ -11,16 +11,25 @@ package helm
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -880,8 +889,9 @@ func TestAgentAcceptsRenderedConfig(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cm := one(t, "ConfigMap", render(t, args...).configMaps)
-			f := filepath.Join(t.TempDir(), configKey)
-			if err := os.WriteFile(f, []byte(cm.Data[configKey]), 0o600); err != nil {
+			dir := t.TempDir()
+			f := filepath.Join(dir, configKey)
+			if err := os.WriteFile(f, []byte(mountFilesUnder(t, dir, cm.Data[configKey])), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(agent, "--config.file="+f, "--config.check")
@@ -892,6 +902,53 @@ func TestAgentAcceptsRenderedConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fileKey is a configuration key naming a file the agent reads (TLS
+// material, the web configuration).
+var fileKey = regexp.MustCompile(`(?m)^(\s*\w+_file:\s*)(/\S+)\s*$`)
+
+// mountFilesUnder stands in for the pod's mounts: --config.check reads
+// every file the configuration names and builds the TLS setup from it, as a
+// start would, so each absolute path is rewritten to a file of that name
+// under root holding a throwaway self-signed certificate (or its key).
+func mountFilesUnder(t *testing.T, root, config string) string {
+	t.Helper()
+	certPEM, keyPEM := selfSigned(t)
+	return fileKey.ReplaceAllStringFunc(config, func(line string) string {
+		m := fileKey.FindStringSubmatch(line)
+		path := filepath.Join(root, "mounts", m[2])
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		content := certPEM
+		if strings.Contains(m[1], "key_file") {
+			content = keyPEM
+		}
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return m[1] + path
+	})
+}
+
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dockscope-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
 
 // NOTES.txt is rendered only by install and upgrade, never by `helm
