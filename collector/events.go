@@ -167,10 +167,14 @@ func (c *Collector) handleEvents(ctx context.Context, batch []events.Message, sa
 		switch {
 		case action == "destroy":
 			destroyed = true
-		case action == "health_status":
+		case action == "health_status" && detail != "":
 			// Refreshed on every event, never only at start (an Alloy
 			// bug); an inspect below overrides it with what is newer.
 			c.store.SetHealth(id, detail)
+		case action == "health_status":
+			// Podman's action is a bare "health_status", the status in a
+			// field of its own that lagged a run behind (4.3): inspect.
+			inspectFor = action
 		case reinspectActions[action]:
 			inspectFor = action
 			// A new run of the container, even if it died since: its log
@@ -196,6 +200,11 @@ func (c *Collector) handleEvents(ctx context.Context, batch []events.Message, sa
 		action, detail := splitAction(m.Action)
 		if countedActions[action] {
 			c.store.RecordEvent(id, action, time.Unix(0, m.TimeNano))
+		}
+		if action == "health_status" && detail == "" {
+			if snap, ok := c.store.Get(id); ok {
+				detail = snap.State.Health // Podman's, as inspected above
+			}
 		}
 		// Shipped before forget below: the last chance to know whose
 		// event it is.

@@ -198,7 +198,7 @@ func TestPrometheusScrapesTheAgent(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		if len(res) != 1 || res[0].Value <= 0 || res[0].Labels["image"] != harness.WorkloadImageName {
+		if len(res) != 1 || res[0].Value <= 0 || res[0].Labels["image"] != harness.ImageRef(harness.WorkloadImageName) {
 			return false, fmt.Sprintf("%s returned %v", query, res)
 		}
 		return true, ""
@@ -237,8 +237,8 @@ func TestOTLPMetricsReachTheCollector(t *testing.T) {
 						continue
 					}
 					var seen []string
-					if rm.Resource.Str("container.id") != id || rm.Resource.Str("container.image.name") != "dockscope-workload" ||
-						rm.Resource.Str("container.runtime.name") != "docker" || !rm.Resource.Has("host.name") {
+					if rm.Resource.Str("container.id") != id || rm.Resource.Str("container.image.name") != harness.ImageRef("dockscope-workload") ||
+						rm.Resource.Str("container.runtime.name") != harness.Runtime() || !rm.Resource.Has("host.name") {
 						return false, fmt.Sprintf("resource attributes wrong: %v", rm.Resource)
 					}
 					for _, want := range []string{"container.cpu.time", "container.memory.usage", "container.memory.working_set", "container.memory.available", "container.network.io", "container.state"} {
