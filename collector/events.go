@@ -135,8 +135,13 @@ func (c *eventCursor) String() string {
 // splitAction separates "health_status: healthy" or "exec_start: sh -c …"
 // into the action and its detail, so that counts are kept per action and a
 // command line never becomes a label value.
+// Podman's Docker API names a removal "remove" where Docker's says
+// "destroy": it is read as Docker's, so a removed container goes at once.
 func splitAction(a events.Action) (action, detail string) {
 	act, detail, _ := strings.Cut(string(a), ":")
+	if act == "remove" {
+		act = "destroy"
+	}
 	return act, strings.TrimSpace(detail)
 }
 

@@ -210,6 +210,24 @@ func TestPodmanHealthEventInspects(t *testing.T) {
 	}
 }
 
+// Podman's removal event is "remove", Docker's "destroy": either forgets
+// the container at once, without an inspect, and counts as destroy.
+func TestPodmanRemoveEventForgets(t *testing.T) {
+	c, inspects := fakeInspectEngine(t, map[string]string{"p1": "web"}, nil)
+	sampler := newStatsSampler(c)
+	c.handleEvents(t.Context(), []events.Message{{Action: "start", Actor: events.Actor{ID: "p1"}}}, sampler)
+	c.handleEvents(t.Context(), []events.Message{{Action: "remove", Actor: events.Actor{ID: "p1"}}}, sampler)
+	if _, ok := c.store.Get("p1"); ok {
+		t.Error("a container podman removed is still in the store")
+	}
+	if n := inspects.Load(); n != 1 {
+		t.Errorf("%d inspects, want 1 (the start's only)", n)
+	}
+	if a, _ := splitAction("remove"); a != "destroy" {
+		t.Errorf("splitAction(remove) = %q, want destroy", a)
+	}
+}
+
 // A resync forgets the containers gone from its list, but not one that an
 // event worker added while the list was being read: it is newer than the
 // list, not gone.

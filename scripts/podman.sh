@@ -8,7 +8,7 @@
 #   scripts/podman.sh status   exit 0 and print its version if it answers
 #   scripts/podman.sh host     print its DOCKER_HOST (unix:///run/dockscope-podman/podman.sock)
 #   scripts/podman.sh env      print the integration harness's settings for it, for eval:
-#                              DOCKSCOPE_TEST_DOCKER_HOST, _PIDFILE and _CLI
+#                              DOCKSCOPE_TEST_DOCKER_HOST, _PIDFILE, _CLI (docker) and _PODMAN_CLI
 #   scripts/podman.sh purge    stop it and remove its storage, run dir and bridge
 #
 # Idempotent: start does nothing when the service already answers. Needs root.
@@ -254,8 +254,10 @@ stop) stop ;;
 status) status ;;
 host) echo "$HOST" ;;
 env)
-	printf 'export DOCKSCOPE_TEST_DOCKER_HOST=%q DOCKSCOPE_TEST_DOCKER_PIDFILE=%q DOCKSCOPE_TEST_DOCKER_CLI=%q\n' \
-		"$HOST" "$PIDFILE" "${DOCKSCOPE_PODMAN_CLI:-docker}"
+	# The docker CLI speaks to Podman's socket for what the tests do; the podman CLI
+	# runs the health checks that Podman leaves to systemd timers (none here).
+	printf 'export DOCKSCOPE_TEST_DOCKER_HOST=%q DOCKSCOPE_TEST_DOCKER_PIDFILE=%q DOCKSCOPE_TEST_DOCKER_CLI=%q DOCKSCOPE_TEST_PODMAN_CLI=%q\n' \
+		"$HOST" "$PIDFILE" "${PODMAN_DOCKER_CLI:-docker}" "$CLI"
 	;;
 purge) purge ;;
 *) echo "usage: $0 start|stop|status|host|env|purge" >&2; exit 2 ;;

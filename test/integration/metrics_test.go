@@ -125,7 +125,7 @@ func TestNewContainerAppearsAndRemovedVanishes(t *testing.T) {
 	})
 	t.Logf("new container visible %v after docker run returned", time.Since(started).Round(time.Millisecond))
 
-	if _, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "id": "/docker/" + id}); !ok {
+	if _, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "id": harness.CgroupID(id)}); !ok {
 		t.Errorf("container_info with id=/docker/%s missing", id)
 	}
 

@@ -134,6 +134,16 @@ func SkipOnPodman(t testing.TB, why string) {
 	}
 }
 
+// CgroupID is the `id` label (cAdvisor's: the container's cgroup path) of a
+// container on this machine's cgroupfs driver: /docker/<id> with Docker,
+// /libpod_parent/libpod-<id> with Podman.
+func CgroupID(id string) string {
+	if IsPodman() {
+		return "/libpod_parent/libpod-" + id
+	}
+	return "/docker/" + id
+}
+
 // ImageRef is the image reference the Engine reports for a container run
 // from the local image name: the name itself on Docker; on Podman the name
 // it resolved the short name to (an image built through its Docker API is
@@ -190,7 +200,60 @@ func RunContainer(t testing.TB, args ...string) string {
 			t.Logf("harness: removing container %.12s: %v", id, err)
 		}
 	})
+	runPodmanHealthchecks(t, id)
 	return id
+}
+
+// PodmanCLIEnv names the podman CLI (with the service's configuration, as
+// scripts/podman.sh env sets it) that runs health checks where Podman
+// cannot: it schedules them as systemd timers, and without systemd (this
+// machine, most CI containers) none ever runs.
+const PodmanCLIEnv = "DOCKSCOPE_TEST_PODMAN_CLI"
+
+// podmanHealthInterval is how often runPodmanHealthchecks runs a check: the
+// interval of WorkloadHealthImage's HEALTHCHECK.
+const podmanHealthInterval = time.Second
+
+// runPodmanHealthchecks does, on Podman without systemd, what the systemd
+// timer would: `podman healthcheck run <id>` every podmanHealthInterval, for
+// a container that has a health check, until the test ends.
+func runPodmanHealthchecks(t testing.TB, id string) {
+	cli := os.Getenv(PodmanCLIEnv)
+	if cli == "" || !IsPodman() {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(podmanHealthInterval)
+		defer tick.Stop()
+		for {
+			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+			out, err := exec.CommandContext(cctx, cli, "healthcheck", "run", id).CombinedOutput()
+			ccancel()
+			// "unhealthy" exits 1; a container without a check, or gone, ends it.
+			if err != nil && !strings.Contains(string(out), "unhealthy") {
+				if ctx.Err() == nil && !strings.Contains(string(out), "no defined healthcheck") &&
+					!strings.Contains(string(out), "not running") && !strings.Contains(string(out), "no such container") {
+					t.Logf("harness: podman healthcheck run %.12s: %v: %s", id, err, bytes.TrimSpace(out))
+				}
+				if strings.Contains(string(out), "no defined healthcheck") || strings.Contains(string(out), "no such container") {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	// Registered after the removal, so it runs before it.
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 var (
