@@ -287,8 +287,15 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 
 	long := uniq(t, "long")
 	harness.RunContainer(t, append(scopeArgs(scope, long), harness.WorkloadImage(t), "log", "-lines", "3", "-line-bytes", "102400", "-then", "exit")...)
-	tty := uniq(t, "tty")
-	harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", "20000", "-then", "exit")...)
+	tty, ttyBytes := uniq(t, "tty"), 20000
+	if harness.IsPodman() {
+		// Podman stores a TTY's output in pieces as the terminal hands
+		// them over (a few KiB each), not Docker's 16 KiB, and its API puts
+		// a timestamp before each piece of the raw stream: a long TTY
+		// line cannot be told from several there. Lines within one piece.
+		ttyBytes = 2000
+	}
+	harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", strconv.Itoa(ttyBytes), "-then", "exit")...)
 	short := uniq(t, "short")
 	started := time.Now()
 	harness.RunContainer(t, append(scopeArgs(scope, short), harness.WorkloadImage(t), "log", "-lines", "1000", "-stderr-every", "2", "-then", "exit")...)
@@ -306,7 +313,7 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 
 	ttyGot := waitShipped(t, col, tty, 50, 30*time.Second)
 	for _, l := range ttyGot {
-		if len(l.body) != 20000 || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
+		if len(l.body) != ttyBytes || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
 			t.Fatalf("TTY line: %d bytes, stream %s, CR/LF %v", len(l.body), l.stream, strings.ContainsAny(l.body, "\r\n"))
 		}
 	}
@@ -457,11 +464,19 @@ func TestLogsOptOutUnreadableDriverAndBinary(t *testing.T) {
 	// then they must reach the backend unchanged (as an OTLP bytes body).
 	jsonFile, local := uniq(t, "binjson"), uniq(t, "binlocal")
 	harness.RunContainer(t, append(scopeArgs(scope, jsonFile), harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
-	harness.RunContainer(t, append(scopeArgs(scope, local), "--log-driver", "local", harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
-	for _, tc := range []struct{ name, tail string }{
+	cases := []struct{ name, tail string }{
 		{jsonFile, "\uFFFD\uFFFD\x00\x1b"},
 		{local, "\xff\xfe\x00\x1b"},
-	} {
+	}
+	if harness.IsPodman() {
+		// Podman has no local driver; its default, k8s-file, keeps the
+		// bytes as they are.
+		cases = cases[:1]
+		cases[0].tail = "\xff\xfe\x00\x1b"
+	} else {
+		harness.RunContainer(t, append(scopeArgs(scope, local), "--log-driver", "local", harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
+	}
+	for _, tc := range cases {
 		got := waitShipped(t, col, tc.name, 20, 30*time.Second)
 		for i, l := range got {
 			want := fmt.Sprintf("line %d", i+1)

@@ -126,7 +126,7 @@ func TestNewContainerAppearsAndRemovedVanishes(t *testing.T) {
 	t.Logf("new container visible %v after docker run returned", time.Since(started).Round(time.Millisecond))
 
 	if _, ok := a.scrape(t).Find("container_info", map[string]string{"name": name, "id": harness.CgroupID(id)}); !ok {
-		t.Errorf("container_info with id=/docker/%s missing", id)
+		t.Errorf("container_info with id=%s missing", harness.CgroupID(id))
 	}
 
 	harness.Docker(t, "rm", "-f", id)
@@ -425,6 +425,12 @@ func TestStatsSourcesAgree(t *testing.T) {
 		{"container_network_receive_bytes_total", map[string]string{"interface": "eth0"}, 1024},
 		{"container_network_transmit_packets_total", map[string]string{"interface": "eth0"}, 4},
 	} {
+		if harness.IsPodman() && (c.metric == "container_memory_rss" || strings.HasPrefix(c.metric, "container_network_")) {
+			// Podman's stats API (4.3) has no memory breakdown (usage and
+			// limit only) and one summed "network" entry without packet
+			// counts: only the cgroup source has these.
+			continue
+		}
 		want := map[string]string{"name": name}
 		for k, v := range c.labels {
 			want[k] = v
