@@ -7,13 +7,6 @@ import (
 	"github.com/moby/moby/api/types/container"
 )
 
-// Container runtimes behind the Engine API, as OpenTelemetry's
-// container.runtime.name spells them.
-const (
-	runtimeDocker = "docker"
-	runtimePodman = "podman"
-)
-
 // cgroupPath derives the container's cgroup path (cAdvisor's `id` label)
 // from the runtime's defaults: Docker's "/docker/<id>" with the cgroupfs
 // driver, "/system.slice/docker-<id>.scope" with systemd; Podman's
@@ -62,16 +55,4 @@ func systemdSlicePath(slice string) string {
 		b.WriteString("/" + prefix + ".slice")
 	}
 	return b.String()
-}
-
-// runtimeName tells Podman's Docker-compatible API from Docker's own by the
-// components /version lists: Podman names its "Podman Engine", Docker its
-// "Engine".
-func runtimeName(components []string) string {
-	for _, c := range components {
-		if strings.Contains(strings.ToLower(c), "podman") {
-			return runtimePodman
-		}
-	}
-	return runtimeDocker
 }

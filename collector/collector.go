@@ -323,7 +323,7 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 	defer cancel()
 	res, err := c.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
-		if cerrdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) || podmanGone(err) {
 			c.forget(id)
 			return pipeline.ContainerState{}, false, nil
 		}

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -225,6 +226,22 @@ func TestPodmanRemoveEventForgets(t *testing.T) {
 	}
 	if a, _ := splitAction("remove"); a != "destroy" {
 		t.Errorf("splitAction(remove) = %q, want destroy", a)
+	}
+}
+
+func TestPodmanGone(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		// As the client reports Podman 4.3's answer (a 500).
+		{errors.New("Error response from daemon: container 39edc49497e7b184 does not exist in database: no such container"), true},
+		{errors.New("Error response from daemon: the engine is shutting down"), false},
+		{nil, false},
+	} {
+		if got := podmanGone(tc.err); got != tc.want {
+			t.Errorf("podmanGone(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
 
