@@ -53,8 +53,9 @@ integration-engine28:
 
 ## integration-podman: the same Engine-talking tests against Podman's Docker-compatible API
 ## (`podman system service`, Debian's podman: 4.3 on bookworm) run by scripts/podman.sh with a
-## configuration of its own; the tests Podman cannot pass skip with the reason. Not in `test`
-## yet: log resume on Podman loses and repeats lines (see TestLogsSurviveStreamCuts there).
+## configuration of its own; the tests Podman cannot pass skip with the reason. About 3.5 minutes.
+## Not in `test` yet: on Podman a log resume at high line rates can lose and repeat lines
+## (TestLogsEveryLineOnce*, TestLogsSurviveStreamCuts fail there in some runs).
 integration-podman:
 	bash scripts/podman.sh start
 	status=0; eval "$$(bash scripts/podman.sh env)"; \
