@@ -174,6 +174,10 @@ start() {
 	rm -f "$SOCK"
 	log "starting $(podman --version) service on $HOST (storage $STORAGE_DRIVER in $DATA, log: $LOG)"
 	# --time=0: the service never exits for idleness. setsid + nohup: it outlives make.
+	# From /: conmon inherits the service's working directory and fails every container
+	# start ("Failed to get working directory", "write child: broken pipe") once it is gone,
+	# e.g. a worktree the script was started from.
+	cd /
 	CONTAINERS_CONF=$CONF CONTAINERS_STORAGE_CONF=$STORAGE_CONF setsid nohup \
 		podman --root "$DATA/storage" --runroot "$RUN/storage" --log-level info \
 		system service --time=0 "$HOST" >>"$LOG" 2>&1 </dev/null &
