@@ -10,7 +10,7 @@ PKGS      := ./...
 FUZZTIME  ?=
 fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
-.PHONY: all build image setup test unit integration integration-engine28 lint fuzz deploy-check fault-churn bench bench-logs soak clean
+.PHONY: all build image setup test unit integration integration-engine28 integration-podman lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
@@ -49,6 +49,19 @@ integration-engine28:
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
 	bash scripts/engine28.sh stop; \
 	if [ $$status != 0 ]; then echo "integration-engine28: FAILED on Engine 28.5 (scripts/engine28.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
+	exit $$status
+
+## integration-podman: the same Engine-talking tests against Podman's Docker-compatible API
+## (`podman system service`, Debian's podman: 4.3 on bookworm) run by scripts/podman.sh with a
+## configuration of its own; the tests Podman cannot pass skip with the reason. About 3.5 minutes.
+## Not in `test` yet: on Podman a log resume at high line rates can lose and repeat lines
+## (TestLogsEveryLineOnce*, TestLogsSurviveStreamCuts fail there in some runs).
+integration-podman:
+	bash scripts/podman.sh start
+	status=0; eval "$$(bash scripts/podman.sh env)"; \
+		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
+	bash scripts/podman.sh stop; \
+	if [ $$status != 0 ]; then echo "integration-podman: FAILED on Podman (scripts/podman.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
 ## lint: gofmt and go vet (with and without the integration tag)

@@ -7,25 +7,33 @@ import (
 	"github.com/moby/moby/api/types/container"
 )
 
-// cgroupPath derives the container's cgroup path (cAdvisor's `id` label:
-// "/docker/<id>" with the cgroupfs driver, "/system.slice/docker-<id>.scope"
-// with systemd) from Docker's defaults. It is the fallback for when
-// /proc/<pid>/cgroup cannot say (cgroupResolver): no process, a /proc or
-// cgroup filesystem the agent cannot see; it is wrong for a relative
-// --cgroup-parent, rootless Docker and Podman.
-func cgroupPath(driver string, in container.InspectResponse, id string) string {
+// cgroupPath derives the container's cgroup path (cAdvisor's `id` label)
+// from the runtime's defaults: Docker's "/docker/<id>" with the cgroupfs
+// driver, "/system.slice/docker-<id>.scope" with systemd; Podman's
+// "/libpod_parent/libpod-<id>" and "/machine.slice/libpod-<id>.scope". It is
+// the fallback for when /proc/<pid>/cgroup cannot say (cgroupResolver): no
+// process, a /proc or cgroup filesystem the agent cannot see; it is wrong
+// for a relative --cgroup-parent and rootless Docker or Podman.
+func cgroupPath(runtime, driver string, in container.InspectResponse, id string) string {
 	parent := ""
 	if in.HostConfig != nil {
 		parent = in.HostConfig.CgroupParent
 	}
+	prefix, defSlice, defParent := "docker-", "system.slice", "/docker"
+	if runtime == runtimePodman {
+		prefix, defSlice, defParent = "libpod-", "machine.slice", "/libpod_parent"
+	}
 	if driver == "systemd" {
 		if parent == "" {
-			parent = "system.slice"
+			parent = defSlice
 		}
-		return systemdSlicePath(parent) + "/docker-" + id + ".scope"
+		return systemdSlicePath(parent) + "/" + prefix + id + ".scope"
 	}
 	if parent == "" {
-		parent = "/docker"
+		parent = defParent
+	}
+	if runtime == runtimePodman {
+		return path.Join("/", parent, prefix+id)
 	}
 	return path.Join("/", parent, id)
 }

@@ -53,6 +53,7 @@ type Collector struct {
 	// goroutines of that session.
 	hostname     atomic.Pointer[string]
 	cgroupDriver atomic.Pointer[string]
+	runtime      atomic.Pointer[string] // runtimeDocker or runtimePodman
 
 	// events bookkeeping, owned by the session goroutine.
 	since eventCursor
@@ -120,6 +121,8 @@ func New(opts Options) (*Collector, error) {
 		host:   cli.DaemonHost(),
 	}
 	c.status.Store(&readiness{reason: "not connected to the docker daemon yet"})
+	rt := runtimeDocker // until connect reads /version
+	c.runtime.Store(&rt)
 	if st := opts.Config.Stats; strings.HasPrefix(c.host, "unix://") || st.Source == "cgroup" {
 		c.cgroups = newCgroupResolver(st.CgroupRoot, st.ProcRoot, c.log, st.Source == "api")
 	}
@@ -299,6 +302,12 @@ func (c *Collector) connect(ctx context.Context) error {
 	}
 	driver := info.Info.CgroupDriver
 	c.cgroupDriver.Store(&driver)
+	names := make([]string, 0, len(ver.Components))
+	for _, comp := range ver.Components {
+		names = append(names, comp.Name)
+	}
+	runtime := runtimeName(names)
+	c.runtime.Store(&runtime)
 	c.tel.SetDaemon(pipeline.DaemonInfo{
 		Version:    ver.Version,
 		APIVersion: c.docker.ClientVersion(),
@@ -319,7 +328,7 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 	defer cancel()
 	res, err := c.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
-		if cerrdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) || podmanGone(err) {
 			c.forget(id)
 			return pipeline.ContainerState{}, false, nil
 		}
@@ -338,7 +347,8 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 		}
 		return state, false, nil
 	}
-	meta.CgroupPath = cgroupPath(*c.cgroupDriver.Load(), res.Container, id)
+	meta.Runtime = *c.runtime.Load()
+	meta.CgroupPath = cgroupPath(meta.Runtime, *c.cgroupDriver.Load(), res.Container, id)
 	if c.cgroups != nil {
 		// Resolved once per run (a restart has a new pid), not per sample.
 		meta.CgroupPath = c.cgroups.idLabel(id, state.Pid, meta.CgroupPath)

@@ -222,15 +222,36 @@ func TestCgroupPath(t *testing.T) {
 		return container.InspectResponse{HostConfig: hc}
 	}
 	for _, tc := range []struct {
-		driver, parent, want string
+		runtime, driver, parent, want string
 	}{
-		{"cgroupfs", "", "/docker/abc"},
-		{"cgroupfs", "/custom/group", "/custom/group/abc"},
-		{"systemd", "", "/system.slice/docker-abc.scope"},
-		{"systemd", "app-web.slice", "/app.slice/app-web.slice/docker-abc.scope"},
+		{"docker", "cgroupfs", "", "/docker/abc"},
+		{"docker", "cgroupfs", "/custom/group", "/custom/group/abc"},
+		{"docker", "systemd", "", "/system.slice/docker-abc.scope"},
+		{"docker", "systemd", "app-web.slice", "/app.slice/app-web.slice/docker-abc.scope"},
+		// Podman 4.3 on this machine (cgroupfs, cgroup v1) and its systemd default.
+		{"podman", "cgroupfs", "", "/libpod_parent/libpod-abc"},
+		{"podman", "cgroupfs", "/custom/group", "/custom/group/libpod-abc"},
+		{"podman", "systemd", "", "/machine.slice/libpod-abc.scope"},
 	} {
-		if got := cgroupPath(tc.driver, withParent(tc.parent), id); got != tc.want {
-			t.Errorf("cgroupPath(%s, %q) = %q, want %q", tc.driver, tc.parent, got, tc.want)
+		if got := cgroupPath(tc.runtime, tc.driver, withParent(tc.parent), id); got != tc.want {
+			t.Errorf("cgroupPath(%s, %s, %q) = %q, want %q", tc.runtime, tc.driver, tc.parent, got, tc.want)
+		}
+	}
+}
+
+func TestRuntimeNameFromVersionComponents(t *testing.T) {
+	for _, tc := range []struct {
+		components []string
+		want       string
+	}{
+		// Engine 20.10 and 28.5's /version.
+		{[]string{"Engine", "containerd", "runc", "docker-init"}, "docker"},
+		// Podman 4.3's (bookworm) and 5.x's.
+		{[]string{"Podman Engine", "Conmon", "OCI Runtime (runc)"}, "podman"},
+		{nil, "docker"},
+	} {
+		if got := runtimeName(tc.components); got != tc.want {
+			t.Errorf("runtimeName(%q) = %q, want %q", tc.components, got, tc.want)
 		}
 	}
 }

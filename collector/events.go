@@ -183,8 +183,13 @@ func (c *eventCursor) String() string {
 // splitAction separates "health_status: healthy" or "exec_start: sh -c …"
 // into the action and its detail, so that counts are kept per action and a
 // command line never becomes a label value.
+// Podman's Docker API names a removal "remove" where Docker's says
+// "destroy": it is read as Docker's, so a removed container goes at once.
 func splitAction(a events.Action) (action, detail string) {
 	act, detail, _ := strings.Cut(string(a), ":")
+	if act == "remove" {
+		act = "destroy"
+	}
 	return act, strings.TrimSpace(detail)
 }
 
@@ -215,10 +220,14 @@ func (c *Collector) handleEvents(ctx context.Context, batch []events.Message, sa
 		switch {
 		case action == "destroy":
 			destroyed = true
-		case action == "health_status":
+		case action == "health_status" && detail != "":
 			// Refreshed on every event, never only at start (an Alloy
 			// bug); an inspect below overrides it with what is newer.
 			c.store.SetHealth(id, detail)
+		case action == "health_status":
+			// Podman's action is a bare "health_status", the status in a
+			// field of its own that lagged a run behind (4.3): inspect.
+			inspectFor = action
 		case reinspectActions[action]:
 			inspectFor = action
 			// A new run of the container, even if it died since: its log
@@ -244,6 +253,11 @@ func (c *Collector) handleEvents(ctx context.Context, batch []events.Message, sa
 		action, detail := splitAction(m.Action)
 		if countedActions[action] {
 			c.store.RecordEvent(id, action, time.Unix(0, m.TimeNano))
+		}
+		if action == "health_status" && detail == "" {
+			if snap, ok := c.store.Get(id); ok {
+				detail = snap.State.Health // Podman's, as inspected above
+			}
 		}
 		// Shipped before forget below: the last chance to know whose
 		// event it is.

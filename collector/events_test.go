@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -255,8 +256,12 @@ func fakeInspectEngine(t *testing.T, known map[string]string, onList func()) (*C
 			io.WriteString(w, `{"message":"No such container: `+id+`"}`)
 			return
 		}
+		health := ""
+		if strings.HasPrefix(name, "unhealthy-") { // a container whose health check fails
+			health = `,"Health":{"Status":"unhealthy","FailingStreak":1}`
+		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"Id":%q,"Name":"/%s","Config":{"Image":"web:1"},"State":{"Status":"running","Running":true,"StartedAt":"2026-12-03T10:00:00Z"},"HostConfig":{"LogConfig":{"Type":"json-file"}}}`, id, name)
+		fmt.Fprintf(w, `{"Id":%q,"Name":"/%s","Config":{"Image":"web:1"},"State":{"Status":"running","Running":true,"StartedAt":"2026-12-03T10:00:00Z"%s},"HostConfig":{"LogConfig":{"Type":"json-file"}}}`, id, name, health)
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -315,6 +320,60 @@ func TestHandleEventsInspectsOncePerBatch(t *testing.T) {
 	}
 	if out := c.tel.Stage(pipeline.StageEvents).Out.Load(); out != 7 {
 		t.Errorf("%d events counted as handled, want 7", out)
+	}
+}
+
+// Podman's health_status event has no status in its action (Docker's is
+// "health_status: unhealthy"): the container is inspected for it, rather
+// than its health being blanked.
+func TestPodmanHealthEventInspects(t *testing.T) {
+	c, inspects := fakeInspectEngine(t, map[string]string{"p1": "unhealthy-web"}, nil)
+	sampler := newStatsSampler(c)
+	c.handleEvents(t.Context(), []events.Message{{Action: "start", Actor: events.Actor{ID: "p1"}}}, sampler)
+	c.store.SetHealth("p1", "healthy")
+	// As podman 4.3 sends it (recorded): Action "health_status", the
+	// status only in a HealthStatus field the Docker API does not have.
+	c.handleEvents(t.Context(), []events.Message{{Action: "health_status", Actor: events.Actor{ID: "p1",
+		Attributes: map[string]string{"containerExitCode": "0", "name": "unhealthy-web", "podId": ""}}}}, sampler)
+	if n := inspects.Load(); n != 2 {
+		t.Errorf("%d inspects, want 2: a bare health_status must be inspected", n)
+	}
+	if snap, _ := c.store.Get("p1"); snap.State.Health != "unhealthy" {
+		t.Errorf("health after a bare health_status = %q, want unhealthy (from inspect)", snap.State.Health)
+	}
+}
+
+// Podman's removal event is "remove", Docker's "destroy": either forgets
+// the container at once, without an inspect, and counts as destroy.
+func TestPodmanRemoveEventForgets(t *testing.T) {
+	c, inspects := fakeInspectEngine(t, map[string]string{"p1": "web"}, nil)
+	sampler := newStatsSampler(c)
+	c.handleEvents(t.Context(), []events.Message{{Action: "start", Actor: events.Actor{ID: "p1"}}}, sampler)
+	c.handleEvents(t.Context(), []events.Message{{Action: "remove", Actor: events.Actor{ID: "p1"}}}, sampler)
+	if _, ok := c.store.Get("p1"); ok {
+		t.Error("a container podman removed is still in the store")
+	}
+	if n := inspects.Load(); n != 1 {
+		t.Errorf("%d inspects, want 1 (the start's only)", n)
+	}
+	if a, _ := splitAction("remove"); a != "destroy" {
+		t.Errorf("splitAction(remove) = %q, want destroy", a)
+	}
+}
+
+func TestPodmanGone(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		// As the client reports Podman 4.3's answer (a 500).
+		{errors.New("Error response from daemon: container 39edc49497e7b184 does not exist in database: no such container"), true},
+		{errors.New("Error response from daemon: the engine is shutting down"), false},
+		{nil, false},
+	} {
+		if got := podmanGone(tc.err); got != tc.want {
+			t.Errorf("podmanGone(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
 

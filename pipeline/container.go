@@ -17,6 +17,9 @@ type ContainerMeta struct {
 	ImageTag  string // "latest" when the reference names none
 	ImageID   string
 	Hostname  string // the Docker host's name, not the container's
+	// Runtime is what serves the Engine API: "docker", or "podman" for
+	// Podman's Docker-compatible API (OpenTelemetry's container.runtime.name).
+	Runtime string
 	// CgroupPath is cAdvisor's `id` label: "/docker/<id>" or
 	// "/system.slice/docker-<id>.scope".
 	CgroupPath string

@@ -191,3 +191,19 @@ func TestProtocolPrecedence(t *testing.T) {
 		t.Errorf("the config file must win over the environment: %q", p)
 	}
 }
+
+// Podman's Docker-compatible API is named as such, not as Docker.
+func TestResourceRuntimeName(t *testing.T) {
+	for _, tc := range []struct{ runtime, want string }{{"", "docker"}, {"docker", "docker"}, {"podman", "podman"}} {
+		m := pipeline.ContainerMeta{ID: "abc", Runtime: tc.runtime}
+		got := ""
+		for _, kv := range containerResource(&m).Attributes {
+			if kv.Key == "container.runtime.name" {
+				got = kv.Value.GetStringValue()
+			}
+		}
+		if got != tc.want {
+			t.Errorf("Runtime %q: container.runtime.name = %q, want %q", tc.runtime, got, tc.want)
+		}
+	}
+}

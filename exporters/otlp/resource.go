@@ -22,7 +22,11 @@ func containerResource(m *pipeline.ContainerMeta) *resourcepb.Resource {
 	str(string(semconv.ContainerIDKey), m.ID)
 	str(string(semconv.ContainerNameKey), m.Name)
 	str(string(semconv.ContainerImageNameKey), m.ImageName)
-	str(string(semconv.ContainerRuntimeNameKey), "docker")
+	runtime := m.Runtime
+	if runtime == "" {
+		runtime = "docker"
+	}
+	str(string(semconv.ContainerRuntimeNameKey), runtime)
 	str(string(semconv.HostNameKey), m.Hostname)
 	if m.ImageTag != "" {
 		tags := &commonpb.ArrayValue{Values: []*commonpb.AnyValue{{Value: &commonpb.AnyValue_StringValue{StringValue: m.ImageTag}}}}

@@ -80,14 +80,14 @@ func TestBadInputFromTheEngine(t *testing.T) {
 	// one's come, never both.
 	reused := uniq(t, "reused")
 	first := harness.RunContainer(t, append(scopeArgs(scope, reused), harness.WorkloadImage(t), "sleep")...)
-	a.waitValue(t, 20*time.Second, "container_info", reused, map[string]string{"id": "/docker/" + first}, func(float64) bool { return true })
+	a.waitValue(t, 20*time.Second, "container_info", reused, map[string]string{"id": harness.CgroupID(first)}, func(float64) bool { return true })
 	harness.Docker(t, "rm", "-f", first)
 	second := harness.RunContainer(t, append(scopeArgs(scope, reused), harness.WorkloadImage(t), "sleep")...)
 	harness.WaitFor(t, 20*time.Second, 200*time.Millisecond, func() (bool, string) {
 		infos := a.scrape(t).FindAll("container_info", map[string]string{"name": reused})
-		return len(infos) == 1 && infos[0].Labels["id"] == "/docker/"+second, fmt.Sprintf("container_info of %s: %v", reused, infos)
+		return len(infos) == 1 && infos[0].Labels["id"] == harness.CgroupID(second), fmt.Sprintf("container_info of %s: %v", reused, infos)
 	})
-	if n := len(a.scrape(t).FindAll("container_cpu_usage_seconds_total", map[string]string{"id": "/docker/" + first})); n != 0 {
+	if n := len(a.scrape(t).FindAll("container_cpu_usage_seconds_total", map[string]string{"id": harness.CgroupID(first)})); n != 0 {
 		t.Errorf("the removed container still has %d CPU series", n)
 	}
 

@@ -67,6 +67,9 @@ func TestEventsShippedAsLogRecordsAndOOMKillsCounted(t *testing.T) {
 	// after a second: Engine 28.5 with containerd 2.1 misses about one OOM
 	// kill in four that comes at once (no oom event, OOMKilled false:
 	// containerd/containerd#8180).
+	if harness.IsPodman() {
+		t.Skip("the OOM part is skipped on Podman: 4.3 (conmon, runc, cgroup v1) reports neither an oom event nor State.OOMKilled for a container the OOM killer ended, only exit code 137")
+	}
 	oom := uniq(t, "oom")
 	harness.RunContainer(t, append(scopeArgs(scope, oom), "--memory", "32m", "--memory-swap", "32m",
 		harness.WorkloadImage(t), "alloc", "-mb", "200", "-after", "1s")...)

@@ -49,7 +49,9 @@ func TestSmokeWorkloadHealth(t *testing.T) {
 	harness.Docker(t, "exec", id, "/workload", "rm", harness.HealthFile)
 	health("unhealthy")
 	start := time.Now()
-	harness.Docker(t, "stop", id)
+	// -t 10 is Docker's default; Podman's Docker API (4.3) takes a missing
+	// t as 0 and kills at once (exit 137).
+	harness.Docker(t, "stop", "-t", "10", id)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("docker stop took %v: SIGTERM not handled", d)
 	}

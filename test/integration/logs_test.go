@@ -288,7 +288,17 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 	long := uniq(t, "long")
 	harness.RunContainer(t, append(scopeArgs(scope, long), harness.WorkloadImage(t), "log", "-lines", "3", "-line-bytes", "102400", "-then", "exit")...)
 	tty := uniq(t, "tty")
-	harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", "20000", "-then", "exit")...)
+	// Podman stores a TTY's output in pieces as conmon reads them from the
+	// terminal (anywhere in a line, a few KiB at most), not cut at Docker's
+	// 16 KiB, and its API puts a timestamp before each piece of the raw
+	// stream: where a line was cut cannot be told there, so its lines carry
+	// timestamps inside. The TTY part is Docker's only.
+	ttyOn := !harness.IsPodman()
+	if ttyOn {
+		harness.RunContainer(t, append(scopeArgs(scope, tty), "-t", harness.WorkloadImage(t), "log", "-lines", "50", "-line-bytes", "20000", "-then", "exit")...)
+	} else {
+		t.Log("TTY part skipped on Podman: its TTY log stream has a timestamp wherever conmon's read cut a line")
+	}
 	short := uniq(t, "short")
 	started := time.Now()
 	harness.RunContainer(t, append(scopeArgs(scope, short), harness.WorkloadImage(t), "log", "-lines", "1000", "-stderr-every", "2", "-then", "exit")...)
@@ -304,13 +314,15 @@ func TestLogsLongLineTTYAndShortLived(t *testing.T) {
 		t.Fatalf("100 KiB lines arrived as %d records, want 3", len(got))
 	}
 
-	ttyGot := waitShipped(t, col, tty, 50, 30*time.Second)
-	for _, l := range ttyGot {
-		if len(l.body) != 20000 || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
-			t.Fatalf("TTY line: %d bytes, stream %s, CR/LF %v", len(l.body), l.stream, strings.ContainsAny(l.body, "\r\n"))
+	if ttyOn {
+		ttyGot := waitShipped(t, col, tty, 50, 30*time.Second)
+		for _, l := range ttyGot {
+			if len(l.body) != 20000 || strings.ContainsAny(l.body, "\r\n") || l.stream != "stdout" {
+				t.Fatalf("TTY line: %d bytes, stream %s, CR/LF %v", len(l.body), l.stream, strings.ContainsAny(l.body, "\r\n"))
+			}
 		}
+		checkNumbered(t, tty, ttyGot, 50, 0, 0)
 	}
-	checkNumbered(t, tty, ttyGot, 50, 0, 0)
 
 	checkNumbered(t, short, waitShipped(t, col, short, 1000, 30*time.Second), 1000, 2, 0)
 
@@ -457,11 +469,19 @@ func TestLogsOptOutUnreadableDriverAndBinary(t *testing.T) {
 	// then they must reach the backend unchanged (as an OTLP bytes body).
 	jsonFile, local := uniq(t, "binjson"), uniq(t, "binlocal")
 	harness.RunContainer(t, append(scopeArgs(scope, jsonFile), harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
-	harness.RunContainer(t, append(scopeArgs(scope, local), "--log-driver", "local", harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
-	for _, tc := range []struct{ name, tail string }{
+	cases := []struct{ name, tail string }{
 		{jsonFile, "\uFFFD\uFFFD\x00\x1b"},
 		{local, "\xff\xfe\x00\x1b"},
-	} {
+	}
+	if harness.IsPodman() {
+		// Podman has no local driver; its default, k8s-file, keeps the
+		// bytes as they are.
+		cases = cases[:1]
+		cases[0].tail = "\xff\xfe\x00\x1b"
+	} else {
+		harness.RunContainer(t, append(scopeArgs(scope, local), "--log-driver", "local", harness.WorkloadImage(t), "log", "-lines", "20", "-binary-every", "4")...)
+	}
+	for _, tc := range cases {
 		got := waitShipped(t, col, tc.name, 20, 30*time.Second)
 		for i, l := range got {
 			want := fmt.Sprintf("line %d", i+1)

@@ -85,21 +85,77 @@ func DockerCommand(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 var (
-	engineOnce sync.Once
-	engineDesc string
+	engineOnce    sync.Once
+	engineDesc    string
+	engineRuntime = "docker"
 )
 
 // EngineDescription names the Engine under test for messages, e.g.
-// "Engine 28.5.2+dfsg4 (API 1.51) at unix:///run/dockscope-engine28/docker.sock".
+// "Engine 28.5.2+dfsg4 (API 1.51) at unix:///run/dockscope-engine28/docker.sock"
+// or "Podman 4.3.1 (API 1.41) at unix:///run/dockscope-podman/podman.sock".
 func EngineDescription() string {
 	engineOnce.Do(func() {
-		v, err := TryDocker("version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})")
+		v, err := TryDocker("version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}}){{range .Server.Components}} {{.Name}};{{end}}")
 		if err != nil {
 			v = "(version unknown: " + err.Error() + ")"
 		}
-		engineDesc = fmt.Sprintf("Engine %s at %s", v, DockerHost())
+		what := "Engine"
+		// Podman's /version lists a "Podman Engine" component, Docker's an "Engine".
+		if strings.Contains(v, "Podman") {
+			what, engineRuntime = "Podman", "podman"
+		}
+		v, _, _ = strings.Cut(v, ") ")
+		if !strings.HasSuffix(v, ")") && strings.Contains(v, "(API") {
+			v += ")"
+		}
+		engineDesc = fmt.Sprintf("%s %s at %s", what, v, DockerHost())
 	})
 	return engineDesc
+}
+
+// Runtime is what serves the Engine API under test: "docker", or "podman"
+// for Podman's Docker-compatible API (what the agent should report as
+// container.runtime.name).
+func Runtime() string {
+	EngineDescription()
+	return engineRuntime
+}
+
+// IsPodman reports whether the Engine under test is Podman's
+// (scripts/podman.sh, make integration-podman).
+func IsPodman() bool { return Runtime() == "podman" }
+
+// SkipOnPodman skips a test that cannot pass on Podman for a reason that is
+// Podman's, which why states.
+func SkipOnPodman(t testing.TB, why string) {
+	t.Helper()
+	if IsPodman() {
+		t.Skipf("not on %s: %s", EngineDescription(), why)
+	}
+}
+
+// CgroupID is the `id` label (cAdvisor's: the container's cgroup path) of a
+// container on this machine's cgroupfs driver: /docker/<id> with Docker,
+// /libpod_parent/libpod-<id> with Podman.
+func CgroupID(id string) string {
+	if IsPodman() {
+		return "/libpod_parent/libpod-" + id
+	}
+	return "/docker/" + id
+}
+
+// ImageRef is the image reference the Engine reports for a container run
+// from the local image name: the name itself on Docker; on Podman the name
+// it resolved the short name to (an image built through its Docker API is
+// tagged docker.io/library/<name>, and containers report that).
+func ImageRef(name string) string {
+	if IsPodman() && !strings.Contains(strings.SplitN(name, "/", 2)[0], ".") {
+		if !strings.Contains(name, "/") {
+			return "docker.io/library/" + name
+		}
+		return "docker.io/" + name
+	}
+	return name
 }
 
 // TryDocker runs the docker CLI with args against DockerHost and returns its
@@ -144,7 +200,60 @@ func RunContainer(t testing.TB, args ...string) string {
 			t.Logf("harness: removing container %.12s: %v", id, err)
 		}
 	})
+	runPodmanHealthchecks(t, id)
 	return id
+}
+
+// PodmanCLIEnv names the podman CLI (with the service's configuration, as
+// scripts/podman.sh env sets it) that runs health checks where Podman
+// cannot: it schedules them as systemd timers, and without systemd (this
+// machine, most CI containers) none ever runs.
+const PodmanCLIEnv = "DOCKSCOPE_TEST_PODMAN_CLI"
+
+// podmanHealthInterval is how often runPodmanHealthchecks runs a check: the
+// interval of WorkloadHealthImage's HEALTHCHECK.
+const podmanHealthInterval = time.Second
+
+// runPodmanHealthchecks does, on Podman without systemd, what the systemd
+// timer would: `podman healthcheck run <id>` every podmanHealthInterval, for
+// a container that has a health check, until the test ends.
+func runPodmanHealthchecks(t testing.TB, id string) {
+	cli := os.Getenv(PodmanCLIEnv)
+	if cli == "" || !IsPodman() {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(podmanHealthInterval)
+		defer tick.Stop()
+		for {
+			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+			out, err := exec.CommandContext(cctx, cli, "healthcheck", "run", id).CombinedOutput()
+			ccancel()
+			// "unhealthy" exits 1; a container without a check, or gone, ends it.
+			if err != nil && !strings.Contains(string(out), "unhealthy") {
+				if ctx.Err() == nil && !strings.Contains(string(out), "no defined healthcheck") &&
+					!strings.Contains(string(out), "not running") && !strings.Contains(string(out), "no such container") {
+					t.Logf("harness: podman healthcheck run %.12s: %v: %s", id, err, bytes.TrimSpace(out))
+				}
+				if strings.Contains(string(out), "no defined healthcheck") || strings.Contains(string(out), "no such container") {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	// Registered after the removal, so it runs before it.
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 var (
