@@ -237,7 +237,7 @@ func measure(ctx context.Context, o *options, bin, dir string, n int, logs bool)
 		if err := agent.exitErr(); err != nil {
 			return r, err
 		}
-		m, err := promscrape.Scrape(ctx, web+"/metrics")
+		m, err := promscrape.Scrape(ctx, web+"/metrics", 10*time.Second)
 		switch {
 		case err != nil:
 		case !logs && eng.inspects.Load() >= int64(n):
@@ -271,7 +271,7 @@ func measure(ctx context.Context, o *options, bin, dir string, n int, logs bool)
 		// own figures printed right after a GC by the heap profile: a
 		// /metrics scrape at 1,000 containers allocates megabytes itself
 		// before the Go collector reads the heap.
-		m, err := promscrape.Scrape(ctx, web+"/metrics")
+		m, err := promscrape.Scrape(ctx, web+"/metrics", 10*time.Second)
 		if err != nil {
 			return r, err
 		}

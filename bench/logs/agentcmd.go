@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/bench/internal/benchenv"
+	"github.com/dockscope/dockscope/bench/internal/promscrape"
 	"github.com/dockscope/dockscope/internal/procfs"
 )
 
@@ -159,11 +160,11 @@ func (b *bench) cmdRun(ctx context.Context, w workload, ids []string, expected i
 			r.peakRSS = max(r.peakRSS, rss<<10)
 		}
 		r.agentCPU = treeCPU()
-		m, err := scrape(ctx, sk.metricsURL)
+		m, err := promscrape.Scrape(ctx, sk.metricsURL, 2*time.Second)
 		if err != nil {
 			return fail("scraping the sink: %v", err)
 		}
-		accepted := sumPrefix(m, acceptedKey)
+		accepted := promscrape.Sum(m, acceptedKey)
 		if accepted > 0 && r.firstSent == 0 {
 			r.firstSent = now.Sub(t0).Seconds()
 		}
@@ -218,9 +219,9 @@ func (b *bench) cmdRun(ctx context.Context, w workload, ids []string, expected i
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return r, err
 	}
-	if m, err := scrape(ctx, sk.metricsURL); err == nil {
-		r.accepted = sumPrefix(m, acceptedKey)
-		if ref := sumPrefix(m, refusedKey); ref > 0 {
+	if m, err := promscrape.Scrape(ctx, sk.metricsURL, 2*time.Second); err == nil {
+		r.accepted = promscrape.Sum(m, acceptedKey)
+		if ref := promscrape.Sum(m, refusedKey); ref > 0 {
 			progress("WARNING: the sink refused %.0f log records", ref)
 		}
 	}

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/bench/internal/benchenv"
+	"github.com/dockscope/dockscope/bench/internal/promscrape"
 
 	"github.com/dockscope/dockscope/internal/procfs"
 )
@@ -288,55 +286,6 @@ func (p *process) stop(sig os.Signal) {
 	}
 }
 
-// scrape fetches a Prometheus text exposition and returns every sample by
-// its name and labels as written ("name{labels}").
-func scrape(ctx context.Context, url string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		m[line[:i]] = v
-	}
-	return m, sc.Err()
-}
-
-func sumPrefix(m map[string]float64, prefix string) float64 {
-	var s float64
-	for k, v := range m {
-		if strings.HasPrefix(k, prefix) {
-			s += v
-		}
-	}
-	return s
-}
-
 const sinkConfig = `receivers:
   otlp:
     protocols:
@@ -388,7 +337,7 @@ exporters:
 func waitReady(ctx context.Context, url string, p *process, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		if _, err := scrape(ctx, url); err == nil {
+		if _, err := promscrape.Scrape(ctx, url, 2*time.Second); err == nil {
 			return nil
 		}
 		select {
@@ -545,7 +494,7 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 		if rss, _, err := memBytes(pid); err == nil {
 			r.peakRSS = max(r.peakRSS, rss)
 		}
-		m, err := scrape(ctx, agentURL)
+		m, err := promscrape.Scrape(ctx, agentURL, 2*time.Second)
 		if err != nil {
 			if now.Sub(t0) > 30*time.Second {
 				return fail("scraping the agent: %v", err)
@@ -612,13 +561,13 @@ func (b *bench) agentRun(ctx context.Context, w workload, started time.Time, exp
 	if _, hwm, err := memBytes(pid); err == nil {
 		r.hwm = hwm
 	}
-	if m, err := scrape(ctx, agentURL); err == nil {
+	if m, err := promscrape.Scrape(ctx, agentURL, 2*time.Second); err == nil {
 		r.sent, r.received = m[sentKey], m[receivedKey]
 	}
-	sm, err := scrape(ctx, sinkURL)
+	sm, err := promscrape.Scrape(ctx, sinkURL, 2*time.Second)
 	if err == nil {
-		r.accepted = sumPrefix(sm, acceptedKey)
-		if ref := sumPrefix(sm, refusedKey); ref > 0 {
+		r.accepted = promscrape.Sum(sm, acceptedKey)
+		if ref := promscrape.Sum(sm, refusedKey); ref > 0 {
 			progress("WARNING: the sink refused %.0f log records", ref)
 		}
 	}

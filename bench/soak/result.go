@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/dockscope/dockscope/bench/internal/promscrape"
 )
 
 // result is what a finished soak found.
@@ -122,7 +124,7 @@ func (r *result) summary() string {
 	if m := r.agentCounters; m != nil {
 		fmt.Fprintf(&b, "agent counters: log records sent %.0f, dropped %.0f; export failures %.0f; log gaps %.0f; resume mismatches %.0f; log stream reconnects %.0f\n",
 			m[`dockscope_records_sent_total{stage="logs"}`], m[`dockscope_records_dropped_total{stage="logs"}`],
-			sumPrefix(m, "dockscope_export_failures_total"), m["dockscope_log_gaps_total"],
+			promscrape.Sum(m, "dockscope_export_failures_total"), m["dockscope_log_gaps_total"],
 			m["dockscope_log_resume_mismatches_total"], m["dockscope_log_stream_reconnects_total"])
 	}
 	fmt.Fprintf(&b, "agent log: %s\n", r.agentLog)

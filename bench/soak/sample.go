@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/bench/internal/plot"
+	"github.com/dockscope/dockscope/bench/internal/promscrape"
 	"github.com/dockscope/dockscope/internal/procfs"
 )
 
@@ -78,7 +77,7 @@ func readSample(ctx context.Context, pid int, metricsURL string) sample {
 	if c, err := procfs.CPUSeconds(pid); err == nil {
 		s.cpuSeconds = c
 	}
-	if m, err := scrape(ctx, metricsURL); err == nil {
+	if m, err := promscrape.Scrape(ctx, metricsURL, 5*time.Second); err == nil {
 		get := func(key string) float64 {
 			if v, ok := m[key]; ok {
 				return v
@@ -89,7 +88,7 @@ func readSample(ctx context.Context, pid int, metricsURL string) sample {
 		s.containers = get("dockscope_containers")
 		s.queueBytes = get("dockscope_log_queue_bytes")
 		s.sent = get(`dockscope_records_sent_total{stage="logs"}`)
-		s.exportFailures = sumPrefix(m, "dockscope_export_failures_total")
+		s.exportFailures = promscrape.Sum(m, "dockscope_export_failures_total")
 	}
 	return s
 }
@@ -128,56 +127,6 @@ func readStatus(pid int) (procStatus, error) {
 		*dst = v
 	}
 	return st, sc.Err()
-}
-
-// scrape fetches a Prometheus text exposition and returns every sample by
-// its name and labels as written ("name{labels}").
-func scrape(ctx context.Context, url string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", url, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil, fmt.Errorf("scraping %s: %s", url, resp.Status)
-	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading the scrape of %s: %w", url, err)
-	}
-	return m, nil
-}
-
-func sumPrefix(m map[string]float64, prefix string) float64 {
-	var s float64
-	for k, v := range m {
-		if strings.HasPrefix(k, prefix) {
-			s += v
-		}
-	}
-	return s
 }
 
 // csvWriter writes samples as they come, so that an interrupted soak

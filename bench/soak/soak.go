@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/bench/internal/benchenv"
+	"github.com/dockscope/dockscope/bench/internal/promscrape"
 )
 
 // soak holds what lives for the whole run.
@@ -365,7 +366,7 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 	} else {
 		res.notes = append(res.notes, err.Error())
 	}
-	if m, err := scrape(ctx, metricsURL); err == nil {
+	if m, err := promscrape.Scrape(ctx, metricsURL, 5*time.Second); err == nil {
 		res.agentCounters = m
 	} else {
 		res.notes = append(res.notes, "the final scrape of the agent failed: "+err.Error())
@@ -556,7 +557,7 @@ func waitReady(ctx context.Context, p *process, url string) error {
 		if err := p.exited(); err != nil {
 			return err
 		}
-		if _, err := scrape(ctx, url); err == nil {
+		if _, err := promscrape.Scrape(ctx, url, 5*time.Second); err == nil {
 			return nil
 		}
 		select {

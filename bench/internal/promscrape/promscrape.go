@@ -13,10 +13,10 @@ import (
 	"time"
 )
 
-// Scrape fetches url and returns every sample by its name and labels as
-// written ("name{labels}").
-func Scrape(ctx context.Context, url string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// Scrape fetches url, waiting at most timeout, and returns every sample by
+// its name and labels as written ("name{labels}").
+func Scrape(ctx context.Context, url string, timeout time.Duration) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
