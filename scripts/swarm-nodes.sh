@@ -8,6 +8,7 @@
 #   scripts/swarm-nodes.sh env         the test's settings, for eval: DOCKSCOPE_SWARM_NODES
 #                                      (host=address,... one per node) and DOCKSCOPE_SWARM_CLI
 #   scripts/swarm-nodes.sh status      exit 0 when every started node answers
+#   scripts/swarm-nodes.sh cli         the docker CLI that goes with the nodes' Engine
 #
 # Each node is Debian's current Engine (scripts/engine28.sh's cached binaries: 28.5) with
 #   - its own network namespace (dsw-nI) joined by a veth pair to a bridge (dswbr0, in a
@@ -267,8 +268,9 @@ start) start "${2:-2}" ;;
 stop) stop ;;
 status) status ;;
 env) env_ ;;
+cli) echo "$BIN/docker" ;;
 *)
-	echo "usage: $0 start [N]|stop|status|env" >&2
+	echo "usage: $0 start [N]|stop|status|env|cli" >&2
 	exit 2
 	;;
 esac

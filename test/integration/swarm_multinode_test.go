@@ -1,0 +1,340 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dockscope/dockscope/test/integration/harness"
+)
+
+// swarmNode is one Engine of scripts/swarm-nodes.sh: its own network
+// namespace and address, its socket on the host's file system.
+type swarmNode struct {
+	name   string // its hostname, dsw-nI: the Swarm node's name
+	host   string // unix:// socket, reachable from the host's namespace
+	addr   string // its address on the nodes' network
+	id     string // Swarm node ID, once joined
+	cli    string
+	script string
+}
+
+func (n *swarmNode) try(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, n.cli, append([]string{"-H", n.host}, args...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return strings.TrimSpace(stdout.String()), fmt.Errorf("docker on %s: %s: %v: %s", n.name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+func (n *swarmNode) docker(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := n.try(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// names are the names of n's containers with label; all of them, or only the
+// running ones.
+func (n *swarmNode) names(t *testing.T, label string, all bool) []string {
+	t.Helper()
+	args := []string{"ps", "--filter", "label=" + label, "--format", "{{.Names}}"}
+	if all {
+		args = append(args, "-a")
+	}
+	out := n.docker(t, args...)
+	names := strings.Fields(out)
+	sort.Strings(names)
+	return names
+}
+
+// TestSwarmMultiNode runs deploy/swarm-stack.yml on a Swarm of two Engines
+// (scripts/swarm-nodes.sh: Engine 28.5, each in its own network, mount and UTS
+// namespaces with its own address), as on two machines: the global agent
+// service puts one agent on each node, each reporting its own node's
+// containers and nobody else's, with that node's ID; the services reporter
+// runs once, on the manager; draining the worker moves its tasks of a
+// replicated service to the manager and stops the agent there (a global
+// service's task leaves a drained node) -- and moves nothing else: the
+// manager's agent, the services reporter and the tasks that already ran on
+// the manager keep running as they were.
+func TestSwarmMultiNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces and second daemons (scripts/swarm-nodes.sh)")
+	}
+	root := harness.RepoRoot(t)
+	t0 := time.Now()
+	script := filepath.Join(root, "scripts", "swarm-nodes.sh")
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("bash", append([]string{script}, args...)...).Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("swarm-nodes.sh %s: %v\n%s", strings.Join(args, " "), err, stderr)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// Nodes left by a run that died are removed first: each run is a new Swarm.
+	run("stop")
+	t.Cleanup(func() {
+		if out, err := exec.Command("bash", script, "stop").CombinedOutput(); err != nil {
+			t.Errorf("swarm-nodes.sh stop: %v\n%s", err, out)
+		}
+	})
+	started := run("start", "2")
+	cli := run("cli")
+	var nodes []*swarmNode
+	for i, l := range strings.Split(started, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			t.Fatalf("swarm-nodes.sh start printed %q", l)
+		}
+		nodes = append(nodes, &swarmNode{name: fmt.Sprintf("dsw-n%d", i+1), host: f[0], addr: f[1], cli: cli})
+	}
+	if len(nodes) != 2 {
+		t.Fatalf("swarm-nodes.sh start 2 started %d nodes", len(nodes))
+	}
+	manager, worker := nodes[0], nodes[1]
+	t.Logf("nodes up after %v", time.Since(t0).Round(time.Second))
+
+	// The Swarm: the manager and the worker advertise their own addresses; its
+	// overlay networks come from a pool that cannot overlap the nodes' 10.77.0.0/24.
+	manager.docker(t, "swarm", "init", "--advertise-addr", manager.addr, "--default-addr-pool", "10.201.0.0/16")
+	token := manager.docker(t, "swarm", "join-token", "-q", "worker")
+	worker.docker(t, "swarm", "join", "--advertise-addr", worker.addr, "--data-path-addr", worker.addr, "--token", token, manager.addr+":2377")
+	for _, n := range nodes {
+		n.id = n.docker(t, "info", "--format", "{{.Swarm.NodeID}}")
+	}
+	harness.WaitFor(t, time.Minute, time.Second, func() (bool, string) {
+		out, _ := manager.try("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}}")
+		return strings.Count(out, "Ready Active") == 2, "nodes:\n" + out
+	})
+
+	// No registry: the images are copied into every node, and the stack is
+	// deployed with --resolve-image never, as on an air-gapped cluster.
+	tag := "dockscope:swarm-multinode-test"
+	build := exec.Command("bash", filepath.Join(root, "scripts", "build-image.sh"), tag)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the agent image: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "image", "rm", tag).Run() })
+	workload := harness.WorkloadImage(t)
+	for _, n := range nodes {
+		for _, img := range []string{tag, workload} {
+			save := harness.DockerCommand(context.Background(), "save", img)
+			load := exec.Command(cli, "-H", n.host, "load", "-q")
+			pipe, err := save.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			load.Stdin = pipe
+			if err := save.Start(); err != nil {
+				t.Fatalf("docker save %s: %v", img, err)
+			}
+			out, err := load.CombinedOutput()
+			if werr := save.Wait(); err != nil || werr != nil {
+				t.Fatalf("copying %s into %s: save %v, load %v: %s", img, n.name, werr, err, out)
+			}
+		}
+	}
+	t.Logf("swarm and images ready after %v", time.Since(t0).Round(time.Second))
+
+	// The stack as users deploy it, on its default ports: each node has its
+	// own network namespace, so nothing on the machine can hold them.
+	stack := "dsm"
+	sockGID, err := exec.Command("stat", "-c", "%g", strings.TrimPrefix(manager.host, "unix://")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy := exec.Command(cli, "-H", manager.host, "stack", "deploy", "--resolve-image", "never",
+		"-c", filepath.Join(root, "deploy", "swarm-stack.yml"), stack)
+	deploy.Env = append(os.Environ(), "DOCKSCOPE_IMAGE="+tag, "DOCKER_GID="+strings.TrimSpace(string(sockGID)))
+	if out, err := deploy.CombinedOutput(); err != nil {
+		t.Fatalf("docker stack deploy: %v\n%s", err, out)
+	}
+	// A replicated service spread over both nodes (the scheduler spreads a
+	// service's tasks over the nodes), two tasks each.
+	svc := "dsm-web"
+	manager.docker(t, "service", "create", "--detach", "--no-resolve-image", "--name", svc,
+		"--replicas", "4", "--stop-grace-period", "1s", workload, "sleep")
+
+	svcLabel := "com.docker.swarm.service.name=" + svc
+	harness.WaitFor(t, 2*time.Minute, time.Second, func() (bool, string) {
+		msg := ""
+		ok := true
+		for _, n := range nodes {
+			web := n.names(t, svcLabel, false)
+			agent := n.names(t, "com.docker.swarm.service.name="+stack+"_agent", false)
+			msg += fmt.Sprintf("%s: %d %s tasks, agents %v; ", n.name, len(web), svc, agent)
+			ok = ok && len(web) == 2 && len(agent) == 1
+		}
+		return ok, msg
+	})
+
+	agentURL := func(n *swarmNode) string { return "http://" + n.addr + ":9817/metrics" }
+	servicesURL := func(n *swarmNode) string { return "http://" + n.addr + ":9818/metrics" }
+
+	// ownOnly checks n's agent reports exactly n's containers (all running
+	// ones; none of the other node's), each with n's node ID and host name.
+	ownOnly := func(n *swarmNode) (bool, string) {
+		m, err := harness.TryScrapeMetrics(agentURL(n))
+		if err != nil {
+			return false, err.Error()
+		}
+		running := n.names(t, "com.docker.swarm.task.id", false)
+		all := map[string]bool{}
+		for _, c := range n.names(t, "com.docker.swarm.task.id", true) {
+			all[c] = true
+		}
+		reported := map[string]bool{}
+		for _, s := range m.FindAll("container_info", nil) {
+			name := s.Labels["name"]
+			if !all[name] {
+				return false, fmt.Sprintf("%s's agent reports %s, not a container of %s", n.name, name, n.name)
+			}
+			if s.Labels["swarm_node_id"] != n.id || s.Labels["container_label_com_docker_swarm_node_id"] != n.id {
+				return false, fmt.Sprintf("%s's agent: %s has node %q/%q, want %s", n.name, name,
+					s.Labels["swarm_node_id"], s.Labels["container_label_com_docker_swarm_node_id"], n.id)
+			}
+			if s.Labels["host"] != n.name {
+				return false, fmt.Sprintf("%s's agent: %s has host %q", n.name, name, s.Labels["host"])
+			}
+			reported[name] = true
+		}
+		for _, c := range running {
+			if !reported[c] {
+				return false, fmt.Sprintf("%s's agent does not report its running %s yet (reports %d)", n.name, c, len(reported))
+			}
+		}
+		// Every series carrying a node ID has this node's: nothing of the other's.
+		for _, name := range m.Names() {
+			for _, s := range m[name] {
+				if id, ok := s.Labels["container_label_com_docker_swarm_node_id"]; ok && id != n.id {
+					return false, fmt.Sprintf("%s's agent: %s{name=%q} has node %s", n.name, name, s.Labels["name"], id)
+				}
+			}
+		}
+		if _, ok := m.Find("container_cpu_usage_seconds_total", map[string]string{
+			"container_label_com_docker_swarm_service_name": svc,
+			"container_label_com_docker_swarm_node_id":      n.id,
+		}); !ok {
+			return false, fmt.Sprintf("%s's agent: no CPU series of %s's tasks yet", n.name, svc)
+		}
+		if len(m["swarm_service_replicas_desired"]) != 0 {
+			return false, fmt.Sprintf("%s's agent exports service replicas: only the services reporter may", n.name)
+		}
+		return true, ""
+	}
+	for _, n := range nodes {
+		harness.WaitFor(t, 90*time.Second, time.Second, func() (bool, string) { return ownOnly(n) })
+	}
+
+	// The services reporter: one task, on the manager, publishing on the
+	// manager only; the worker has nothing on that port.
+	replicas := func(wantWeb float64, wantAgents float64) (bool, string) {
+		m, err := harness.TryScrapeMetrics(servicesURL(manager))
+		if err != nil {
+			return false, err.Error()
+		}
+		want := map[string]string{"service_name": svc, "mode": "replicated"}
+		d, okD := m.Find("swarm_service_replicas_desired", want)
+		r, okR := m.Find("swarm_service_replicas_running", want)
+		if !okD || !okR || d.Value != wantWeb || r.Value != wantWeb {
+			return false, fmt.Sprintf("replicas of %s: desired %v (%v), running %v (%v), want %v", svc, d.Value, okD, r.Value, okR, wantWeb)
+		}
+		a := map[string]string{"service_name": stack + "_agent", "mode": "global", "stack": stack}
+		ad, okD := m.Find("swarm_service_replicas_desired", a)
+		ar, okR := m.Find("swarm_service_replicas_running", a)
+		if !okD || !okR || ad.Value != wantAgents || ar.Value != wantAgents {
+			return false, fmt.Sprintf("the global agent service: desired %v (%v), running %v (%v), want %v", ad.Value, okD, ar.Value, okR, wantAgents)
+		}
+		if len(m["container_cpu_usage_seconds_total"]) != 0 {
+			return false, "the services reporter exports container series too"
+		}
+		return true, ""
+	}
+	harness.WaitFor(t, 60*time.Second, time.Second, func() (bool, string) { return replicas(4, 2) })
+	servicesTasks := func() []string {
+		out := manager.docker(t, "service", "ps", stack+"_services", "--filter", "desired-state=running", "--format", "{{.ID}} {{.Node}}")
+		return strings.Split(out, "\n")
+	}
+	before := servicesTasks()
+	if len(before) != 1 || !strings.HasSuffix(before[0], " "+manager.name) {
+		t.Fatalf("services reporter tasks: %q, want one on %s", before, manager.name)
+	}
+	if _, err := harness.TryScrapeMetrics(servicesURL(worker)); err == nil {
+		t.Errorf("%s publishes a services reporter too", worker.name)
+	}
+	t.Logf("agents report their own nodes after %v", time.Since(t0).Round(time.Second))
+
+	// Drain the worker. What ran on the manager stays as it was: its agent's
+	// container, its web tasks and the services reporter keep their IDs.
+	ids := func(n *swarmNode) []string {
+		out := n.docker(t, "ps", "--filter", "label=com.docker.swarm.task.id", "--format", "{{.ID}}")
+		f := strings.Fields(out)
+		sort.Strings(f)
+		return f
+	}
+	managerBefore := ids(manager)
+	manager.docker(t, "node", "update", "--availability", "drain", worker.id)
+	tDrain := time.Now()
+	harness.WaitFor(t, 2*time.Minute, time.Second, func() (bool, string) {
+		onWorker := worker.names(t, "com.docker.swarm.task.id", false)
+		web := manager.names(t, svcLabel, false)
+		return len(onWorker) == 0 && len(web) == 4, fmt.Sprintf("on %s: %v; %s tasks on %s: %d", worker.name, onWorker, svc, manager.name, len(web))
+	})
+	t.Logf("drained %s in %v", worker.name, time.Since(tDrain).Round(time.Second))
+	stillThere := map[string]bool{}
+	for _, id := range ids(manager) {
+		stillThere[id] = true
+	}
+	for _, id := range managerBefore {
+		if !stillThere[id] {
+			t.Errorf("container %s on %s (not drained) stopped when %s was drained", id, manager.name, worker.name)
+		}
+	}
+	if after := servicesTasks(); len(after) != 1 || after[0] != before[0] {
+		t.Errorf("services reporter tasks after the drain: %q, before %q", after, before)
+	}
+	// The worker's agent is gone (its task was shut down, not moved), the
+	// manager's reports the tasks that moved to it, and the reporter counts
+	// one agent now: a global service's desired count follows the nodes that
+	// may run it.
+	if _, err := harness.TryScrapeMetrics(agentURL(worker)); err == nil {
+		t.Errorf("%s's agent still answers after the drain", worker.name)
+	}
+	harness.WaitFor(t, 90*time.Second, time.Second, func() (bool, string) {
+		if ok, msg := ownOnly(manager); !ok {
+			return false, msg
+		}
+		m, err := harness.TryScrapeMetrics(agentURL(manager))
+		if err != nil {
+			return false, err.Error()
+		}
+		if n := len(m.FindAll("container_info", map[string]string{"swarm_service": svc})); n < 4 {
+			return false, fmt.Sprintf("%s's agent reports %d %s tasks, want the 4 running there (and those that stopped)", manager.name, n, svc)
+		}
+		return true, ""
+	})
+	harness.WaitFor(t, 60*time.Second, time.Second, func() (bool, string) { return replicas(4, 1) })
+	t.Logf("done after %v", time.Since(t0).Round(time.Second))
+}
