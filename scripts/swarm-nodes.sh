@@ -210,6 +210,10 @@ stop_node() {
 		kill -KILL "${ids[@]}" 2>/dev/null || true
 		sleep 0.5
 	fi
+	# ...and the cgroups runc would have removed, emptied now.
+	for id in $(ls "$d/data/containers" 2>/dev/null); do
+		rmdir /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/docker/"$id" 2>/dev/null || true
+	done
 	ip -n "$SWITCH" link del "$PREFIX$i-s" 2>/dev/null || true
 	ip netns del "$n" 2>/dev/null || true
 	# The mounts dockerd made are in its own mount namespace and went with it; any that
