@@ -10,7 +10,7 @@ PKGS      := ./...
 FUZZTIME  ?=
 fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
-.PHONY: all build image setup test unit integration integration-engine28 lint fuzz deploy-check fault-churn bench bench-logs soak clean
+.PHONY: all build image setup test unit integration integration-engine28 integration-swarm lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
@@ -50,6 +50,14 @@ integration-engine28:
 	bash scripts/engine28.sh stop; \
 	if [ $$status != 0 ]; then echo "integration-engine28: FAILED on Engine 28.5 (scripts/engine28.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
+
+## integration-swarm: deploy/swarm-stack.yml on a multi-node Swarm: SWARM_NODES (3) Engines of
+## Debian's current docker.io (scripts/engine28.sh's cached binaries), each in its own network
+## namespace with its own address, started and removed again by scripts/swarm-nodes.sh
+SWARM_NODES ?= 3
+integration-swarm:
+	DOCKSCOPE_TEST_SWARM_NODES=$(SWARM_NODES) $(GO) test -race -count=1 -tags integration -timeout 10m -v \
+		-run '^TestSwarmMultiNode$$' ./test/integration/
 
 ## lint: gofmt and go vet (with and without the integration tag)
 lint:

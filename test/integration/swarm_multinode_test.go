@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,11 @@ func (n *swarmNode) names(t *testing.T, label string, all bool) []string {
 	return names
 }
 
-// TestSwarmMultiNode runs deploy/swarm-stack.yml on a Swarm of two Engines
+// swarmNodesEnv is how many nodes TestSwarmMultiNode starts (2 or 3); unset,
+// the test is skipped: it starts Engines of its own, in network namespaces.
+const swarmNodesEnv = "DOCKSCOPE_TEST_SWARM_NODES"
+
+// TestSwarmMultiNode runs deploy/swarm-stack.yml on a Swarm of two or three Engines
 // (scripts/swarm-nodes.sh: Engine 28.5, each in its own network, mount and UTS
 // namespaces with its own address), as on two machines: the global agent
 // service puts one agent on each node, each reporting its own node's
@@ -74,6 +79,10 @@ func (n *swarmNode) names(t *testing.T, label string, all bool) []string {
 // manager's agent, the services reporter and the tasks that already ran on
 // the manager keep running as they were.
 func TestSwarmMultiNode(t *testing.T) {
+	count, err := strconv.Atoi(os.Getenv(swarmNodesEnv))
+	if err != nil || count < 2 || count > 3 {
+		t.Skipf("%s=%q: set it to 2 or 3 nodes to run this (make integration-swarm does)", swarmNodesEnv, os.Getenv(swarmNodesEnv))
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: network namespaces and second daemons (scripts/swarm-nodes.sh)")
 	}
@@ -99,7 +108,7 @@ func TestSwarmMultiNode(t *testing.T) {
 			t.Errorf("swarm-nodes.sh stop: %v\n%s", err, out)
 		}
 	})
-	started := run("start", "2")
+	started := run("start", strconv.Itoa(count))
 	cli := run("cli")
 	var nodes []*swarmNode
 	for i, l := range strings.Split(started, "\n") {
@@ -109,23 +118,27 @@ func TestSwarmMultiNode(t *testing.T) {
 		}
 		nodes = append(nodes, &swarmNode{name: fmt.Sprintf("dsw-n%d", i+1), host: f[0], addr: f[1], cli: cli})
 	}
-	if len(nodes) != 2 {
-		t.Fatalf("swarm-nodes.sh start 2 started %d nodes", len(nodes))
+	if len(nodes) != count {
+		t.Fatalf("swarm-nodes.sh start %d started %d nodes", count, len(nodes))
 	}
-	manager, worker := nodes[0], nodes[1]
+	// The first is the manager; the last, a worker, is drained.
+	manager, worker := nodes[0], nodes[count-1]
+	remaining := nodes[:count-1]
 	t.Logf("nodes up after %v", time.Since(t0).Round(time.Second))
 
 	// The Swarm: the manager and the worker advertise their own addresses; its
 	// overlay networks come from a pool that cannot overlap the nodes' 10.77.0.0/24.
 	manager.docker(t, "swarm", "init", "--advertise-addr", manager.addr, "--default-addr-pool", "10.201.0.0/16")
 	token := manager.docker(t, "swarm", "join-token", "-q", "worker")
-	worker.docker(t, "swarm", "join", "--advertise-addr", worker.addr, "--data-path-addr", worker.addr, "--token", token, manager.addr+":2377")
+	for _, n := range nodes[1:] {
+		n.docker(t, "swarm", "join", "--advertise-addr", n.addr, "--data-path-addr", n.addr, "--token", token, manager.addr+":2377")
+	}
 	for _, n := range nodes {
 		n.id = n.docker(t, "info", "--format", "{{.Swarm.NodeID}}")
 	}
 	harness.WaitFor(t, time.Minute, time.Second, func() (bool, string) {
 		out, _ := manager.try("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}}")
-		return strings.Count(out, "Ready Active") == 2, "nodes:\n" + out
+		return strings.Count(out, "Ready Active") == count, "nodes:\n" + out
 	})
 
 	// No registry: the images are copied into every node, and the stack is
@@ -174,8 +187,9 @@ func TestSwarmMultiNode(t *testing.T) {
 	// A replicated service spread over both nodes (the scheduler spreads a
 	// service's tasks over the nodes), two tasks each.
 	svc := "dsm-web"
+	webReplicas := 2 * count
 	manager.docker(t, "service", "create", "--detach", "--no-resolve-image", "--name", svc,
-		"--replicas", "4", "--stop-grace-period", "1s", workload, "sleep")
+		"--replicas", strconv.Itoa(webReplicas), "--stop-grace-period", "1s", workload, "sleep")
 
 	svcLabel := "com.docker.swarm.service.name=" + svc
 	harness.WaitFor(t, 2*time.Minute, time.Second, func() (bool, string) {
@@ -242,6 +256,11 @@ func TestSwarmMultiNode(t *testing.T) {
 		if len(m["swarm_service_replicas_desired"]) != 0 {
 			return false, fmt.Sprintf("%s's agent exports service replicas: only the services reporter may", n.name)
 		}
+		// The stack mounts the node's cgroups and /proc: samples come from
+		// them, as on a real node, not from its dockerd.
+		if s, _ := m.Find("dockscope_stats_samples_total", map[string]string{"source": "cgroup"}); s.Value == 0 {
+			return false, fmt.Sprintf("%s's agent has read no stats sample from the cgroup files yet", n.name)
+		}
 		return true, ""
 	}
 	for _, n := range nodes {
@@ -272,69 +291,70 @@ func TestSwarmMultiNode(t *testing.T) {
 		}
 		return true, ""
 	}
-	harness.WaitFor(t, 60*time.Second, time.Second, func() (bool, string) { return replicas(4, 2) })
+	harness.WaitFor(t, 60*time.Second, time.Second, func() (bool, string) { return replicas(float64(webReplicas), float64(count)) })
 	servicesTasks := func() []string {
 		out := manager.docker(t, "service", "ps", stack+"_services", "--filter", "desired-state=running", "--format", "{{.ID}} {{.Node}}")
 		return strings.Split(out, "\n")
 	}
-	before := servicesTasks()
-	if len(before) != 1 || !strings.HasSuffix(before[0], " "+manager.name) {
-		t.Fatalf("services reporter tasks: %q, want one on %s", before, manager.name)
+	reporter := servicesTasks()
+	if len(reporter) != 1 || !strings.HasSuffix(reporter[0], " "+manager.name) {
+		t.Fatalf("services reporter tasks: %q, want one on %s", reporter, manager.name)
 	}
-	if _, err := harness.TryScrapeMetrics(servicesURL(worker)); err == nil {
-		t.Errorf("%s publishes a services reporter too", worker.name)
+	for _, n := range nodes[1:] {
+		if _, err := harness.TryScrapeMetrics(servicesURL(n)); err == nil {
+			t.Errorf("%s publishes a services reporter too", n.name)
+		}
 	}
 	t.Logf("agents report their own nodes after %v", time.Since(t0).Round(time.Second))
 
-	// Drain the worker. What ran on the manager stays as it was: its agent's
-	// container, its web tasks and the services reporter keep their IDs.
+	// Drain the last worker. What ran on the other nodes stays as it was:
+	// their agents' containers, their web tasks and the services reporter
+	// keep running, with the same container IDs.
 	ids := func(n *swarmNode) []string {
-		out := n.docker(t, "ps", "--filter", "label=com.docker.swarm.task.id", "--format", "{{.ID}}")
-		f := strings.Fields(out)
-		sort.Strings(f)
-		return f
+		return strings.Fields(n.docker(t, "ps", "--filter", "label=com.docker.swarm.task.id", "--format", "{{.ID}}"))
 	}
-	managerBefore := ids(manager)
+	var before []string
+	for _, n := range remaining {
+		before = append(before, ids(n)...)
+	}
 	manager.docker(t, "node", "update", "--availability", "drain", worker.id)
 	tDrain := time.Now()
 	harness.WaitFor(t, 2*time.Minute, time.Second, func() (bool, string) {
 		onWorker := worker.names(t, "com.docker.swarm.task.id", false)
-		web := manager.names(t, svcLabel, false)
-		return len(onWorker) == 0 && len(web) == 4, fmt.Sprintf("on %s: %v; %s tasks on %s: %d", worker.name, onWorker, svc, manager.name, len(web))
+		web := 0
+		for _, n := range remaining {
+			web += len(n.names(t, svcLabel, false))
+		}
+		return len(onWorker) == 0 && web == webReplicas, fmt.Sprintf("on %s: %v; %s tasks elsewhere: %d of %d", worker.name, onWorker, svc, web, webReplicas)
 	})
 	t.Logf("drained %s in %v", worker.name, time.Since(tDrain).Round(time.Second))
 	stillThere := map[string]bool{}
-	for _, id := range ids(manager) {
-		stillThere[id] = true
-	}
-	for _, id := range managerBefore {
-		if !stillThere[id] {
-			t.Errorf("container %s on %s (not drained) stopped when %s was drained", id, manager.name, worker.name)
+	for _, n := range remaining {
+		for _, id := range ids(n) {
+			stillThere[id] = true
 		}
 	}
-	if after := servicesTasks(); len(after) != 1 || after[0] != before[0] {
-		t.Errorf("services reporter tasks after the drain: %q, before %q", after, before)
+	for _, id := range before {
+		if !stillThere[id] {
+			t.Errorf("container %s (not on the drained %s) stopped when %s was drained", id, worker.name, worker.name)
+		}
 	}
-	// The worker's agent is gone (its task was shut down, not moved), the
-	// manager's reports the tasks that moved to it, and the reporter counts
-	// one agent now: a global service's desired count follows the nodes that
-	// may run it.
+	if after := servicesTasks(); len(after) != 1 || after[0] != reporter[0] {
+		t.Errorf("services reporter tasks after the drain: %q, before %q", after, reporter)
+	}
+	// The drained worker's agent is gone (its task was shut down, not
+	// moved), the other agents report the tasks that moved to their nodes
+	// (ownOnly: every running container of the node), and the reporter counts
+	// one agent fewer: a global service's desired count follows the nodes
+	// that may run it.
 	if _, err := harness.TryScrapeMetrics(agentURL(worker)); err == nil {
 		t.Errorf("%s's agent still answers after the drain", worker.name)
 	}
-	harness.WaitFor(t, 90*time.Second, time.Second, func() (bool, string) {
-		if ok, msg := ownOnly(manager); !ok {
-			return false, msg
-		}
-		m, err := harness.TryScrapeMetrics(agentURL(manager))
-		if err != nil {
-			return false, err.Error()
-		}
-		if n := len(m.FindAll("container_info", map[string]string{"swarm_service": svc})); n < 4 {
-			return false, fmt.Sprintf("%s's agent reports %d %s tasks, want the 4 running there (and those that stopped)", manager.name, n, svc)
-		}
-		return true, ""
+	for _, n := range remaining {
+		harness.WaitFor(t, 90*time.Second, time.Second, func() (bool, string) { return ownOnly(n) })
+	}
+	harness.WaitFor(t, 60*time.Second, time.Second, func() (bool, string) {
+		return replicas(float64(webReplicas), float64(count-1))
 	})
-	harness.WaitFor(t, 60*time.Second, time.Second, func() (bool, string) { return replicas(4, 1) })
 	t.Logf("done after %v", time.Since(t0).Round(time.Second))
 }
