@@ -28,8 +28,9 @@ setup:
 	bash scripts/setup.sh
 
 ## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
-## (against the machine's Engine, then the Engine-talking ones against Engine 28.5)
-test: setup lint unit fuzz deploy-check integration integration-engine28
+## (against the machine's Engine, then the Engine-talking ones against Engine 28.5, then the
+## Swarm stack on a three-node Swarm)
+test: setup lint unit fuzz deploy-check integration integration-engine28 integration-swarm
 
 ## unit: tests of pure logic, with the race detector
 unit:

@@ -124,7 +124,9 @@ func TestSwarmMultiNode(t *testing.T) {
 	// The first is the manager; the last, a worker, is drained.
 	manager, worker := nodes[0], nodes[count-1]
 	remaining := nodes[:count-1]
-	t.Logf("nodes up after %v", time.Since(t0).Round(time.Second))
+	// The package's banner names the machine's Engine; these nodes run another.
+	t.Logf("%d nodes up after %v: Engine %s", count, time.Since(t0).Round(time.Second),
+		manager.docker(t, "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"))
 
 	// The Swarm: the manager and the worker advertise their own addresses; its
 	// overlay networks come from a pool that cannot overlap the nodes' 10.77.0.0/24.
