@@ -133,15 +133,19 @@ func TestSwarmMultiNode(t *testing.T) {
 	manager.docker(t, "swarm", "init", "--advertise-addr", manager.addr, "--default-addr-pool", "10.201.0.0/16")
 	token := manager.docker(t, "swarm", "join-token", "-q", "worker")
 	for _, n := range nodes[1:] {
-		n.docker(t, "swarm", "join", "--advertise-addr", n.addr, "--data-path-addr", n.addr, "--token", token, manager.addr+":2377")
-	}
-	for _, n := range nodes {
-		n.id = n.docker(t, "info", "--format", "{{.Swarm.NodeID}}")
+		// On a busy machine the join may outlast the CLI's wait; it goes on in
+		// the background, and the wait below sees it done.
+		if _, err := n.try("swarm", "join", "--advertise-addr", n.addr, "--data-path-addr", n.addr, "--token", token, manager.addr+":2377"); err != nil && !strings.Contains(err.Error(), "Timeout was reached before node joined") {
+			t.Fatal(err)
+		}
 	}
 	harness.WaitFor(t, time.Minute, time.Second, func() (bool, string) {
 		out, _ := manager.try("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}}")
 		return strings.Count(out, "Ready Active") == count, "nodes:\n" + out
 	})
+	for _, n := range nodes {
+		n.id = n.docker(t, "info", "--format", "{{.Swarm.NodeID}}")
+	}
 
 	// No registry: the images are copied into every node, and the stack is
 	// deployed with --resolve-image never, as on an air-gapped cluster.
@@ -267,6 +271,14 @@ func TestSwarmMultiNode(t *testing.T) {
 	}
 	for _, n := range nodes {
 		harness.WaitFor(t, 90*time.Second, time.Second, func() (bool, string) { return ownOnly(n) })
+	}
+	// Each agent's container turns healthy: the image's health check works
+	// with the stack's config on every node.
+	for _, n := range nodes {
+		harness.WaitFor(t, 90*time.Second, 2*time.Second, func() (bool, string) {
+			out, _ := n.try("ps", "--filter", "label=com.docker.swarm.service.name="+stack+"_agent", "--format", "{{.Status}}")
+			return strings.Contains(out, "(healthy)"), fmt.Sprintf("%s's agent: %s", n.name, out)
+		})
 	}
 
 	// The services reporter: one task, on the manager, publishing on the
