@@ -121,13 +121,22 @@ start_node() {
 	mkdir -p "$d/data"
 	echo '{}' >"$d/daemon.json"
 	rm -f "$(sock "$i")"
-	# Inside: a private /run (so /var/run/docker.sock is this node's), its own hostname, then
-	# dockerd listening there and on the host-visible socket. setsid+nohup: it outlives us.
-	# The exec root stays in the private /run: containerd's and the shims' sockets with it.
-	PATH="$BIN:$PATH" setsid nohup nsenter --net="/run/netns/$n" -- \
+	# Inside: a private /run (so /var/run/docker.sock is this node's), a sysfs of the node's
+	# network namespace (/sys/class/net: its own interfaces, which libnetwork reads) with the
+	# machine's cgroup mounts moved back under it, its own hostname, then dockerd listening
+	# there and on the host-visible socket. setsid+nohup: it outlives us. The exec root stays
+	# in the private /run: containerd's and the shims' sockets with it.
+	# DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: there is no registry (nor DNS) in the nodes'
+	# network, and a task would first wait for a pull to time out before using the image
+	# loaded into the node; an air-gapped cluster sets the same.
+	PATH="$BIN:$PATH" DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid nohup nsenter --net="/run/netns/$n" -- \
 		unshare --mount --uts --propagation slave -- bash -c '
 			set -e
 			mount -t tmpfs -o mode=755,size=64m dsw-run /run
+			mkdir /run/dsw-cgroup
+			mount --rbind /sys/fs/cgroup /run/dsw-cgroup
+			mount -t sysfs dsw-sys /sys
+			mount --move /run/dsw-cgroup /sys/fs/cgroup
 			hostname "$1"
 			shift
 			exec dockerd "$@"' _ "$n" \
