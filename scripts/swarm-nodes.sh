@@ -37,6 +37,7 @@ SWITCH=$PREFIX-sw
 NET=10.77.0
 START_TIMEOUT=${SWARM_NODES_START_TIMEOUT:-120}
 MAX_NODES=5
+STARTED=() # node -> pid of the dockerd this run started
 
 log() { echo "swarm-nodes: $*" >&2; }
 die() {
@@ -113,10 +114,13 @@ start_node() {
 		log "node $i already running: Engine $v"
 		return 0
 	fi
-	if running_pid "$i" >/dev/null; then
-		log "node $i runs but does not answer: stopping it first"
+	if running_pid "$i" >/dev/null || has_ns "$n"; then
+		# A dockerd that does not answer, or what a dead one left (its containerd, shims,
+		# containers): gone before a new one starts. The data root stays.
+		log "node $i does not answer: clearing what is left of it first"
 		stop_node "$i"
 	fi
+	rm -f "$(pidfile "$i")" # not a running dockerd's (checked above): stale
 	netns "$i"
 	mkdir -p "$d/data"
 	echo '{}' >"$d/daemon.json"
@@ -150,11 +154,17 @@ start_node() {
 		--storage-driver vfs \
 		--log-level info \
 		>>"$d/dockerd.log" 2>&1 </dev/null &
+	# nsenter, unshare (no --fork) and bash's exec keep this pid: it becomes dockerd's.
+	STARTED[$i]=$!
 }
 
 wait_node() {
 	local i=$1 t0=$SECONDS v
 	while ! v=$(answers "$i"); do
+		if [ -n "${STARTED[$i]:-}" ] && ! kill -0 "${STARTED[$i]}" 2>/dev/null; then
+			tail -n 30 "$(dir "$i")/dockerd.log" >&2 || true
+			die "node $i's dockerd exited (log: $(dir "$i")/dockerd.log)"
+		fi
 		if [ $((SECONDS - t0)) -ge "$START_TIMEOUT" ]; then
 			tail -n 30 "$(dir "$i")/dockerd.log" >&2 || true
 			die "node $i did not answer within ${START_TIMEOUT}s (log: $(dir "$i")/dockerd.log)"
@@ -223,6 +233,9 @@ stop_node() {
 	for id in $(ls "$d/data/containers" 2>/dev/null); do
 		rmdir /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/docker/"$id" 2>/dev/null || true
 	done
+	# A killed dockerd may linger as a zombie until its reaper (not us: it was setsid'd away)
+	# gets to it; its pid file would make the next dockerd refuse to start.
+	rm -f "$(pidfile "$i")"
 	ip -n "$SWITCH" link del "$PREFIX$i-s" 2>/dev/null || true
 	ip netns del "$n" 2>/dev/null || true
 	# The mounts dockerd made are in its own mount namespace and went with it; any that
