@@ -68,16 +68,16 @@ func (n *swarmNode) names(t *testing.T, label string, all bool) []string {
 // the test is skipped: it starts Engines of its own, in network namespaces.
 const swarmNodesEnv = "DOCKSCOPE_TEST_SWARM_NODES"
 
-// TestSwarmMultiNode runs deploy/swarm-stack.yml on a Swarm of two or three Engines
-// (scripts/swarm-nodes.sh: Engine 28.5, each in its own network, mount and UTS
-// namespaces with its own address), as on two machines: the global agent
-// service puts one agent on each node, each reporting its own node's
+// TestSwarmMultiNode runs deploy/swarm-stack.yml on a Swarm of two or three
+// Engines (scripts/swarm-nodes.sh: Engine 28.5, each in its own network, mount
+// and UTS namespaces with its own address), as on as many machines: the global
+// agent service puts one agent on each node, each reporting its own node's
 // containers and nobody else's, with that node's ID; the services reporter
-// runs once, on the manager; draining the worker moves its tasks of a
-// replicated service to the manager and stops the agent there (a global
-// service's task leaves a drained node) -- and moves nothing else: the
-// manager's agent, the services reporter and the tasks that already ran on
-// the manager keep running as they were.
+// runs once, on the manager; draining the last worker moves its tasks of a
+// replicated service to the other nodes and stops the agent there (a global
+// service's task leaves a drained node) -- and moves nothing else: the other
+// nodes' agents, the services reporter and the tasks already running there
+// keep running as they were.
 func TestSwarmMultiNode(t *testing.T) {
 	count, err := strconv.Atoi(os.Getenv(swarmNodesEnv))
 	if err != nil || count < 2 || count > 3 {
