@@ -10,7 +10,7 @@ PKGS      := ./...
 FUZZTIME  ?=
 fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
-.PHONY: all build image setup test unit integration integration-engine28 integration-podman lint fuzz deploy-check fault-churn bench bench-logs soak clean
+.PHONY: all build image setup test unit integration integration-engine28 integration-swarm integration-podman lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
@@ -28,8 +28,9 @@ setup:
 	bash scripts/setup.sh
 
 ## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
-## (against the machine's Engine, then the Engine-talking ones against Engine 28.5)
-test: setup lint unit fuzz deploy-check integration integration-engine28
+## (against the machine's Engine, then the Engine-talking ones against Engine 28.5, then the
+## Swarm stack on a three-node Swarm)
+test: setup lint unit fuzz deploy-check integration integration-engine28 integration-swarm
 
 ## unit: tests of pure logic, with the race detector
 unit:
@@ -50,6 +51,14 @@ integration-engine28:
 	bash scripts/engine28.sh stop; \
 	if [ $$status != 0 ]; then echo "integration-engine28: FAILED on Engine 28.5 (scripts/engine28.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
+
+## integration-swarm: deploy/swarm-stack.yml on a multi-node Swarm: SWARM_NODES (3) Engines of
+## Debian's current docker.io (scripts/engine28.sh's cached binaries), each in its own network
+## namespace with its own address, started and removed again by scripts/swarm-nodes.sh
+SWARM_NODES ?= 3
+integration-swarm:
+	DOCKSCOPE_TEST_SWARM_NODES=$(SWARM_NODES) $(GO) test -race -count=1 -tags integration -timeout 10m -v \
+		-run '^TestSwarmMultiNode$$' ./test/integration/
 
 ## integration-podman: the same Engine-talking tests against Podman's Docker-compatible API
 ## (`podman system service`, Debian's podman: 4.3 on bookworm) run by scripts/podman.sh with a
