@@ -254,16 +254,16 @@ func measure(ctx context.Context, o *options, bin, dir string, n int, logs bool)
 				o.timeout, eng.following.Load(), n, promscrape.Sum(m, `dockscope_records_sent_total{stage="logs"}`), err,
 				agent.logPath, benchenv.Tail(agent.logPath, 10))
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := benchenv.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return r, err
 		}
 	}
-	if err := sleep(ctx, o.settle); err != nil {
+	if err := benchenv.Sleep(ctx, o.settle); err != nil {
 		return r, err
 	}
 	for i := range o.samples {
 		if i > 0 {
-			if err := sleep(ctx, time.Second); err != nil {
+			if err := benchenv.Sleep(ctx, time.Second); err != nil {
 				return r, err
 			}
 		}
@@ -397,17 +397,6 @@ func fetch(ctx context.Context, url, file string) error {
 		return fmt.Errorf("fetching %s: %w", url, err)
 	}
 	return f.Close()
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func progress(format string, args ...any) {

@@ -216,7 +216,7 @@ func (b *bench) cmdRun(ctx context.Context, w workload, ids []string, expected i
 	r.linesPerSec = delivered / r.wall
 	// A pause, then the final count: more than expected means the command
 	// ships other records too, or some twice.
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := benchenv.Sleep(ctx, time.Second); err != nil {
 		return r, err
 	}
 	if m, err := promscrape.Scrape(ctx, sk.metricsURL, 2*time.Second); err == nil {
@@ -239,13 +239,3 @@ func (b *bench) cmdRun(ctx context.Context, w workload, ids []string, expected i
 	return r, r.err
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

@@ -122,7 +122,7 @@ func (e *engine) startContainers(ctx context.Context, specs []containerSpec, par
 				return err
 			}
 			e.log.Warn("trying again", "container", s.name, "attempt", attempt, "err", err)
-			if err := sleepCtx(ctx, time.Duration(attempt)*2*time.Second); err != nil {
+			if err := benchenv.Sleep(ctx, time.Duration(attempt)*2*time.Second); err != nil {
 				return err
 			}
 		}

@@ -320,7 +320,7 @@ func (b *bench) measureN(ctx context.Context, n int) (r result) {
 		return fail("waiting for the containers", err)
 	}
 	log.Info("containers running", "took", sinceSeconds(t), "settle", o.settle)
-	if err := sleepCtx(ctx, o.settle); err != nil {
+	if err := benchenv.Sleep(ctx, o.settle); err != nil {
 		return fail("settling", err)
 	}
 	b.noteForeign(ctx, &r, "before the baseline")
@@ -354,7 +354,7 @@ func (b *bench) measureN(ctx context.Context, n int) (r result) {
 		return fail("starting the agent", err)
 	}
 	log.Info("warming up for one stats interval", "interval", o.interval)
-	if err := sleepCtx(ctx, o.interval); err != nil {
+	if err := benchenv.Sleep(ctx, o.interval); err != nil {
 		return fail("warming up", err)
 	}
 	b.noteForeign(ctx, &r, "before the agent window")
@@ -396,7 +396,7 @@ func (b *bench) startAgent(ctx context.Context, n int) (*agentProc, *scraper, er
 			return nil, nil, err
 		}
 		// Nothing tells when an arbitrary agent is ready: give it time.
-		if err := sleepCtx(ctx, 15*time.Second); err != nil {
+		if err := benchenv.Sleep(ctx, 15*time.Second); err != nil {
 			return a, nil, err
 		}
 		if err := a.exitErr(); err != nil {

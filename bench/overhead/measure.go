@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dockscope/dockscope/bench/internal/benchenv"
 	"github.com/dockscope/dockscope/internal/procfs"
 )
 
@@ -53,7 +54,7 @@ func measureBaseline(ctx context.Context, window time.Duration) (baseline, error
 	if err != nil {
 		return baseline{}, err
 	}
-	if err := sleepCtx(ctx, time.Until(start.at.Add(window))); err != nil {
+	if err := benchenv.Sleep(ctx, time.Until(start.at.Add(window))); err != nil {
 		return baseline{}, err
 	}
 	end, err := read(nil)
@@ -118,7 +119,7 @@ func measureAgent(ctx context.Context, a *agentProc, tree bool, s *scraper, scra
 			// At start, start+5s, ... up to but not at the window's end, so
 			// that a 60 s window always holds exactly 12 scrapes.
 			for at := time.Duration(0); at < window; at += scrapeEvery {
-				if err := sleepCtx(bg, time.Until(start.at.Add(at))); err != nil {
+				if err := benchenv.Sleep(bg, time.Until(start.at.Add(at))); err != nil {
 					return
 				}
 				body, took, err := s.scrape(bg)
@@ -165,14 +166,3 @@ func measureAgent(ctx context.Context, a *agentProc, tree bool, s *scraper, scra
 	return w, err
 }
 
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

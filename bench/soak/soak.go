@@ -345,7 +345,7 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 			s.log.Warn("giving up waiting for the last lines", "after", o.drainTimeout, "verdict", v.String())
 			break
 		}
-		if err := sleepCtx(ctx, 5*time.Second); err != nil {
+		if err := benchenv.Sleep(ctx, 5*time.Second); err != nil {
 			return nil, err
 		}
 		if err := agent.exited(); err != nil {
@@ -356,7 +356,7 @@ func (s *soak) run(ctx context.Context) (*result, error) {
 	res.drainEnd = time.Now()
 	// Let a last export or duplicate arrive, take the final sample, and read
 	// the agent's own counters before it stops.
-	if err := sleepCtx(ctx, 2*o.sampleEvery); err != nil {
+	if err := benchenv.Sleep(ctx, 2*o.sampleEvery); err != nil {
 		return nil, err
 	}
 	stopSampling()
@@ -491,7 +491,7 @@ func (s *soak) churnOne(ctx context.Context, name string, lines int, start time.
 			s.mu.Unlock()
 		}
 	}
-	if err := sleepCtx(ctx, s.o.churnRemoveAfter); err != nil {
+	if err := benchenv.Sleep(ctx, s.o.churnRemoveAfter); err != nil {
 		return // close removes it
 	}
 	if err := s.eng.remove(ctx, id); err != nil {
@@ -511,7 +511,7 @@ func (s *soak) churnOne(ctx context.Context, name string, lines int, start time.
 // that the drain has a backend).
 func (s *soak) outageLoop(phaseCtx, runCtx context.Context, col *collector, start time.Time) {
 	for {
-		if err := sleepCtx(phaseCtx, s.o.outageEvery-s.o.outage); err != nil {
+		if err := benchenv.Sleep(phaseCtx, s.o.outageEvery-s.o.outage); err != nil {
 			return
 		}
 		down := time.Now()
@@ -519,7 +519,7 @@ func (s *soak) outageLoop(phaseCtx, runCtx context.Context, col *collector, star
 		if err := col.stop(); err != nil {
 			s.log.Warn("stopping the collector", "err", err)
 		}
-		_ = sleepCtx(phaseCtx, s.o.outage)
+		_ = benchenv.Sleep(phaseCtx, s.o.outage)
 		if err := col.start(runCtx); err != nil {
 			if runCtx.Err() == nil {
 				s.log.Error("starting the collector again", "err", err)
@@ -568,14 +568,3 @@ func waitReady(ctx context.Context, p *process, url string) error {
 	}
 }
 
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
