@@ -238,4 +238,3 @@ func (b *bench) cmdRun(ctx context.Context, w workload, ids []string, expected i
 	}
 	return r, r.err
 }
-

@@ -165,4 +165,3 @@ func measureAgent(ctx context.Context, a *agentProc, tree bool, s *scraper, scra
 	wg.Wait()
 	return w, err
 }
-

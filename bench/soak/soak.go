@@ -567,4 +567,3 @@ func waitReady(ctx context.Context, p *process, url string) error {
 		}
 	}
 }
-
