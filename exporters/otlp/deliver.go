@@ -34,6 +34,13 @@ type deliverer struct {
 	tel    *pipeline.Telemetry
 	logger *slog.Logger
 	what   string // "log", "metric": for messages
+	// finishAttempts lets an attempt under way finish when ctx ends (a
+	// reload, a stop), bounded by the sender's own timeout
+	// (exporters.otlp.timeout); ctx then only stops further attempts. For
+	// logs: the backend may already have taken an aborted request, whose
+	// records would be sent again, delivered twice. Metrics are cut at
+	// their round's end instead: a repeated data point is harmless.
+	finishAttempts bool
 
 	failing     bool      // since the last delivery
 	failingLogs *throttle // the "failing; retrying" warning
@@ -43,13 +50,24 @@ func newDeliverer(s sender, retry config.RetryConfig, giveUp time.Duration, tel 
 	return &deliverer{sender: s, retry: retry, giveUp: giveUp, tel: tel, logger: logger, what: what, failingLogs: newThrottle(logInterval)}
 }
 
+// finishingAttempts makes d let an attempt under way finish when its ctx
+// ends (see finishAttempts).
+func (d *deliverer) finishingAttempts() *deliverer {
+	d.finishAttempts = true
+	return d
+}
+
 // deliver sends req until the backend takes it, refuses it for good or
 // for its size, or ctx ends. The error is the last one seen.
 func (d *deliverer) deliver(ctx context.Context, req []byte) (outcome, partialSuccess, error) {
 	wait := d.retry.InitialInterval
 	start := time.Now()
 	for {
-		ps, err := d.sender.send(ctx, req)
+		attemptCtx := ctx
+		if d.finishAttempts {
+			attemptCtx = context.WithoutCancel(ctx)
+		}
+		ps, err := d.sender.send(attemptCtx, req)
 		if err == nil {
 			if d.failing {
 				d.logger.Info("OTLP "+d.what+" export recovered", "target", d.sender.describe())

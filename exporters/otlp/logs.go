@@ -79,7 +79,7 @@ func NewLogExporter(opts LogOptions) (*LogExporter, error) {
 		sender: sender,
 		// Log batches never give up (max_elapsed_time is for metrics): the
 		// lines wait in Docker's files and the checkpoints stay put.
-		deliver:      newDeliverer(sender, opts.Config.Retry, 0, opts.Telemetry, opts.Logger, "log"),
+		deliver:      newDeliverer(sender, opts.Config.Retry, 0, opts.Telemetry, opts.Logger, "log").finishingAttempts(),
 		enc:          newLogEncoder(&commonpb.InstrumentationScope{Name: "github.com/dockscope/dockscope", Version: opts.Version}),
 		maxRequest:   maxRequest,
 		rejectedLogs: newThrottle(logInterval), refusedLogs: newThrottle(logInterval), tooLargeLogs: newThrottle(logInterval),

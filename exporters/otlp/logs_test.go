@@ -320,3 +320,57 @@ func TestLogExporterDrainSendsTheInterruptedBatchFirst(t *testing.T) {
 		t.Fatalf("acknowledged %v, want %v", got, want)
 	}
 }
+
+// A stop (or reload) while a request is under way lets it finish: the
+// backend may already have taken it, and sending its records again in the
+// drain would deliver them twice.
+func TestStopLetsTheRequestUnderWayFinish(t *testing.T) {
+	var requests atomic.Int32
+	arrived := make(chan struct{}, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		requests.Add(1)
+		arrived <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+	}))
+	defer srv.Close()
+	tel := pipeline.NewTelemetry()
+	q := pipeline.NewLogQueue(1<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
+	acker := &recordingAcker{}
+	cfg := config.Default().Exporters.OTLP
+	cfg.Endpoint, cfg.Protocol = srv.URL, ProtocolHTTP
+	e, err := NewLogExporter(LogOptions{Config: cfg, Batch: config.Default().Logs.Batch, Queue: q, Acker: acker,
+		Telemetry: tel, Logger: quietLogger(), Getenv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := testRecords()
+	if _, err := q.PushBatch(context.Background(), records, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, 5*time.Second) }()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request reached the backend")
+	}
+	cancel() // while the backend holds the request
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end")
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("the records went out in %d requests, want 1: a request cut short was sent again", n)
+	}
+	acker.mu.Lock()
+	defer acker.mu.Unlock()
+	if acker.acked != len(records) {
+		t.Errorf("acknowledged %d records, want %d", acker.acked, len(records))
+	}
+}
