@@ -57,6 +57,9 @@ integration-engine28:
 ## for the machine's 20.10), plus the agent run as that user. What rootless Docker on cgroup v1
 ## cannot give (cgroups: CPU, memory, limits, OOM kills) the tests skip, saying so; restarting
 ## its daemon is skipped too (it lives in rootlesskit's namespaces, no pid file given).
+## Not in `make test` yet: of three runs in a row (182 s, 193 s, 242 s, start and stop included)
+## the third failed TestLogsEveryLineOnceAcrossReloads (421 lines shipped twice across SIGHUP
+## reloads under the suite's load; 500 once before; it passes alone).
 ROOTLESS_TESTS := ^(TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly|TestRootlessDockerAgentAsItsUser)$$
 integration-rootless:
 	bash scripts/rootless.sh start
