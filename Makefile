@@ -59,7 +59,8 @@ integration-engine28:
 ## its daemon is skipped too (it lives in rootlesskit's namespaces, no pid file given).
 ## Not in `make test` yet: of three runs in a row (182 s, 193 s, 242 s, start and stop included)
 ## the third failed TestLogsEveryLineOnceAcrossReloads (421 lines shipped twice across SIGHUP
-## reloads under the suite's load; 500 once before; it passes alone).
+## reloads under the suite's load; 500 once before). Not rootless's: on the machine's Engine 20.10
+## it failed 1 of 5 runs alone (-count=5, 414 lines twice).
 ROOTLESS_TESTS := ^(TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly|TestRootlessDockerAgentAsItsUser)$$
 integration-rootless:
 	bash scripts/rootless.sh start
