@@ -10,7 +10,7 @@ PKGS      := ./...
 FUZZTIME  ?=
 fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
-.PHONY: all build image setup test unit integration integration-engine28 integration-swarm integration-podman lint fuzz deploy-check fault-churn bench bench-logs soak clean
+.PHONY: all build image setup test unit integration integration-engine28 integration-swarm integration-podman integration-rootless lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
@@ -71,6 +71,25 @@ integration-podman:
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
 	bash scripts/podman.sh stop; \
 	if [ $$status != 0 ]; then echo "integration-podman: FAILED on Podman (scripts/podman.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
+	exit $$status
+
+## integration-rootless: the integration tests that talk to the Engine, against rootless Docker
+## (dockerd-rootless.sh under rootlesskit with slirp4netns, run by the user dockscope-rootless)
+## started by scripts/rootless.sh (Engine 28.5 from engine28.sh's cache; ROOTLESS_ENGINE=system
+## for the machine's 20.10), plus the agent run as that user. What rootless Docker on cgroup v1
+## cannot give (cgroups: CPU, memory, limits, OOM kills) the tests skip, saying so; restarting
+## its daemon is skipped too (it lives in rootlesskit's namespaces, no pid file given).
+## Not in `make test` yet: of three runs in a row (182 s, 193 s, 242 s, start and stop included)
+## the third failed TestLogsEveryLineOnceAcrossReloads (421 lines shipped twice across SIGHUP
+## reloads under the suite's load; 500 once before). Not rootless's: on the machine's Engine 20.10
+## it failed 1 of 5 runs alone (-count=5, 414 lines twice).
+ROOTLESS_TESTS := ^(TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly|TestRootlessDockerAgentAsItsUser)$$
+integration-rootless:
+	bash scripts/rootless.sh start
+	status=0; eval "$$(bash scripts/rootless.sh env)"; \
+		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ROOTLESS_TESTS)' ./test/integration/ || status=$$?; \
+	bash scripts/rootless.sh stop; \
+	if [ $$status != 0 ]; then echo "integration-rootless: FAILED on rootless Docker (scripts/rootless.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
 ## lint: gofmt and go vet (with and without the integration tag)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,9 @@ type Collector struct {
 	hostname     atomic.Pointer[string]
 	cgroupDriver atomic.Pointer[string]
 	runtime      atomic.Pointer[string] // runtimeDocker or runtimePodman
+	// noCgroupsLogged: the warning that the Engine gives its containers
+	// no cgroups is logged once per agent, not on every reconnect.
+	noCgroupsLogged atomic.Bool
 
 	// events bookkeeping, owned by the session goroutine.
 	since eventCursor
@@ -308,6 +312,10 @@ func (c *Collector) connect(ctx context.Context) error {
 	}
 	runtime := runtimeName(names)
 	c.runtime.Store(&runtime)
+	if driver == noCgroupDriver && c.noCgroupsLogged.CompareAndSwap(false, true) {
+		c.log.Warn("the Engine runs containers without cgroups of their own (cgroup driver none: rootless Docker on cgroup v1): exporting only their network counters and no resource limits; CPU, memory, pids and block I/O would be the daemon's whole cgroup's, and limits such as --memory are not applied",
+			"rootless", slices.Contains(info.Info.SecurityOptions, "name=rootless"), "cgroup_version", info.Info.CgroupVersion)
+	}
 	c.tel.SetDaemon(pipeline.DaemonInfo{
 		Version:    ver.Version,
 		APIVersion: c.docker.ClientVersion(),
@@ -318,6 +326,19 @@ func (c *Collector) connect(ctx context.Context) error {
 		c.logs.connected(ver.Version, c.docker.ClientVersion(), now)
 	}
 	return nil
+}
+
+// noCgroupDriver is the cgroup driver Docker reports when it gives
+// containers no cgroups: rootless Docker on cgroup v1 (or on v2 without
+// systemd's delegation). Their processes stay in the daemon's cgroup.
+const noCgroupDriver = "none"
+
+// noCgroups reports whether the Engine gives containers no cgroups of
+// their own: the cgroup files and the Engine's stats of CPU, memory, pids
+// and block I/O are then the daemon's cgroup's, shared by every container.
+func (c *Collector) noCgroups() bool {
+	d := c.cgroupDriver.Load()
+	return d != nil && *d == noCgroupDriver
 }
 
 // inspect reads one container and stores it, or removes it from the store
@@ -349,7 +370,12 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 	}
 	meta.Runtime = *c.runtime.Load()
 	meta.CgroupPath = cgroupPath(meta.Runtime, *c.cgroupDriver.Load(), res.Container, id)
-	if c.cgroups != nil {
+	if c.noCgroups() {
+		// The Engine keeps --memory, --cpus etc. in HostConfig but applies
+		// none: there is no cgroup to apply them to (a container given
+		// -m 64m held 200 MiB). Unlimited is the truth.
+		spec = pipeline.ContainerSpec{}
+	} else if c.cgroups != nil {
 		// Resolved once per run (a restart has a new pid), not per sample.
 		meta.CgroupPath = c.cgroups.idLabel(id, state.Pid, meta.CgroupPath)
 	}

@@ -254,6 +254,10 @@ func (s *statsSampler) sampleOne(ctx context.Context, job statsJob) {
 
 // finish applies what every sample gets, whichever way it was read.
 func (s *statsSampler) finish(job statsJob, st *pipeline.Stats) {
+	if s.c.noCgroups() {
+		// Only the network namespace is the container's own.
+		*st = pipeline.Stats{Read: st.Read, Networks: st.Networks, NetworkOnly: true}
+	}
 	if job.sharedNetns {
 		// The Engine's stats repeat the joined namespace's interfaces too.
 		st.Networks = nil
@@ -284,7 +288,7 @@ const refreshTimeout = 2 * time.Second
 func (s *statsSampler) refresh(ctx context.Context) {
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
-	if s.stopped || time.Since(s.lastRefresh) < refreshGap {
+	if s.stopped || time.Since(s.lastRefresh) < refreshGap || s.c.noCgroups() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
@@ -317,7 +321,7 @@ func (s *statsSampler) refresh(ctx context.Context) {
 // asks the Engine otherwise, or when the files cannot be read (a container
 // that just stopped, a cgroup layout the reader does not know).
 func (s *statsSampler) sample(ctx context.Context, job statsJob) (pipeline.Stats, error) {
-	if s.cgroup != nil {
+	if s.cgroup != nil && !s.c.noCgroups() {
 		t := job.target
 		if t == nil { // a container that just started: not in a round yet
 			if snap, ok := s.c.store.Get(job.id); ok {

@@ -32,6 +32,13 @@ type Stats struct {
 
 	Networks []NetworkStats
 	Disks    []DiskStats
+
+	// NetworkOnly: the container has no cgroup of its own (the Engine's
+	// cgroup driver is "none", as rootless Docker's on cgroup v1), so only
+	// Networks, read from its own network namespace, are its; the CPU,
+	// memory, pids and block I/O fields are zero and not to be exported
+	// (the Engine would report the daemon's whole cgroup there).
+	NetworkOnly bool
 }
 
 // NetworkStats are one interface's counters.

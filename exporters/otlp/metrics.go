@@ -236,31 +236,34 @@ func buildMetrics(cm *containerMetrics, s *pipeline.Snapshot, now time.Time) {
 	}
 
 	if x := s.Stats; x != nil {
-		cpuTime := containerconv.CPUTime{}
-		cm.metric(cpuTime.Name(), cpuTime.Description(), cpuTime.Unit(), kindMonotonicSum)
-		cm.point(x.CPUUser.Seconds(), attrKV{"cpu.mode", "user"})
-		cm.point(x.CPUSystem.Seconds(), attrKV{"cpu.mode", "system"})
-		if x.HasCPUUsage {
-			u := containerconv.CPUUsage{}
-			// Cores, never a percentage in unit "1" (a docker_stats bug).
-			cm.gauge(u.Name(), u.Description(), u.Unit(), x.CPUUsageCores)
+		// No cgroup of its own (NetworkOnly): only the network counters are its.
+		if !x.NetworkOnly {
+			cpuTime := containerconv.CPUTime{}
+			cm.metric(cpuTime.Name(), cpuTime.Description(), cpuTime.Unit(), kindMonotonicSum)
+			cm.point(x.CPUUser.Seconds(), attrKV{"cpu.mode", "user"})
+			cm.point(x.CPUSystem.Seconds(), attrKV{"cpu.mode", "system"})
+			if x.HasCPUUsage {
+				u := containerconv.CPUUsage{}
+				// Cores, never a percentage in unit "1" (a docker_stats bug).
+				cm.gauge(u.Name(), u.Description(), u.Unit(), x.CPUUsageCores)
+			}
+			if x.CPUPeriods > 0 {
+				cm.sum("container.cpu.throttled_time", "Time the container was throttled by its CPU quota.", "s", true, x.CPUThrottledTime.Seconds())
+				cm.sum("container.cpu.throttled_periods", "CFS periods in which the container was throttled.", "{period}", true, float64(x.CPUThrottledPeriods))
+			}
+			// The conventions list container.memory.usage as a Counter, but
+			// memory usage goes down as well as up: a monotonic sum would read
+			// as a counter reset to every backend. It is exported as a
+			// non-monotonic sum, like the other memory metrics.
+			cm.sum(containerconv.MemoryUsage{}.Name(), containerconv.MemoryUsage{}.Description(), "By", false, float64(x.MemoryUsage))
+			cm.sum(containerconv.MemoryWorkingSet{}.Name(), containerconv.MemoryWorkingSet{}.Description(), "By", false, float64(x.MemoryWorkingSet))
+			cm.sum(containerconv.MemoryRss{}.Name(), containerconv.MemoryRss{}.Description(), "By", false, float64(x.MemoryRSS))
+			if spec.MemoryLimit > 0 {
+				avail := max(float64(spec.MemoryLimit)-float64(x.MemoryWorkingSet), 0)
+				cm.sum(containerconv.MemoryAvailable{}.Name(), containerconv.MemoryAvailable{}.Description(), "By", false, avail)
+			}
+			cm.sum("container.pids", "Processes (pids) in the container.", "{process}", false, float64(x.Pids))
 		}
-		if x.CPUPeriods > 0 {
-			cm.sum("container.cpu.throttled_time", "Time the container was throttled by its CPU quota.", "s", true, x.CPUThrottledTime.Seconds())
-			cm.sum("container.cpu.throttled_periods", "CFS periods in which the container was throttled.", "{period}", true, float64(x.CPUThrottledPeriods))
-		}
-		// The conventions list container.memory.usage as a Counter, but
-		// memory usage goes down as well as up: a monotonic sum would read
-		// as a counter reset to every backend. It is exported as a
-		// non-monotonic sum, like the other memory metrics.
-		cm.sum(containerconv.MemoryUsage{}.Name(), containerconv.MemoryUsage{}.Description(), "By", false, float64(x.MemoryUsage))
-		cm.sum(containerconv.MemoryWorkingSet{}.Name(), containerconv.MemoryWorkingSet{}.Description(), "By", false, float64(x.MemoryWorkingSet))
-		cm.sum(containerconv.MemoryRss{}.Name(), containerconv.MemoryRss{}.Description(), "By", false, float64(x.MemoryRSS))
-		if spec.MemoryLimit > 0 {
-			avail := max(float64(spec.MemoryLimit)-float64(x.MemoryWorkingSet), 0)
-			cm.sum(containerconv.MemoryAvailable{}.Name(), containerconv.MemoryAvailable{}.Description(), "By", false, avail)
-		}
-		cm.sum("container.pids", "Processes (pids) in the container.", "{process}", false, float64(x.Pids))
 
 		if len(x.Networks) > 0 {
 			nio := containerconv.NetworkIO{}

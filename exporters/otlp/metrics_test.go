@@ -207,3 +207,26 @@ func TestResourceRuntimeName(t *testing.T) {
 		}
 	}
 }
+
+// A container without a cgroup of its own (rootless Docker on cgroup v1)
+// exports its network I/O and nothing of CPU, memory, pids or disks.
+func TestResourceMetricsNetworkOnly(t *testing.T) {
+	snap := testSnapshot()
+	snap.Spec = pipeline.ContainerSpec{}
+	snap.Stats = &pipeline.Stats{Read: snap.State.StartedAt.Add(time.Minute), NetworkOnly: true,
+		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 10, TxBytes: 20}}}
+	rm := encodeSnapshot(t, &snap, snap.State.StartedAt.Add(90*time.Second))
+	names := map[string]bool{}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		names[m.Name] = true
+	}
+	if !names["container.network.io"] || !names["container.uptime"] {
+		t.Errorf("network I/O and uptime missing: %v", names)
+	}
+	for _, n := range []string{"container.cpu.time", "container.cpu.usage", "container.memory.usage",
+		"container.memory.working_set", "container.memory.rss", "container.pids", "container.disk.io"} {
+		if names[n] {
+			t.Errorf("%s exported for a container without a cgroup", n)
+		}
+	}
+}

@@ -400,6 +400,11 @@ func (e *emitter) container(s *pipeline.Snapshot) {
 }
 
 func (e *emitter) stats(st *pipeline.Stats) {
+	if st.NetworkOnly {
+		// No cgroup of its own: only its network namespace's counters are its.
+		e.network(st.Networks)
+		return
+	}
 	e.emit(famCPUUsage, st.CPUTotal.Seconds(), "total")
 	e.emit(famCPUUser, st.CPUUser.Seconds())
 	e.emit(famCPUSystem, st.CPUSystem.Seconds())
@@ -417,7 +422,19 @@ func (e *emitter) stats(st *pipeline.Stats) {
 	}
 	e.emit(famMemFailcnt, float64(st.MemoryFailcnt))
 	e.emit(famPids, float64(st.Pids))
-	for _, n := range st.Networks {
+	e.network(st.Networks)
+	for _, d := range st.Disks {
+		e.emit(famFsReadBytes, float64(d.ReadBytes), d.Device)
+		e.emit(famFsWriteBytes, float64(d.WriteBytes), d.Device)
+		if d.HasOps {
+			e.emit(famFsReads, float64(d.Reads), d.Device)
+			e.emit(famFsWrites, float64(d.Writes), d.Device)
+		}
+	}
+}
+
+func (e *emitter) network(nets []pipeline.NetworkStats) {
+	for _, n := range nets {
 		e.emit(famNetRxBytes, float64(n.RxBytes), n.Interface)
 		e.emit(famNetRxPackets, float64(n.RxPackets), n.Interface)
 		e.emit(famNetRxDropped, float64(n.RxDropped), n.Interface)
@@ -426,13 +443,5 @@ func (e *emitter) stats(st *pipeline.Stats) {
 		e.emit(famNetTxPackets, float64(n.TxPackets), n.Interface)
 		e.emit(famNetTxDropped, float64(n.TxDropped), n.Interface)
 		e.emit(famNetTxErrors, float64(n.TxErrors), n.Interface)
-	}
-	for _, d := range st.Disks {
-		e.emit(famFsReadBytes, float64(d.ReadBytes), d.Device)
-		e.emit(famFsWriteBytes, float64(d.WriteBytes), d.Device)
-		if d.HasOps {
-			e.emit(famFsReads, float64(d.Reads), d.Device)
-			e.emit(famFsWrites, float64(d.Writes), d.Device)
-		}
 	}
 }

@@ -336,3 +336,29 @@ func TestScrapeRefreshesTheStore(t *testing.T) {
 		t.Errorf("the scrape did not serve the refreshed counter:\n%s", out)
 	}
 }
+
+// A container without a cgroup of its own (rootless Docker on cgroup v1)
+// has network series and none of CPU, memory, pids or block I/O: those
+// numbers would be the daemon's whole cgroup's.
+func TestNetworkOnlyStatsExportOnlyNetworkSeries(t *testing.T) {
+	s := pipeline.NewStore()
+	s.Upsert(pipeline.ContainerMeta{ID: "rrr", CgroupPath: "/docker/rrr", Name: "rootless", Image: "app:1"},
+		pipeline.ContainerState{Status: "running", StartedAt: time.Now()}, pipeline.ContainerSpec{})
+	s.SetStats("rrr", pipeline.Stats{Read: time.Now(), NetworkOnly: true,
+		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 10, TxBytes: 20}}})
+	out := scrape(t, NewContainerCollector(s))
+	for _, want := range []string{`container_network_receive_bytes_total{`, `container_network_transmit_bytes_total{`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %s...} series:\n%s", want, out)
+		}
+	}
+	for _, absent := range []string{"container_cpu_usage_seconds_total", "container_cpu_user_seconds_total",
+		"container_memory_usage_bytes", "container_memory_working_set_bytes", "container_memory_rss",
+		"container_memory_failcnt", "container_pids", "container_fs_reads_bytes_total"} {
+		for line := range strings.SplitSeq(out, "\n") {
+			if strings.HasPrefix(line, absent+"{") {
+				t.Errorf("series of a container without a cgroup: %s", line)
+			}
+		}
+	}
+}

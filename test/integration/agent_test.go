@@ -156,6 +156,29 @@ func (a *agent) waitValue(t *testing.T, timeout time.Duration, name, container s
 	return last
 }
 
+// sampledSeries names a series the agent exports for every sampled running
+// container, with the labels that pick it: the memory working set, or, on an
+// Engine that gives containers no cgroups (rootless Docker on cgroup v1),
+// where the agent exports only network counters, eth0's received bytes.
+func sampledSeries() (string, map[string]string) {
+	if harness.EngineHasNoCgroups() {
+		return "container_network_receive_bytes_total", map[string]string{"interface": "eth0"}
+	}
+	return "container_memory_working_set_bytes", nil
+}
+
+// merge returns the union of label sets, b winning.
+func merge(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
 // scopeArgs labels a test container so that only its test's agent follows it.
 func scopeArgs(scope, name string) []string {
 	return []string{"--label", "dockscope.scope=" + scope, "--name", name}

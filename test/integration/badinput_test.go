@@ -47,8 +47,9 @@ func TestBadInputFromTheEngine(t *testing.T) {
 	big := uniq(t, "big")
 	harness.RunContainer(t, append(scopeArgs(scope, big), "--label-file", labelFile, harness.WorkloadImage(t), "sleep")...)
 
-	a.waitValue(t, 20*time.Second, "container_memory_usage_bytes", odd, nil, func(float64) bool { return true })
-	a.waitValue(t, 20*time.Second, "container_memory_usage_bytes", big, nil, func(float64) bool { return true })
+	series, seriesLabels := sampledSeries()
+	a.waitValue(t, 20*time.Second, series, odd, seriesLabels, func(float64) bool { return true })
+	a.waitValue(t, 20*time.Second, series, big, seriesLabels, func(float64) bool { return true })
 	m := a.scrape(t)
 	s, _ := m.Find("container_info", map[string]string{"name": odd})
 	for k, want := range map[string]string{

@@ -61,6 +61,10 @@ func TestEventsShippedAsLogRecordsAndOOMKillsCounted(t *testing.T) {
 		t.Errorf("events counted as log lines: %v", lines)
 	}
 
+	if harness.EngineHasNoCgroups() {
+		t.Logf("OOM kills not tested: %s gives containers no cgroups (rootless Docker on cgroup v1), so --memory applies no limit", harness.EngineDescription())
+		return
+	}
 	// A process killed by the kernel's OOM killer: counted once in
 	// container_memory_oom_kills_total (the oom event and the OOMKilled flag
 	// of one death are one kill), and shipped as container.oom. It allocates

@@ -137,7 +137,8 @@ func TestAgentIsReadOnly(t *testing.T) {
 
 	checkNumbered(t, logger, waitShipped(t, col, logger, 200, 60*time.Second), 200, 3, 0)
 	checkNumbered(t, exited, waitShipped(t, col, exited, 50, 60*time.Second), 50, 0, 0)
-	a.waitValue(t, 30*time.Second, "container_cpu_usage_seconds_total", logger, nil, func(float64) bool { return true })
+	series, labels := sampledSeries()
+	a.waitValue(t, 30*time.Second, series, logger, labels, func(float64) bool { return true })
 	a.waitValue(t, 30*time.Second, "container_health_status", health, map[string]string{"status": "unhealthy"}, func(v float64) bool { return v == 1 })
 	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
 		evs := shippedEvents(t, col, exited)

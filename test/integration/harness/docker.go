@@ -336,3 +336,29 @@ func buildImage(bin, name, extra string) error {
 	_, err = TryDocker("build", "-q", "-t", name, dir)
 	return err
 }
+
+var (
+	noCgroupsOnce sync.Once
+	noCgroups     bool
+)
+
+// EngineHasNoCgroups reports whether the Engine under test gives containers
+// no cgroups of their own (docker info: Cgroup Driver none), as rootless
+// Docker on cgroup v1 does: no limits apply, and the agent exports only a
+// container's network counters, none of CPU, memory, pids or block I/O.
+func EngineHasNoCgroups() bool {
+	noCgroupsOnce.Do(func() {
+		d, err := TryDocker("info", "--format", "{{.CgroupDriver}}")
+		noCgroups = err == nil && d == "none"
+	})
+	return noCgroups
+}
+
+// SkipWithoutCgroups skips a test of what needs container cgroups (CPU and
+// memory accounting, limits, OOM kills) on an Engine that has none.
+func SkipWithoutCgroups(t testing.TB) {
+	t.Helper()
+	if EngineHasNoCgroups() {
+		t.Skipf("%s gives containers no cgroups (cgroup driver none: rootless Docker on cgroup v1): no CPU or memory accounting, limits or OOM kills to test", EngineDescription())
+	}
+}
