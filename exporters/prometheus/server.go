@@ -300,6 +300,12 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(shutdownCtx)
+	if errors.Is(err, net.ErrClosed) {
+		// Shutdown closes the listeners Serve still tracks: ours was
+		// closed above already. It waited for the connections all the
+		// same; only that close failed.
+		err = nil
+	}
 	if err != nil {
 		// Clients still being written to (or stalled) are cut off rather
 		// than left holding their handlers until writeTimeout.
