@@ -13,6 +13,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -409,10 +410,15 @@ func forEachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v 
 type httpSender struct {
 	t      target
 	client *http.Client
-	// The compressed body and its writer, reused from request to request.
+	// The compressed body, reused from request to request.
 	zbuf bytes.Buffer
-	zw   *gzip.Writer
 }
+
+// gzipWriters holds gzip writers between requests. A writer keeps about
+// 2 MB of tables: pooled, not kept per sender, so that a sender used once a
+// minute (metrics) does not hold them in between, and the log and metrics
+// senders share one while they take turns.
+var gzipWriters sync.Pool
 
 func newHTTPSender(t target) *httpSender {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -443,15 +449,18 @@ func (s *httpSender) send(ctx context.Context, req []byte) (partialSuccess, erro
 	what := "OTLP/HTTP " + s.t.signal.name + " export to " + s.t.display
 	if s.t.gzip {
 		s.zbuf.Reset()
-		if s.zw == nil {
-			s.zw = gzip.NewWriter(&s.zbuf)
+		zw, _ := gzipWriters.Get().(*gzip.Writer)
+		if zw == nil {
+			zw = gzip.NewWriter(&s.zbuf)
 		} else {
-			s.zw.Reset(&s.zbuf)
+			zw.Reset(&s.zbuf)
 		}
-		if _, err := s.zw.Write(req); err != nil {
-			return partialSuccess{}, &retryableError{err: fmt.Errorf("compressing %s: %w", what, err)}
+		_, err := zw.Write(req)
+		if err == nil {
+			err = zw.Close()
 		}
-		if err := s.zw.Close(); err != nil {
+		gzipWriters.Put(zw)
+		if err != nil {
 			return partialSuccess{}, &retryableError{err: fmt.Errorf("compressing %s: %w", what, err)}
 		}
 		body = bytes.NewReader(s.zbuf.Bytes())
