@@ -333,6 +333,22 @@ func (c *Checkpointer) Get(id string) (LogCheckpoint, bool) {
 	return c.getLocked(id)
 }
 
+// Resume returns the position to resume a container's log from, and
+// whether the records found already delivered while resuming are to be
+// Seeded. They are not when the position is this run's own acknowledged
+// cursor: it holds them already, and counting them again made the next
+// reader skip as many new records (a second reload within a second lost
+// lines).
+func (c *Checkpointer) Resume(id string) (cp LogCheckpoint, seed, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, live := c.cursors[id]; live && !cur.Empty() {
+		return cur.Checkpoint(), false, true
+	}
+	cp, ok = c.loaded[id]
+	return cp, ok, ok
+}
+
 func (c *Checkpointer) getLocked(id string) (LogCheckpoint, bool) {
 	if cur, ok := c.cursors[id]; ok && !cur.Empty() {
 		return cur.Checkpoint(), true

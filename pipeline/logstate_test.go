@@ -391,3 +391,35 @@ func TestCheckpointerWatchingSinceIsKeptAcrossSavesAndRestarts(t *testing.T) {
 		t.Errorf("older state: watching since %v, want its last save %v", got, saved)
 	}
 }
+
+// Resume asks for the skipped records to be seeded only when the position
+// comes from an earlier run: this run's cursor holds them already.
+func TestCheckpointerResumeSeedsOnlyPositionsOfEarlierRuns(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := c.Resume("c"); ok {
+		t.Fatal("a container never read has a position")
+	}
+	at := time.Now()
+	if err := c.Ack([]LogRecord{{ContainerID: "c", Time: at, Body: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	cp, seed, ok := c.Resume("c")
+	if !ok || seed || cp.Latest != at.UnixNano() {
+		t.Fatalf("this run's position: %+v seed=%v ok=%v, want Latest %d, no seeding", cp, seed, ok, at.UnixNano())
+	}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := OpenCheckpointer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, seed, ok = c2.Resume("c")
+	if !ok || !seed || cp.Latest != at.UnixNano() {
+		t.Fatalf("an earlier run's position: %+v seed=%v ok=%v, want Latest %d, seeding", cp, seed, ok, at.UnixNano())
+	}
+}

@@ -128,11 +128,12 @@ func (t *tailer) run(ctx context.Context) tailResult {
 		cp := read.Checkpoint()
 		resume, since = NewResume(cp, m.engine24.Load()), SinceParam(cp)
 		fromRead = true
-	} else if cp, ok := cps.Get(t.id); ok {
-		// First read in this run: continue after the last record
-		// delivered, and count the re-read ones as delivered.
+	} else if cp, seed, ok := cps.Resume(t.id); ok {
+		// First read by this reader: continue after the last record
+		// delivered, and count the re-read ones as delivered unless the
+		// position already counts them (a reader restarted by a reload).
 		resume, since = NewResume(cp, m.engine24.Load()), SinceParam(cp)
-		seeding = true
+		seeding = seed
 	} else {
 		var from int64
 		if at, lost := m.lostStart(); lost {

@@ -169,12 +169,20 @@ func (s *syncBuffer) String() string {
 
 func startTail(t *testing.T, d Docker, stateDir string) *testTail {
 	t.Helper()
-	tel := pipeline.NewTelemetry()
-	q := pipeline.NewLogQueue(16<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
 	cps, err := pipeline.OpenCheckpointer(stateDir)
 	if cps == nil {
 		t.Fatal(err)
 	}
+	return startTailOn(t, d, cps, false)
+}
+
+// startTailOn starts a Manager on cps; with ack, what it queues is
+// acknowledged as soon as it is taken from the queue (a backend that
+// takes everything at once).
+func startTailOn(t *testing.T, d Docker, cps *pipeline.Checkpointer, ack bool) *testTail {
+	t.Helper()
+	tel := pipeline.NewTelemetry()
+	q := pipeline.NewLogQueue(16<<20, pipeline.Block, tel.Stage(pipeline.StageLogs))
 	logs := &syncBuffer{}
 	m := New(Options{Docker: d, Queue: q, Checkpoints: cps, Telemetry: tel, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Timeout: time.Second, MaxBackoff: 2 * time.Second})
@@ -184,10 +192,16 @@ func startTail(t *testing.T, d Docker, stateDir string) *testTail {
 	wg.Go(func() { m.Run(ctx) })
 	wg.Go(func() {
 		for ctx.Err() == nil {
-			for _, r := range q.PopBatch(ctx, nil, 1000, 1<<20, 0) {
+			batch := q.PopBatch(ctx, nil, 1000, 1<<20, 0)
+			for _, r := range batch {
 				tt.mu.Lock()
 				tt.got = append(tt.got, string(r.Body))
 				tt.mu.Unlock()
+			}
+			if ack && len(batch) > 0 {
+				if err := cps.Ack(batch); err != nil {
+					t.Errorf("acknowledging: %v", err)
+				}
 			}
 		}
 	})
