@@ -1,7 +1,10 @@
 # dockscope: the targets CI runs are the ones documented in the README.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The commit, stamped with -X so that --version names it even where Go's own VCS stamping
+# is off (-buildvcs=false, a tarball); empty outside git, and the agent falls back.
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 # Fuzzing budgets are counts of executions (about 20 s each here), not durations: Go 1.26's
 # fuzz coordinator can fail a run whose wall-clock -fuzztime ends while a worker is busy,
@@ -21,7 +24,7 @@ build:
 ## image: the agent image dockscope:$(VERSION), FROM scratch (no registry needed);
 ## DOCKER_GID=<gid> sets the group that may read the Docker socket
 image:
-	VERSION=$(VERSION) bash scripts/build-image.sh
+	VERSION=$(VERSION) REVISION=$(REVISION) bash scripts/build-image.sh
 
 ## setup: install what the tests need (Docker if absent, Prometheus, the OTel Collector build)
 setup:

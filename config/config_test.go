@@ -17,8 +17,8 @@ import (
 // agent prints for it.
 func TestBadConfigs(t *testing.T) {
 	want := map[string]string{
-		"bad-unknown-top.yml":             `testdata/bad-unknown-top.yml:2: agnet: unknown key`,
-		"bad-unknown-nested.yml":          `testdata/bad-unknown-nested.yml:3: discovery.resync_intervall: unknown key`,
+		"bad-unknown-top.yml":             `testdata/bad-unknown-top.yml:2: agnet: unknown key; did you mean "agent"?`,
+		"bad-unknown-nested.yml":          `testdata/bad-unknown-nested.yml:3: discovery.resync_intervall: unknown key; did you mean "resync_interval"?`,
 		"bad-type-int.yml":                `testdata/bad-type-int.yml:3: stats.concurrency: cannot parse "many" as an integer`,
 		"bad-duration.yml":                `testdata/bad-duration.yml:3: docker.timeout: cannot parse "10" as a duration (e.g. "10s", "1m30s")`,
 		"bad-interval-small.yml":          `testdata/bad-interval-small.yml:2: stats.interval: must be at least 1s, got 500ms`,
@@ -52,7 +52,11 @@ func TestBadConfigs(t *testing.T) {
 		"bad-retry.yml":                   `testdata/bad-retry.yml:5: exporters.otlp.retry.max_interval: must not be less than initial_interval (10s), got 5s`,
 		"bad-otlp-interval.yml":           `testdata/bad-otlp-interval.yml:3: exporters.otlp.interval: must be 0 (use stats.interval) or at least 1s, got 100ms`,
 		"bad-concurrency-range.yml":       `testdata/bad-concurrency-range.yml:2: stats.concurrency: must be between 1 and 256, got 1000`,
-		"bad-file-order.yml":              `testdata/bad-file-order.yml:4: stats.interval: must be at least 1s, got 1ms`,
+		"bad-file-order.yml": `testdata/bad-file-order.yml:4: stats.interval: must be at least 1s, got 1ms
+testdata/bad-file-order.yml:6: agent.log_format: must be one of logfmt, json; got "text"`,
+		"bad-several.yml": `testdata/bad-several.yml:5: stats.intervall: unknown key; did you mean "interval"?
+testdata/bad-several.yml:6: stats.concurrency: cannot parse "many" as an integer
+testdata/bad-several.yml:9: web.telemetry_path: must start with "/", got "metrics"`,
 		"bad-merge.yml":                   `testdata/bad-merge.yml:4: stats.<<: merge keys are not supported`,
 		"bad-state-dir.yml":               `testdata/bad-state-dir.yml:2: agent.state_dir: must not be empty`,
 		"bad-max-procs.yml":               `testdata/bad-max-procs.yml:3: agent.max_procs: must not be negative, got -2`,
@@ -95,12 +99,18 @@ func TestBadConfigs(t *testing.T) {
 			if err.Error() != msg {
 				t.Errorf("Load(%s) error:\n got %s\nwant %s", file, err, msg)
 			}
-			var ce *Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("Load(%s) error is %T, want *config.Error", file, err)
+			var es Errors
+			if !errors.As(err, &es) || len(es) != strings.Count(msg, "\n")+1 {
+				t.Fatalf("Load(%s) error is %T %v, want config.Errors, one per line", file, err, err)
 			}
-			if ce.File != file || ce.Line == 0 {
-				t.Errorf("Error{File: %q, Line: %d}, want File %q and a line", ce.File, ce.Line, file)
+			for _, ce := range es {
+				if ce.File != file || ce.Line == 0 {
+					t.Errorf("Error{File: %q, Line: %d}, want File %q and a line", ce.File, ce.Line, file)
+				}
+			}
+			var first *Error
+			if !errors.As(err, &first) || first != es[0] {
+				t.Errorf("errors.As(*Error) = %v, want the first problem %v", first, es[0])
 			}
 		})
 	}
@@ -573,5 +583,111 @@ func TestKeyLines(t *testing.T) {
 	}
 	if n := strings.Count(data, "\n"); len(lines) != n {
 		t.Errorf("%d keys recorded, want %d: %v", len(lines), n, lines)
+	}
+}
+
+// TestEveryProblemAtOnce: a file with problems of every kind the walk can
+// go on past reports each, in file order, with its line and key; what
+// could not be decoded keeps its default and is not validated again.
+func TestEveryProblemAtOnce(t *testing.T) {
+	data := `agent:
+  log_levle: debug
+  max_procs: -1
+stats:
+  interval: soon
+  concurrency: 8
+  concurrency: 9
+discovery:
+  include:
+    names: [web, [nested], "[bad"]
+exporters:
+  otlp:
+    headers:
+      x-ok: fine
+      x-list: [a]
+    retry: yes
+  promethus:
+    enabled: true
+`
+	_, err := Parse([]byte(data), "all.yml")
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Parse() = %T %v, want Errors", err, err)
+	}
+	want := []struct {
+		line      int
+		key, text string
+	}{
+		{2, "agent.log_levle", `unknown key; did you mean "log_level"?`},
+		{3, "agent.max_procs", "must not be negative, got -1"},
+		{5, "stats.interval", `cannot parse "soon" as a duration (e.g. "10s", "1m30s")`},
+		{7, "stats.concurrency", "duplicate key, first set on line 6"},
+		{10, "discovery.include.names[1]", `expected a string, got a list`},
+		{10, "discovery.include.names[2]", `invalid glob pattern "[bad": syntax error in pattern`},
+		{15, "exporters.otlp.headers.x-list", "expected a string, got a list"},
+		{16, "exporters.otlp.retry", `expected a mapping, got "yes"`},
+		{17, "exporters.promethus", `unknown key; did you mean "prometheus"?`},
+	}
+	if len(es) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%v", len(es), len(want), err)
+	}
+	for i, w := range want {
+		if e := es[i]; e.File != "all.yml" || e.Line != w.line || e.Key != w.key || e.Msg != w.text {
+			t.Errorf("problem %d = %q, want all.yml:%d: %s: %s", i, e, w.line, w.key, w.text)
+		}
+	}
+}
+
+// TestProblemsAreCapped: a generated file with thousands of mistakes
+// reports the first maxProblems and says how many more there are.
+func TestProblemsAreCapped(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("discovery:\n  label_allowlist:\n")
+	for range maxProblems + 7 {
+		b.WriteString("    - \"\"\n")
+	}
+	_, err := Parse([]byte(b.String()), "many.yml")
+	var es Errors
+	if !errors.As(err, &es) || len(es) != maxProblems+1 {
+		t.Fatalf("Parse() gave %d problems, want %d and a note", len(es), maxProblems)
+	}
+	if last := es[maxProblems].Error(); last != "many.yml: 7 more problems not shown" {
+		t.Errorf("last line %q", last)
+	}
+}
+
+func TestUnknownKeySuggestion(t *testing.T) {
+	for _, tc := range []struct{ data, want string }{
+		{"agnet: {}\n", `x.yml:1: agnet: unknown key; did you mean "agent"?`},           // transposition
+		{"exporter: {}\n", `x.yml:1: exporter: unknown key; did you mean "exporters"?`}, // deletion
+		{"Stats: {}\n", `x.yml:1: Stats: unknown key; did you mean "stats"?`},           // case
+		{"logs:\n  max_line_byte: 2048\n", `x.yml:2: logs.max_line_byte: unknown key; did you mean "max_line_bytes"?`},
+		{"exporters:\n  otlp:\n    endpiont: c:4317\n", `x.yml:3: exporters.otlp.endpiont: unknown key; did you mean "endpoint"?`},
+		{"exporters:\n  otel: {}\n", `x.yml:2: exporters.otel: unknown key`},      // two edits from "otlp": not a typo
+		{"stats:\n  log_level: debug\n", `x.yml:2: stats.log_level: unknown key`}, // a key of another section
+		{"metrics: {}\n", `x.yml:1: metrics: unknown key`},                        // nothing close
+	} {
+		_, err := Parse([]byte(tc.data), "x.yml")
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Parse(%q) = %v\nwant %s", tc.data, err, tc.want)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"a", "", 1}, {"", "abc", 3}, {"agent", "agent", 0},
+		{"agnet", "agent", 1}, {"intervall", "interval", 1}, {"interval", "intreval", 1},
+		{"otel", "otlp", 2}, {"kitten", "sitting", 3}, {"ca", "abc", 3},
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+		if got := editDistance(tc.b, tc.a); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d (symmetric)", tc.b, tc.a, got, tc.want)
+		}
 	}
 }

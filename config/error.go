@@ -41,3 +41,29 @@ func (e *Error) Error() string {
 	b.WriteString(e.Msg)
 	return b.String()
 }
+
+// Errors are all the problems of one configuration file, in file order;
+// never empty. Parse reports them together so that one run of
+// --config.check shows every mistake rather than one per run.
+type Errors []*Error
+
+// Error puts each problem on a line of its own.
+func (es Errors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find the problems, the first one first.
+func (es Errors) Unwrap() []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errs
+}

@@ -31,8 +31,14 @@ func FuzzParse(f *testing.F) {
 			if c != nil {
 				t.Errorf("Parse returned a config along with error %v", err)
 			}
-			if _, ok := err.(*Error); !ok {
-				t.Errorf("Parse error is %T, not *Error: %v", err, err)
+			es, ok := err.(Errors)
+			if !ok || len(es) == 0 || len(es) > maxProblems+1 {
+				t.Errorf("Parse error is %T with %d problems, want 1 to %d in Errors: %v", err, len(es), maxProblems+1, err)
+			}
+			for _, e := range es {
+				if e == nil || e.File != "fuzz.yml" {
+					t.Errorf("a problem without its file: %#v", e)
+				}
 			}
 			return
 		}

@@ -32,7 +32,8 @@ func Load(path string) (*Config, error) {
 
 // Parse parses a configuration file's content over the defaults, expands
 // ${env:NAME} and ${file:PATH} references in values and validates the result. filename only
-// labels errors. Every problem is reported as an *Error.
+// labels errors. A bad file gives Errors: every problem found, each an
+// *Error naming the file, the line and the key, in file order.
 func Parse(data []byte, filename string) (*Config, error) {
 	c, _, err := parse(data, filename, sources{lookupEnv: os.LookupEnv, readFile: readSecretFile})
 	if err != nil {
@@ -40,6 +41,10 @@ func Parse(data []byte, filename string) (*Config, error) {
 	}
 	return c, nil
 }
+
+// maxProblems bounds the problems one file reports: a generated file can
+// hold thousands of the same mistake, and the first fifty say enough.
+const maxProblems = 50
 
 // parse is Parse with the environment and the files passed in, returning as well the line
 // of every key present in the file (for tests and for placing Validate's
@@ -50,24 +55,34 @@ func parse(data []byte, filename string, src sources) (*Config, map[string]int, 
 
 	root, err := d.document(data)
 	if err != nil {
-		return nil, nil, err
+		// The YAML does not parse: nothing after the syntax error can be
+		// placed, so this is the only problem reported.
+		return nil, nil, Errors{err.(*Error)}
 	}
 	if root != nil {
-		if err := d.decode(root, reflect.ValueOf(&c).Elem(), ""); err != nil {
-			return nil, nil, err
-		}
+		d.note(d.decode(root, reflect.ValueOf(&c).Elem(), ""))
 	}
 
-	problems := c.problems()
+	// Values that failed to decode kept their defaults; validating those
+	// would only report the defaults, so their keys are left out.
+	failed := make(map[string]bool, len(d.errs))
+	for _, e := range d.errs {
+		failed[e.Key] = true
+	}
+	problems := d.errs
+	for _, p := range c.problems() {
+		if failed[p.Key] {
+			continue
+		}
+		p.File = filename
+		p.Line = d.lineOf(p.Key)
+		problems = append(problems, p)
+	}
 	if len(problems) == 0 {
 		return &c, d.lines, nil
 	}
-	for _, p := range problems {
-		p.File = filename
-		p.Line = d.lineOf(p.Key)
-	}
-	// Report the first problem in file order, which is where a reader
-	// starts; those the file does not place (line 0) come last.
+	// File order is where a reader starts; problems the file does not
+	// place (line 0) come last.
 	fileOrder := func(e *Error) int {
 		if e.Line == 0 {
 			return math.MaxInt
@@ -75,7 +90,11 @@ func parse(data []byte, filename string, src sources) (*Config, map[string]int, 
 		return e.Line
 	}
 	slices.SortStableFunc(problems, func(a, b *Error) int { return cmp.Compare(fileOrder(a), fileOrder(b)) })
-	return nil, nil, problems[0]
+	if len(problems) > maxProblems {
+		more := len(problems) - maxProblems
+		problems = append(problems[:maxProblems:maxProblems], &Error{File: filename, Msg: fmt.Sprintf("%d more problems not shown", more)})
+	}
+	return nil, nil, Errors(problems)
 }
 
 // decoder walks a YAML node tree alongside the Config it fills. Doing the
@@ -86,6 +105,16 @@ type decoder struct {
 	file  string
 	lines map[string]int // dotted key -> line of the key in the file
 	src   sources
+	errs  []*Error // every problem met so far: the walk goes on past each
+}
+
+// note records err, an *Error from the walk, if not nil. The walk skips
+// what is wrong (the value keeps its default) and goes on, so that one run
+// of --config.check shows every problem of the file.
+func (d *decoder) note(err error) {
+	if err != nil {
+		d.errs = append(d.errs, err.(*Error))
+	}
 }
 
 // document parses data into its root node; nil means an empty document.
@@ -181,17 +210,17 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string, line int) e
 		k, val := resolveAlias(n.Content[i]), n.Content[i+1]
 		name, err := d.keyName(k, key, seen)
 		if err != nil {
-			return err
+			d.note(err)
+			continue
 		}
 		child := joinKey(key, name)
 		idx, ok := fields[name]
 		if !ok {
-			return d.errorf(k.Line, child, "unknown key")
+			d.note(d.errorf(k.Line, child, "unknown key%s", suggest(name, fields)))
+			continue
 		}
 		d.lines[child] = k.Line
-		if err := d.decode(val, v.Field(idx), child); err != nil {
-			return err
-		}
+		d.note(d.decode(val, v.Field(idx), child))
 	}
 	return nil
 }
@@ -215,13 +244,15 @@ func (d *decoder) dict(n *yaml.Node, v reflect.Value, key string, line int) erro
 		k, val := resolveAlias(n.Content[i]), n.Content[i+1]
 		name, err := d.keyName(k, key, seen)
 		if err != nil {
-			return err
+			d.note(err)
+			continue
 		}
 		child := joinKey(key, name)
 		d.lines[child] = k.Line
 		elem := reflect.New(v.Type().Elem()).Elem()
 		if err := d.decode(val, elem, child); err != nil {
-			return err
+			d.note(err)
+			continue
 		}
 		m.SetMapIndex(reflect.ValueOf(name).Convert(v.Type().Key()), elem)
 	}
@@ -258,9 +289,7 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, key string, line int) 
 	for i, item := range n.Content {
 		child := key + "[" + strconv.Itoa(i) + "]"
 		d.lines[child] = item.Line
-		if err := d.decode(item, s.Index(i), child); err != nil {
-			return err
-		}
+		d.note(d.decode(item, s.Index(i), child))
 	}
 	v.Set(s)
 	return nil

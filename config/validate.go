@@ -131,8 +131,8 @@ func (c *Config) problems() []*Error {
 	return v.problems
 }
 
-// validator collects problems so that Parse can report the first in file
-// order rather than the first in struct order.
+// validator collects problems so that Parse can report them all, in file
+// order rather than in struct order.
 type validator struct {
 	problems []*Error
 }

@@ -71,6 +71,10 @@ type Telemetry struct {
 
 	logQueue atomic.Pointer[LogQueue]
 
+	// What the running configuration exports over OTLP: the self-metrics
+	// of a path that is off are not served.
+	otlpMetrics, otlpLogs atomic.Bool
+
 	reloadFailed atomic.Bool
 	reloadTime   atomic.Int64 // unix seconds of the last reload attempt
 }
@@ -142,4 +146,16 @@ func (t *Telemetry) LogQueueBytes() int64 {
 		return q.Bytes()
 	}
 	return 0
+}
+
+// SetOTLP records whether the running configuration exports metrics and
+// logs over OTLP.
+func (t *Telemetry) SetOTLP(metrics, logs bool) {
+	t.otlpMetrics.Store(metrics)
+	t.otlpLogs.Store(logs)
+}
+
+// OTLP reports whether metrics and logs are exported over OTLP.
+func (t *Telemetry) OTLP() (metrics, logs bool) {
+	return t.otlpMetrics.Load(), t.otlpLogs.Load()
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the agent image from the static binary, without a registry:
 #   scripts/build-image.sh [tag]        (default dockscope:$VERSION)
-# Environment: VERSION (default: git describe), DOCKER_GID (the group that
+# Environment: VERSION (default: git describe), REVISION (the commit;
+# default: git rev-parse HEAD, empty outside git), DOCKER_GID (the group that
 # may read the Docker socket; default: the socket's own group here, else
 # 999), UID_OVERRIDE (the agent's uid, default 65532; bash owns $UID),
 # GO (default go).
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+REVISION=${REVISION-$(git rev-parse HEAD 2>/dev/null || true)}
 TAG=${1:-dockscope:${VERSION}}
 AGENT_UID=${UID_OVERRIDE:-65532}
 if [[ -z "${DOCKER_GID:-}" ]]; then
@@ -23,7 +25,7 @@ fi
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o "$ctx/dockscope" ./cmd/agent
+CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o "$ctx/dockscope" ./cmd/agent
 cp deploy/image/Dockerfile "$ctx/"
 cp "$CA" "$ctx/ca-certificates.crt"
 mkdir "$ctx/state"
@@ -32,6 +34,6 @@ printf 'root:x:0:\ndocker:x:%s:dockscope\n' "$DOCKER_GID" >"$ctx/group"
 
 # The classic builder: it needs nothing from a registry for FROM scratch.
 DOCKER_BUILDKIT=0 docker build --quiet \
-	--build-arg "VERSION=${VERSION}" --build-arg "UID=${AGENT_UID}" --build-arg "DOCKER_GID=${DOCKER_GID}" \
+	--build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}" --build-arg "UID=${AGENT_UID}" --build-arg "DOCKER_GID=${DOCKER_GID}" \
 	-t "$TAG" "$ctx" >/dev/null
 echo "$TAG"

@@ -27,8 +27,12 @@ import (
 	"github.com/dockscope/dockscope/pipeline"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version and revision are set at build time by the Makefile and
+// scripts/build-image.sh with -ldflags "-X main.version=… -X main.revision=…",
+// so that a build without VCS stamping (-buildvcs=false, a source tarball,
+// a container build without .git) still says which release and commit it
+// is. buildInfo falls back to what the Go toolchain recorded.
+var version, revision string
 
 // Exit codes.
 const (
@@ -120,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	cfg, err := f.loadConfig()
 	if err != nil {
-		fmt.Fprintln(stderr, "dockscope: invalid configuration:", err)
+		reportConfigError(stderr, err)
 		return exitUsage
 	}
 	if f.healthcheck {
@@ -367,7 +371,7 @@ func (r *running) stop() error {
 func (c *components) start(ctx context.Context, st agentState) *running {
 	cfg, logger := c.cfg, c.logger
 	procs := setMaxProcs(cfg.Agent.MaxProcs, os.Getenv("GOMAXPROCS") != "")
-	logger.Info("starting dockscope", "version", st.build.Version, "config", st.configFile, "gomaxprocs", procs)
+	logger.Info("starting dockscope", "version", st.build.Version, "revision", st.build.Revision, "config", st.configFile, "gomaxprocs", procs)
 	c.web.start()
 	c.web.srv.SetSources(c.containers, c.coll.Ready)
 
@@ -386,7 +390,22 @@ func (c *components) start(ctx context.Context, st agentState) *running {
 		logger.Info("exporting metrics over OTLP", "protocol", c.metrics.Protocol(), "target", c.metrics.Target())
 		g.Go(func() error { return c.metrics.Run(gctx) })
 	}
-	if c.logs != nil {
+	// What is exported over OTLP decides which self-metrics are served:
+	// a user without an endpoint sees no OTLP counters stuck at 0.
+	st.tel.SetOTLP(c.metrics != nil, c.logs != nil)
+	switch {
+	case c.logs != nil: // said below, with the target
+	case !cfg.Logs.Enabled:
+		logger.Info("container logs are not collected: logs.enabled is false")
+	default:
+		// Logs leave the agent only over OTLP: say so plainly, or a new
+		// user waits for logs that never come.
+		logger.Info("container logs are not shipped: no OTLP endpoint is set",
+			"hint", "set exporters.otlp.endpoint, or OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, to ship them")
+	}
+	if c.logs == nil {
+		st.tel.SetLogQueue(nil) // a reload may have turned logs off
+	} else {
 		c.logs.checkpoints.ReportTo(logger.With("component", "checkpoints"), st.tel)
 		st.tel.SetLogQueue(c.logs.queue)
 		logger.Info("shipping container logs over OTLP", "target", c.logs.exporter.Target(), "state_dir", cfg.Agent.StateDir)
@@ -503,7 +522,7 @@ func newLogPath(cfg *config.Config, st agentState, cps *pipeline.Checkpointer, l
 	queue := pipeline.NewLogQueue(cfg.Logs.BufferBytes, overflow, st.tel.Stage(pipeline.StageLogs))
 	exp, err := otlp.NewLogExporter(otlp.LogOptions{
 		Config: cfg.Exporters.OTLP, Batch: cfg.Logs.Batch, Queue: queue, Acker: cps, Store: st.store, Telemetry: st.tel,
-		Logger: logger.With("component", "otlp-logs"), Version: version,
+		Logger: logger.With("component", "otlp-logs"), Version: st.build.Version,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("OTLP log exporter: %w", err)
@@ -526,14 +545,46 @@ func newLogger(c config.AgentConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// reportConfigError prints a configuration problem on one line, or every
+// problem of a file on a line each, so that one run shows them all.
+func reportConfigError(w io.Writer, err error) {
+	var problems config.Errors
+	if errors.As(err, &problems) && len(problems) > 1 {
+		fmt.Fprintf(w, "dockscope: invalid configuration: %d problems:\n", len(problems))
+		for _, p := range problems {
+			fmt.Fprintln(w, "  "+p.Error())
+		}
+		return
+	}
+	fmt.Fprintln(w, "dockscope: invalid configuration:", err)
+}
+
 func buildInfo() promexp.BuildInfo {
-	b := promexp.BuildInfo{Version: version, Revision: "unknown", GoVersion: runtime.Version()}
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	bi, _ := debug.ReadBuildInfo()
+	return stampedBuild(version, revision, bi)
+}
+
+// stampedBuild is the agent's version and revision: the ones the build set
+// with -ldflags -X, else what the Go toolchain recorded (the module version
+// of a `go install …@v1.2.3`, the commit of a build in a git checkout),
+// else "dev" and "unknown".
+func stampedBuild(version, revision string, bi *debug.BuildInfo) promexp.BuildInfo {
+	b := promexp.BuildInfo{Version: version, Revision: revision, GoVersion: runtime.Version()}
+	if bi != nil {
+		if b.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			b.Version = bi.Main.Version
+		}
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
+			if s.Key == "vcs.revision" && b.Revision == "" {
 				b.Revision = s.Value
 			}
 		}
+	}
+	if b.Version == "" {
+		b.Version = "dev"
+	}
+	if b.Revision == "" {
+		b.Revision = "unknown"
 	}
 	return b
 }

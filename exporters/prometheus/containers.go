@@ -128,6 +128,7 @@ func (c *ContainerCollector) WriteText(w io.Writer) error {
 		fb.lines = fb.lines[:0]
 	}
 	e.now = c.now()
+	e.cols = cols
 	for i := range snaps {
 		s := &snaps[i]
 		e.base = e.base[:0]
@@ -266,6 +267,7 @@ type emitter struct {
 	families map[string]*familyBuf
 	base     []byte    // the current container's labels, rendered
 	now      time.Time // when this scrape was rendered
+	cols     columns   // this scrape's allow-listed label columns
 }
 
 type familyBuf struct {
@@ -325,8 +327,7 @@ func b2f(b bool) float64 {
 
 func (e *emitter) container(s *pipeline.Snapshot) {
 	m, st, spec := &s.Meta, &s.State, &s.Spec
-	e.emit(famInfo, 1, m.ImageID, m.ImageTag, m.Hostname, m.ComposeProject, m.ComposeService,
-		m.SwarmStack, m.SwarmService, m.SwarmTask, m.SwarmNodeID, m.K8sPod, m.K8sNamespace, m.K8sContainer)
+	e.info(m)
 	for _, state := range containerStates {
 		e.emit(famState, b2f(st.Status == state), state)
 	}

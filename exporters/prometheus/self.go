@@ -86,7 +86,15 @@ func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.dockerUp, b2f(c.tel.EngineUp()))
 	gauge(c.containers, float64(c.store.Len()))
+	// The OTLP paths' series are served only while the path runs: without
+	// an endpoint they would sit at 0 and suggest that something is
+	// exported. Their counters live on in the telemetry, so a reload that
+	// turns a path back on resumes them rather than resetting them.
+	otlpMetrics, otlpLogs := c.tel.OTLP()
 	for _, s := range pipeline.Stages {
+		if s == pipeline.StageOTLPMetrics && !otlpMetrics || s == pipeline.StageLogs && !otlpLogs {
+			continue
+		}
 		sc := c.tel.Stage(s)
 		counter(c.recordsIn, sc.In.Load(), string(s))
 		counter(c.recordsOut, sc.Out.Load(), string(s))
@@ -98,16 +106,20 @@ func (c *SelfCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.statsRound, c.tel.StatsRound().Seconds())
 	counter(c.statsSamples, c.tel.StatsFromAPI.Load(), "api")
 	counter(c.statsSamples, c.tel.StatsFromCgroup.Load(), "cgroup")
-	counter(c.exportFailures, c.tel.ExportFailures.Load(), "otlp")
-	counter(c.logReconnects, c.tel.LogReconnects.Load())
-	counter(c.logReopens, c.tel.LogStreamReopens.Load())
-	counter(c.logGaps, c.tel.LogGaps.Load())
-	counter(c.logMismatches, c.tel.LogResumeMismatches.Load())
-	counter(c.logsUnreadable, c.tel.LogsUnreadable.Load())
-	gauge(c.logQueueBytes, float64(c.tel.LogQueueBytes()))
-	counter(c.checkpointSaves, c.tel.CheckpointSaves.Load())
-	counter(c.checkpointBytes, c.tel.CheckpointBytesWritten.Load())
-	counter(c.checkpointFailures, c.tel.CheckpointSaveFailures.Load())
+	if otlpMetrics || otlpLogs {
+		counter(c.exportFailures, c.tel.ExportFailures.Load(), "otlp")
+	}
+	if otlpLogs {
+		counter(c.logReconnects, c.tel.LogReconnects.Load())
+		counter(c.logReopens, c.tel.LogStreamReopens.Load())
+		counter(c.logGaps, c.tel.LogGaps.Load())
+		counter(c.logMismatches, c.tel.LogResumeMismatches.Load())
+		counter(c.logsUnreadable, c.tel.LogsUnreadable.Load())
+		gauge(c.logQueueBytes, float64(c.tel.LogQueueBytes()))
+		counter(c.checkpointSaves, c.tel.CheckpointSaves.Load())
+		counter(c.checkpointBytes, c.tel.CheckpointBytesWritten.Load())
+		counter(c.checkpointFailures, c.tel.CheckpointSaveFailures.Load())
+	}
 	ok, at := c.tel.ConfigReload()
 	gauge(c.reloadOK, b2f(ok))
 	reloaded := 0.0
