@@ -18,6 +18,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/dockscope/dockscope/internal/procfs"
 	"github.com/dockscope/dockscope/test/integration/harness"
 )
@@ -36,13 +38,20 @@ type dashboardQuery struct {
 	Needs    []string `yaml:"needs"`
 	Optional string   `yaml:"optional"`
 	Differs  string   `yaml:"differs"`
-	Expect   struct {
+	When     *struct {
+		Role     string  `yaml:"role"`
+		MinCores float64 `yaml:"min_cores"`
+	} `yaml:"when"`
+	Expect struct {
 		Series []struct {
 			Match map[string]string `yaml:"match"`
 			Min   *float64          `yaml:"min"`
 			Max   *float64          `yaml:"max"`
 			Of    string            `yaml:"of"`
 			Scale float64           `yaml:"scale"`
+			// Window is the rate() window the value comes from, 1m or
+			// longer than the test: 1m when empty.
+			Window string `yaml:"window"`
 		} `yaml:"series"`
 		Only   bool     `yaml:"only"`
 		Absent []string `yaml:"absent"`
@@ -87,6 +96,8 @@ func loadDashboardQueries(t *testing.T, roles map[string]bool) []dashboardQuery 
 			t.Fatalf("%s: neither skip nor expect", q.ID)
 		case e.Empty && (len(e.Series) > 0 || e.Only):
 			t.Fatalf("%s: empty excludes series and only", q.ID)
+		case q.When != nil && (!measuredRoles[q.When.Role] || q.When.MinCores <= 0):
+			t.Fatalf("%s: when needs a measured role (%v) and min_cores", q.ID, measuredRoles)
 		}
 		for _, s := range e.Series {
 			if s.Min == nil || s.Max == nil || *s.Min > *s.Max {
@@ -95,8 +106,8 @@ func loadDashboardQueries(t *testing.T, roles map[string]bool) []dashboardQuery 
 			if r, ok := s.Match["name"]; ok && !roles[r] {
 				t.Fatalf("%s: unknown role %q", q.ID, r)
 			}
-			if s.Of != "" && s.Of != "burner" {
-				t.Fatalf("%s: of: %q: only the burner's CPU is measured", q.ID, s.Of)
+			if s.Of != "" && !measuredRoles[s.Of] {
+				t.Fatalf("%s: of: %q: only the CPU of %v is measured", q.ID, s.Of, measuredRoles)
 			}
 		}
 		for _, r := range e.Absent {
@@ -109,10 +120,30 @@ func loadDashboardQueries(t *testing.T, roles map[string]bool) []dashboardQuery 
 	return f.Queries
 }
 
+// measuredRoles are the roles whose CPU the test reads from the kernel.
+var measuredRoles = map[string]bool{"burner": true, "app": true}
+
+// roleCores is the kernel's account of a role's process: CPU seconds used
+// since it started, its age, and the cores it got over the last minute.
+type roleCores struct {
+	cpu, age, last float64
+}
+
+// over is what rate() over a window of that many seconds reads for a
+// process whose counter PromQL extrapolates to zero at its start: the CPU
+// used within the window over the window's length. Only a 1m window ending
+// now and windows longer than the process's age are known.
+func (c roleCores) over(window float64) float64 {
+	if window >= c.age {
+		return c.cpu / window
+	}
+	return c.last
+}
+
 // check compares a query's result with its expectations; names maps roles
-// to container names, cores roles to the cores the kernel gave them. It
-// returns what is wrong, or "".
-func (q *dashboardQuery) check(res []harness.PromSample, names map[string]string, cores map[string]float64) string {
+// to container names, cores to what the kernel gave them. It returns what is
+// wrong, or "".
+func (q *dashboardQuery) check(res []harness.PromSample, names map[string]string, cores map[string]roleCores) string {
 	e := q.Expect
 	if e.Empty {
 		if len(res) != 0 {
@@ -145,7 +176,16 @@ func (q *dashboardQuery) check(res []harness.PromSample, names map[string]string
 				if scale == 0 {
 					scale = 1
 				}
-				lo, hi = lo*cores[want.Of]*scale, hi*cores[want.Of]*scale
+				window := 60.0
+				if want.Window != "" {
+					d, err := model.ParseDuration(want.Window)
+					if err != nil {
+						return fmt.Sprintf("window %q: %v", want.Window, err)
+					}
+					window = time.Duration(d).Seconds()
+				}
+				truth := cores[want.Of].over(window)
+				lo, hi = lo*truth*scale, hi*truth*scale
 			}
 			if s.Value < lo || s.Value > hi || math.IsNaN(s.Value) {
 				problems = append(problems, fmt.Sprintf("%v = %g, want %g..%g", want.Match, s.Value, lo, hi))
@@ -244,12 +284,13 @@ func TestDashboardQueries(t *testing.T) {
 	}
 	pod := []string{"--label", "io.kubernetes.pod.name=web-0", "--label", "io.kubernetes.pod.namespace=shop"}
 	runCmd("removed", nil, "sleep")
-	burner := runCmd("burner", nil, "burn", "-cores", "1")
+	pids := map[string]string{}
+	pids["burner"] = runCmd("burner", nil, "burn", "-cores", "1")
 	runCmd("limited", []string{"--memory", "64m", "--cpus", "0.5"}, "alloc", "-mb", "56")
 	runCmd("nolimits", nil, "sleep")
 	sandbox := runCmd("sandbox", append(pod, "--label", "io.kubernetes.container.name=POD", "--label", "io.kubernetes.docker.type=podsandbox"), "sleep")
-	runCmd("app", append(pod, "--label", "io.kubernetes.container.name=app", "--label", "io.kubernetes.docker.type=container",
-		"--network", "container:"+sandbox, "--cpus", "0.05"), "burn", "-cores", "1")
+	pids["app"] = runCmd("app", append(pod, "--label", "io.kubernetes.container.name=app", "--label", "io.kubernetes.docker.type=container",
+		"--network", "container:"+sandbox, "--cpus", "0.01"), "burn", "-cores", "1")
 	runCmd("oom", []string{"--memory", "32m", "--memory-swap", "32m"}, "alloc", "-mb", "64", "-after", "1s")
 	runCmd("exited", nil, "exit", "-code", "3")
 	runCmd("restarting", []string{"--restart", "always"}, "exit", "-code", "1", "-after", "2s")
@@ -282,28 +323,48 @@ func TestDashboardQueries(t *testing.T) {
 
 	// rate() windows of a minute filled, offset 1m with data behind it, and
 	// ContainerKilled's 60 s passed since the removal. Meanwhile, the
-	// kernel's account of the burner over the last minute of it.
-	pid, err := strconv.Atoi(harness.Docker(t, "inspect", "-f", "{{.State.Pid}}", burner))
-	if err != nil {
-		t.Fatalf("the burner's pid: %v", err)
+	// kernel's account of the busy loops, since they started and over the
+	// last minute.
+	type reading struct {
+		cpu float64
+		at  time.Time
 	}
-	burnerCPU := func() (float64, time.Time) {
-		s, err := procfs.CPUSeconds(pid)
+	procs, starts := map[string]int{}, map[string]time.Time{}
+	read := func(role string) reading {
+		s, err := procfs.CPUSeconds(procs[role])
 		if err != nil {
-			t.Fatalf("the burner's CPU time: %v", err)
+			t.Fatalf("%s's CPU time: %v", role, err)
 		}
-		return s, time.Now()
+		return reading{s, time.Now()}
+	}
+	for role, id := range pids {
+		pid, err := strconv.Atoi(harness.Docker(t, "inspect", "-f", "{{.State.Pid}}", id))
+		if err != nil {
+			t.Fatalf("%s's pid: %v", role, err)
+		}
+		at, err := time.Parse(time.RFC3339Nano, harness.Docker(t, "inspect", "-f", "{{.State.StartedAt}}", id))
+		if err != nil {
+			t.Fatalf("%s's start: %v", role, err)
+		}
+		procs[role], starts[role] = pid, at
 	}
 	end := started.Add(110 * time.Second)
 	if e := removedAt.Add(75 * time.Second); e.After(end) {
 		end = e
 	}
 	time.Sleep(time.Until(end.Add(-time.Minute)))
-	cpu0, t0 := burnerCPU()
+	first := map[string]reading{}
+	for role := range pids {
+		first[role] = read(role)
+	}
 	time.Sleep(time.Until(end))
-	cpu1, t1 := burnerCPU()
-	cores := map[string]float64{"burner": (cpu1 - cpu0) / t1.Sub(t0).Seconds()}
-	t.Logf("the kernel gave the burner %.2f cores over the last %s", cores["burner"], t1.Sub(t0).Round(time.Second))
+	cores := map[string]roleCores{}
+	for role := range pids {
+		r := read(role)
+		c := roleCores{cpu: r.cpu, age: r.at.Sub(starts[role]).Seconds(), last: (r.cpu - first[role].cpu) / r.at.Sub(first[role].at).Seconds()}
+		cores[role] = c
+		t.Logf("the kernel gave %s %.3f cores over its %.0f s, %.3f over the last minute", role, c.cpu/c.age, c.age, c.last)
+	}
 
 	// Which of the metrics the entries need does the agent export now?
 	exported := map[string]bool{}
@@ -337,6 +398,11 @@ func TestDashboardQueries(t *testing.T) {
 			t.Logf("not checked yet: %s needs %s, which the agent does not export", q.ID, strings.Join(missing, ", "))
 			continue
 		}
+		if w := q.When; w != nil && cores[w.Role].last < w.MinCores {
+			waiting++
+			t.Logf("not checkable here: %s wants %s to have had %g cores, the machine gave it %.3f", q.ID, w.Role, w.MinCores, cores[w.Role].last)
+			continue
+		}
 		ran++
 		if problem := q.check(res, names, cores); problem != "" {
 			pending[q.ID] = problem
@@ -368,7 +434,7 @@ func TestDashboardQueries(t *testing.T) {
 			t.Errorf("%s: %s\n    %s", queries[i].where(), problem, queries[i].Expr)
 		}
 	}
-	t.Logf("%d queries checked, %d skipped as not applicable, %d waiting for metrics the agent lacks", ran, skipped, waiting)
+	t.Logf("%d queries checked, %d skipped as not applicable, %d not checkable yet (metrics the agent lacks, or CPU the machine did not give)", ran, skipped, waiting)
 
 	checkOwnDashboard(t, p)
 }
