@@ -24,26 +24,7 @@ import (
 // out again), which no other test should see happen.
 func TestSwarmStackDeploysGlobalAgent(t *testing.T) {
 	root := harness.RepoRoot(t)
-	state := harness.Docker(t, "info", "--format", "{{.Swarm.LocalNodeState}}")
-	switch state {
-	case "inactive":
-		_, gwbridgeErr := harness.TryDocker("network", "inspect", "docker_gwbridge")
-		harness.Docker(t, "swarm", "init", "--advertise-addr", "127.0.0.1")
-		t.Cleanup(func() {
-			if _, err := harness.TryDocker("swarm", "leave", "--force"); err != nil {
-				t.Logf("leaving swarm mode: %v", err)
-			}
-			if gwbridgeErr != nil { // swarm init made it; leaving does not remove it
-				harness.TryDocker("network", "rm", "docker_gwbridge")
-			}
-		})
-	case "active":
-		if harness.Docker(t, "info", "--format", "{{.Swarm.ControlAvailable}}") != "true" {
-			t.Skip("the engine is a Swarm worker; the stack must be deployed from a manager")
-		}
-	default:
-		t.Fatalf("the engine's Swarm state is %q", state)
-	}
+	useSwarmManager(t)
 
 	// The image, built the way `make image` builds it.
 	tag := "dockscope:swarm-test"
@@ -158,6 +139,33 @@ func TestSwarmStackDeploysGlobalAgent(t *testing.T) {
 	// ...and the per-node agents do not.
 	if m, err := harness.TryScrapeMetrics(agentURL + "/metrics"); err != nil || len(m["swarm_service_replicas_desired"]) != 0 {
 		t.Errorf("a node agent exports service replicas (err %v)", err)
+	}
+}
+
+// useSwarmManager puts the engine into Swarm mode for the test (and takes it
+// out again after) unless it is a manager already; it skips the test on a
+// Swarm worker, from which nothing can be deployed.
+func useSwarmManager(t *testing.T) {
+	t.Helper()
+	state := harness.Docker(t, "info", "--format", "{{.Swarm.LocalNodeState}}")
+	switch state {
+	case "inactive":
+		_, gwbridgeErr := harness.TryDocker("network", "inspect", "docker_gwbridge")
+		harness.Docker(t, "swarm", "init", "--advertise-addr", "127.0.0.1")
+		t.Cleanup(func() {
+			if _, err := harness.TryDocker("swarm", "leave", "--force"); err != nil {
+				t.Logf("leaving swarm mode: %v", err)
+			}
+			if gwbridgeErr != nil { // swarm init made it; leaving does not remove it
+				harness.TryDocker("network", "rm", "docker_gwbridge")
+			}
+		})
+	case "active":
+		if harness.Docker(t, "info", "--format", "{{.Swarm.ControlAvailable}}") != "true" {
+			t.Skip("the engine is a Swarm worker; services must be created from a manager")
+		}
+	default:
+		t.Fatalf("the engine's Swarm state is %q", state)
 	}
 }
 

@@ -32,7 +32,7 @@ type PromSample struct {
 // Prometheus starts the prometheus binary from PATH (Debian's package, see
 // scripts/setup.sh) on a free port of 127.0.0.1 with a temporary storage
 // directory and a configuration that scrapes target every scrapeInterval
-// (job "target"). target is "host:port" (path /metrics) or a URL such as
+// (job "target"; PrometheusJob names it). target is "host:port" (path /metrics) or a URL such as
 // "http://127.0.0.1:9817/metrics". It waits until Prometheus is ready; it is
 // stopped when the test ends.
 func Prometheus(t testing.TB, target string, scrapeInterval time.Duration) *Prom {
@@ -43,6 +43,18 @@ func Prometheus(t testing.TB, target string, scrapeInterval time.Duration) *Prom
 // PrometheusOn is Prometheus listening on the given port of 127.0.0.1 (so
 // that, for example, it can be told to scrape itself).
 func PrometheusOn(t testing.TB, port int, target string, scrapeInterval time.Duration) *Prom {
+	t.Helper()
+	return prometheusJob(t, port, "target", target, scrapeInterval)
+}
+
+// PrometheusJob is Prometheus with the scrape job named job, for queries
+// that select on it (kubernetes-mixin's job="cadvisor").
+func PrometheusJob(t testing.TB, job, target string, scrapeInterval time.Duration) *Prom {
+	t.Helper()
+	return prometheusJob(t, FreePort(t), job, target, scrapeInterval)
+}
+
+func prometheusJob(t testing.TB, port int, job, target string, scrapeInterval time.Duration) *Prom {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -68,14 +80,14 @@ func PrometheusOn(t testing.TB, port int, target string, scrapeInterval time.Dur
   scrape_interval: %[1]s
   evaluation_interval: %[1]s
 scrape_configs:
-  - job_name: target
+  - job_name: %[6]q
     scrape_interval: %[1]s
     scrape_timeout: %[2]s
     scheme: %[3]s
     metrics_path: %[4]q
     static_configs:
       - targets: [%[5]q]
-`, promDuration(scrapeInterval), promDuration(timeout), scheme, path, host)
+`, promDuration(scrapeInterval), promDuration(timeout), scheme, path, host, job)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
