@@ -138,10 +138,18 @@ func keptMessage() string {
 	if d := existingRunDir(); d != "" {
 		fmt.Fprintf(&b, "%s (test output, profiles); ", d)
 	}
+	docker := os.Getenv(DockerCLIEnv)
+	if docker == "" {
+		docker = "docker"
+	}
+	if !IsDefaultEngine() {
+		docker += " -H " + DockerHost()
+	}
 	fmt.Fprintf(&b, "images and containers labelled %s on the %s; remove them with\n"+
-		"  docker rm -f $(docker ps -aq --filter label=%[1]s); docker image rm $(docker images -q --filter label=%[1]s)", RunLabel(), EngineDescription())
+		"  %s ps -aq --filter label=%[1]s | xargs -r %[3]s rm -f -v\n"+
+		"  %[3]s images --filter label=%[1]s --format '{{.Repository}}:{{.Tag}}' | xargs -r %[3]s image rm", RunLabel(), EngineDescription(), docker)
 	if d := existingRunDir(); d != "" {
-		fmt.Fprintf(&b, "; rm -r %s", d)
+		fmt.Fprintf(&b, "\n  rm -r %s", d)
 	}
 	return b.String()
 }
