@@ -48,7 +48,7 @@ integration-engine28:
 	bash scripts/engine28.sh start
 	status=0; eval "$$(bash scripts/engine28.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/engine28.sh stop; \
+	if [ $$status = 0 ]; then bash scripts/engine28.sh clean; else bash scripts/engine28.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-engine28: FAILED on Engine 28.5 (scripts/engine28.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
@@ -69,7 +69,7 @@ integration-podman:
 	bash scripts/podman.sh start
 	status=0; eval "$$(bash scripts/podman.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/podman.sh stop; \
+	if [ $$status = 0 ]; then bash scripts/podman.sh purge; else bash scripts/podman.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-podman: FAILED on Podman (scripts/podman.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
@@ -85,7 +85,7 @@ integration-rootless:
 	bash scripts/rootless.sh start
 	status=0; eval "$$(bash scripts/rootless.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ROOTLESS_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/rootless.sh stop; \
+	if [ $$status = 0 ]; then bash scripts/rootless.sh clean; else bash scripts/rootless.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-rootless: FAILED on rootless Docker (scripts/rootless.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
