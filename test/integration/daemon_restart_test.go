@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -315,4 +316,59 @@ func TestDaemonRestartLosesNoLogLine(t *testing.T) {
 	if !slices.Contains(counts.events[after], "container.start") {
 		t.Errorf("no container.start event shipped for %s after the restart: %v", after, counts.events[after])
 	}
+}
+
+// TestDockerdSupervision checks how restartDockerd brings each kind of
+// daemon back: under the supervisor that runs it, never a second copy beside
+// it, and started by the test only where nothing supervises it.
+func TestDockerdSupervision(t *testing.T) {
+	for _, c := range []struct {
+		name                       string
+		pid, ppid, systemd, initSc int
+		want                       restartWay
+	}{
+		{"systemd's docker.service", 812, 1, 812, 0, viaSystemd},
+		{"systemd runs, but this dockerd was started by hand", 4242, 1, 812, 0, relaunch},
+		{"systemd without a running docker.service", 4242, 1, 0, 0, relaunch},
+		{"Debian's init script (start-stop-daemon)", 1468, 1, 0, 1468, viaInitScript},
+		{"a stale init script pid file", 1468, 1, 0, 977, relaunch},
+		{"runit's runsv, s6-supervise, supervisord", 90, 85, 0, 0, viaSupervisor},
+		{"orphaned: started by hand or by engine28.sh", 1468, 1, 0, 0, relaunch},
+		{"no pid", 0, 0, 0, 0, relaunch},
+	} {
+		if got := supervision(c.pid, c.ppid, c.systemd, c.initSc); got != c.want {
+			t.Errorf("%s: supervision(%d, %d, %d, %d) = %q, want %q", c.name, c.pid, c.ppid, c.systemd, c.initSc, got, c.want)
+		}
+	}
+}
+
+// TestFindDockerdReadsHowItRuns reads the daemon under test from its pid file
+// (only reading: nothing is restarted) and checks what restartDockerd would
+// use against /proc/<pid>/status and the command line.
+func TestFindDockerdReadsHowItRuns(t *testing.T) {
+	pidFile := cmp.Or(os.Getenv(dockerPidFileEnv), "/var/run/docker.pid")
+	if os.Getenv(dockerPidFileEnv) == "" && !harness.IsDefaultEngine() {
+		t.Skipf("%s is not set for %s", dockerPidFileEnv, harness.DockerHost())
+	}
+	d, err := findDockerd(pidFile)
+	if err != nil {
+		t.Skipf("no dockerd of %s here: %v", harness.EngineDescription(), err)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ppid int
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			ppid, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if d.ppid != ppid || ppid == 0 && d.pid != 1 {
+		t.Errorf("findDockerd: parent %d, /proc/%d/status says %d", d.ppid, d.pid, ppid)
+	}
+	if filepath.Base(d.args[0]) != "dockerd" || len(d.env) == 0 || d.dir == "" {
+		t.Errorf("findDockerd: args %q, %d environment variables, working directory %q", d.args, len(d.env), d.dir)
+	}
+	t.Logf("dockerd pid %d, parent %d, log %q: %s", d.pid, d.ppid, d.logFile, supervision(d.pid, d.ppid, systemdMainPID(), initScriptPID()))
 }
