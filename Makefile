@@ -42,7 +42,8 @@ integration:
 
 ## integration-engine28: the integration tests that talk to the Engine, against Debian's current
 ## Engine (sid's docker.io 28.5, API 1.51, containerd 2.1) run beside the machine's as a second
-## daemon by scripts/engine28.sh (fetched once into ~/.cache/dockscope/engine28; stopped after)
+## daemon by scripts/engine28.sh (fetched once into ~/.cache/dockscope/engine28; stopped after,
+## and its data root removed after a passing run)
 ENGINE28_TESTS := ^(TestDaemonRestartLosesNoLogLine|TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly)$$
 integration-engine28:
 	bash scripts/engine28.sh start
@@ -79,7 +80,7 @@ integration-podman:
 ## for the machine's 20.10), plus the agent run as that user. What rootless Docker on cgroup v1
 ## cannot give (cgroups: CPU, memory, limits, OOM kills) the tests skip, saying so; restarting
 ## its daemon is skipped too (it lives in rootlesskit's namespaces, no pid file given).
-## About 3.5 minutes, start and stop included.
+## About 3.5 minutes, start and stop included; after a passing run its data root and user go too.
 ROOTLESS_TESTS := ^(TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly|TestRootlessDockerAgentAsItsUser)$$
 integration-rootless:
 	bash scripts/rootless.sh start
