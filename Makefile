@@ -45,13 +45,14 @@ integration:
 
 ## integration-engine28: the integration tests that talk to the Engine, against Debian's current
 ## Engine (sid's docker.io 28.5, API 1.51, containerd 2.1) run beside the machine's as a second
-## daemon by scripts/engine28.sh (fetched once into ~/.cache/dockscope/engine28; stopped after)
+## daemon by scripts/engine28.sh (fetched once into ~/.cache/dockscope/engine28; stopped after,
+## and its data root removed after a passing run)
 ENGINE28_TESTS := ^(TestDaemonRestartLosesNoLogLine|TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly)$$
 integration-engine28:
 	bash scripts/engine28.sh start
 	status=0; eval "$$(bash scripts/engine28.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/engine28.sh stop; \
+	if [ $$status = 0 ]; then bash scripts/engine28.sh clean; else bash scripts/engine28.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-engine28: FAILED on Engine 28.5 (scripts/engine28.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
@@ -72,7 +73,7 @@ integration-podman:
 	bash scripts/podman.sh start
 	status=0; eval "$$(bash scripts/podman.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/podman.sh stop; \
+	if [ $$status = 0 ]; then bash scripts/podman.sh purge; else bash scripts/podman.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-podman: FAILED on Podman (scripts/podman.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 
@@ -82,13 +83,13 @@ integration-podman:
 ## for the machine's 20.10), plus the agent run as that user. What rootless Docker on cgroup v1
 ## cannot give (cgroups: CPU, memory, limits, OOM kills) the tests skip, saying so; restarting
 ## its daemon is skipped too (it lives in rootlesskit's namespaces, no pid file given).
-## About 3.5 minutes, start and stop included.
+## About 3.5 minutes, start and stop included; after a passing run its data root and user go too.
 ROOTLESS_TESTS := ^(TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly|TestRootlessDockerAgentAsItsUser)$$
 integration-rootless:
 	bash scripts/rootless.sh start
 	status=0; eval "$$(bash scripts/rootless.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ROOTLESS_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/rootless.sh stop; \
+	if [ $$status = 0 ]; then bash scripts/rootless.sh clean; else bash scripts/rootless.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-rootless: FAILED on rootless Docker (scripts/rootless.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
 

@@ -3,8 +3,11 @@
 # second daemon beside the machine's, for the integration tests (make integration-engine28).
 #
 #   scripts/engine28.sh start    fetch (once) and start it; prints its DOCKER_HOST
-#   scripts/engine28.sh stop     stop it and remove its bridge (its data root is kept: images
-#                                survive a restart)
+#   scripts/engine28.sh stop     stop it and remove its bridge (its data root and log are kept:
+#                                images survive a restart, and a failed run can be looked into)
+#   scripts/engine28.sh clean    stop it and remove its bridge, data root (log included) and run
+#                                dir: all start made but the cached binaries (what
+#                                `make integration-engine28` does after a successful run)
 #   scripts/engine28.sh status   exit 0 and print its version if it answers
 #   scripts/engine28.sh host     print its DOCKER_HOST (unix:///run/dockscope-engine28/docker.sock)
 #   scripts/engine28.sh env      print the integration harness's settings for it, for eval:
@@ -277,6 +280,16 @@ load() {
 	done
 }
 
+clean() {
+	need_root
+	stop
+	# Mounts a killed daemon left (container shm, netns files) would make rm fail.
+	awk -v d="$DATA/" -v r="$RUN/" 'index($5, d) == 1 || index($5, r) == 1 {print $5}' /proc/self/mountinfo |
+		sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+	rm -rf "$DATA" "$RUN"
+	log "removed its data root $DATA and run dir $RUN (cached binaries kept in $CACHE)"
+}
+
 purge() {
 	need_root
 	stop
@@ -289,6 +302,7 @@ ARGS=("$@")
 case ${1:-} in
 start) start ;;
 stop) stop ;;
+clean) clean ;;
 status) status ;;
 host) echo "$HOST" ;;
 env)
@@ -298,5 +312,5 @@ env)
 load) shift; load "$@" ;;
 purge) purge ;;
 fetch) fetch ;;
-*) echo "usage: $0 start|stop|status|host|env|load IMAGE...|purge|fetch" >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|clean|status|host|env|load IMAGE...|purge|fetch" >&2; exit 2 ;;
 esac

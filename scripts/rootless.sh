@@ -5,6 +5,10 @@
 #   scripts/rootless.sh start    install what is missing, create the user, start its daemon;
 #                                prints its DOCKER_HOST
 #   scripts/rootless.sh stop     stop the daemon (the user, its data root and the packages stay)
+#   scripts/rootless.sh clean    stop the daemon and remove its data root, runtime dir and
+#                                /var/lib/dockscope-rootless, and the user (with its home and
+#                                subuid/subgid ranges) if start created it; the packages stay
+#                                (what `make integration-rootless` does after a successful run)
 #   scripts/rootless.sh status   exit 0 and print its version if it answers
 #   scripts/rootless.sh host     print its DOCKER_HOST (unix:///run/user/<uid>/docker.sock)
 #   scripts/rootless.sh env      print the integration harness's settings for it, for eval:
@@ -105,6 +109,8 @@ make_user() {
 	if ! uid_ >/dev/null; then
 		log "creating user $ROOTLESS_USER"
 		useradd --create-home --shell /usr/sbin/nologin --comment "dockscope rootless Docker tests" "$ROOTLESS_USER"
+		mkdir -p "$LIB"
+		touch "$LIB/created-user" # clean removes it again
 	fi
 	local f
 	for f in /etc/subuid /etc/subgid; do
@@ -277,6 +283,26 @@ stop() {
 	fi
 }
 
+clean() {
+	need_root
+	stop
+	uid_ >/dev/null || { rm -rf "$LIB"; log "no user $ROOTLESS_USER: removed $LIB"; return 0; }
+	local home run
+	home=$(getent passwd "$ROOTLESS_USER" | cut -d: -f6)
+	run=$(runtime_dir)
+	# Mounts a killed daemon left in the user's dirs would make rm fail.
+	awk -v h="$home/" -v r="$run/" 'index($5, h) == 1 || index($5, r) == 1 {print $5}' /proc/self/mountinfo |
+		sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+	rm -rf "$home"/.local/share/docker-* "$run"
+	if [ -f "$LIB/created-user" ]; then
+		# userdel also drops its /etc/subuid and /etc/subgid ranges.
+		userdel --remove "$ROOTLESS_USER" 2>/dev/null || userdel "$ROOTLESS_USER"
+		log "removed the user $ROOTLESS_USER, its home and subordinate ids"
+	fi
+	rm -rf "$LIB"
+	log "removed its data root, $run and $LIB (installed packages stay: rootlesskit slirp4netns uidmap)"
+}
+
 status() {
 	if v=$(answers); then
 		echo "rootless: running on $(host_): $v (dockerd pid $(dockerd_pid || echo ?))"
@@ -298,6 +324,7 @@ ARGS=("$@")
 case ${1:-} in
 start) start ;;
 stop) stop ;;
+clean) clean ;;
 status) status ;;
 host) host_ ;;
 env)
@@ -305,5 +332,5 @@ env)
 		"$(host_)" "$(cli)" "$(user_uid)"
 	;;
 load) shift; load "$@" ;;
-*) echo "usage: $0 start|stop|status|host|env|load IMAGE..." >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|clean|status|host|env|load IMAGE..." >&2; exit 2 ;;
 esac

@@ -3,8 +3,9 @@
 # dockscope's integration tests. Idempotent: every step is skipped when its
 # result is already there.
 #
-#   - a running Docker Engine (apt-get install docker.io; dockerd started in the
-#     background, logging to /tmp/dockerd.log, when `docker info` fails)
+#   - a running Docker Engine (apt-get install docker.io; when `docker info` fails,
+#     dockerd started by the machine's service manager -- systemctl, else Debian's init
+#     script -- or, with neither, in the background by hand, logging to /var/log/dockerd.log)
 #   - prometheus and promtool (Debian's prometheus package, without starting its service)
 #   - the test OpenTelemetry Collector, built into the per-user cache
 #     (test/otelcol/build.sh --cache)
@@ -55,14 +56,24 @@ else
 		apt_install_no_start docker.io
 	fi
 	if ! docker info >/dev/null 2>&1; then
-		log "docker: starting dockerd (log: /tmp/dockerd.log)"
-		$SUDO sh -c 'nohup dockerd >/tmp/dockerd.log 2>&1 </dev/null &'
+		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+			log "docker: systemctl start docker"
+			$SUDO systemctl start docker
+		elif [ -x /etc/init.d/docker ] && command -v service >/dev/null 2>&1; then
+			log "docker: service docker start (log: /var/log/docker.log)"
+			$SUDO service docker start
+		else
+			# Nothing to supervise it: started by hand (the daemon-restart test starts it
+			# again the same way). Its log is not a /tmp file: it outlives the run.
+			log "docker: starting dockerd (log: /var/log/dockerd.log)"
+			$SUDO sh -c 'nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &'
+		fi
 		i=0
 		until docker info >/dev/null 2>&1; do
 			i=$((i + 1))
 			if [ $i -gt 60 ]; then
-				log "docker: dockerd did not come up in 60 s; tail of /tmp/dockerd.log:"
-				tail -n 30 /tmp/dockerd.log >&2 || true
+				log "docker: dockerd did not come up in 60 s; tail of its log:"
+				tail -n 30 /var/log/dockerd.log /var/log/docker.log >&2 2>/dev/null || true
 				exit 1
 			fi
 			sleep 1

@@ -38,7 +38,7 @@ func TestCgroupParentFoundFromProc(t *testing.T) {
 func TestAgentInCgroupNamespaceFindsCgroups(t *testing.T) {
 	t.Parallel()
 	root := harness.RepoRoot(t)
-	tag := "dockscope:cgroupns-test"
+	tag := harness.RunImage("dockscope:cgroupns-test")
 	build := exec.Command("bash", filepath.Join(root, "scripts", "build-image.sh"), tag)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

@@ -373,7 +373,7 @@ type agentUsage struct {
 
 // usage reads the agent's goroutines, RSS, fds and heap after a GC that
 // returned its free memory to the system. The heap profile and goroutine
-// dump it takes are kept as $TMPDIR/<test>-heap-<label>.pb.gz (for
+// dump it takes are kept in harness.RunDir as <test>-heap-<label>.pb.gz (for
 // `go tool pprof -base` between two labels) and -goroutines-<label>.txt.
 func (a *agent) usage(t *testing.T, label string) agentUsage {
 	t.Helper()
@@ -417,10 +417,11 @@ func (a *agent) usage(t *testing.T, label string) agentUsage {
 	return u
 }
 
-// keepProfile writes a profile to $TMPDIR/<test>-<name>.
+// keepProfile writes a profile to the run's directory (harness.RunDir),
+// <test>-<name>: kept when the run fails or DOCKSCOPE_TEST_KEEP=1.
 func (a *agent) keepProfile(t *testing.T, name, body string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(os.TempDir(), t.Name()+"-"+name), []byte(body), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(harness.RunDir(t), t.Name()+"-"+name), []byte(body), 0o644); err != nil {
 		t.Logf("keeping the profile %s: %v", name, err)
 	}
 }
@@ -601,7 +602,7 @@ func TestFaultChurn(t *testing.T) {
 		after = a.usage(t, "after")
 		ok := after.goroutines <= before.goroutines*1.1 && after.rss <= before.rss*1.1 && after.fds <= before.fds
 		return ok, fmt.Sprintf("after %d containers: %v; before: %v; open files before %v, after %v (goroutine dumps and heap profiles in %s)",
-			total, after, before, before.fdKinds, after.fdKinds, os.TempDir())
+			total, after, before, before.fdKinds, after.fdKinds, harness.RunDir(t))
 	})
 	t.Logf("before: %v; after %d containers: %v", before, total, after)
 }

@@ -149,7 +149,7 @@ func TestSwarmMultiNode(t *testing.T) {
 
 	// No registry: the images are copied into every node, and the stack is
 	// deployed with --resolve-image never, as on an air-gapped cluster.
-	tag := "dockscope:swarm-multinode-test"
+	tag := harness.RunImage("dockscope:swarm-multinode-test")
 	build := exec.Command("bash", filepath.Join(root, "scripts", "build-image.sh"), tag)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

@@ -27,7 +27,7 @@ func TestSwarmStackDeploysGlobalAgent(t *testing.T) {
 	useSwarmManager(t)
 
 	// The image, built the way `make image` builds it.
-	tag := "dockscope:swarm-test"
+	tag := harness.RunImage("dockscope:swarm-test")
 	build := exec.Command("bash", filepath.Join(root, "scripts", "build-image.sh"), tag)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

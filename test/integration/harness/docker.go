@@ -14,13 +14,16 @@ import (
 )
 
 // TestLabel is put on every container RunContainer starts, so that leftovers
-// can be found: docker ps -aq --filter label=dockscope.test=1.
+// can be found: docker ps -aq --filter label=dockscope.test=1 (this run's:
+// label=RunLabel()).
 const TestLabel = "dockscope.test=1"
 
-// Images made by WorkloadImage and WorkloadHealthImage.
-const (
-	WorkloadImageName       = "dockscope-workload:test"
-	WorkloadHealthImageName = "dockscope-workload:health"
+// Images made by WorkloadImage and WorkloadHealthImage, this run's own
+// (tags test-<run>, health-<run>): Main removes them after a successful run
+// without touching another run's.
+var (
+	WorkloadImageName       = "dockscope-workload:test-" + runID
+	WorkloadHealthImageName = "dockscope-workload:health-" + runID
 )
 
 // HealthFile is the file whose existence the health check of
@@ -185,13 +188,15 @@ func Docker(t testing.TB, args ...string) string {
 	return out
 }
 
-// RunContainer runs `docker run -d --label dockscope.test=1 <args>` and
+// RunContainer runs `docker run -d --label dockscope.test=1 --label
+// dockscope.test.run=<run> <args>` and
 // returns the new container's id; the container is removed (docker rm -f -v)
 // when the test ends. args are docker run's options, the image and the
 // command, e.g. RunContainer(t, "--name", n, WorkloadImage(t), "sleep").
 func RunContainer(t testing.TB, args ...string) string {
 	t.Helper()
-	id := Docker(t, append([]string{"run", "-d", "--label", TestLabel}, args...)...)
+	noteEngineOnFailure(t)
+	id := Docker(t, append([]string{"run", "-d", "--label", TestLabel, "--label", RunLabel()}, args...)...)
 	if i := strings.LastIndexByte(id, '\n'); i >= 0 { // progress lines before the id
 		id = id[i+1:]
 	}
@@ -262,8 +267,8 @@ var (
 )
 
 // WorkloadImage builds test/workload statically and makes the image
-// dockscope-workload:test from it (FROM scratch, so nothing is pulled), once
-// per test process, and returns the image name. The image's entrypoint is
+// dockscope-workload:test-<run> from it (FROM scratch, so nothing is pulled),
+// once per test process, and returns the image name. The image's entrypoint is
 // /workload, its default command "sleep", and it has an empty /tmp; it has no
 // health check.
 func WorkloadImage(t testing.TB) string {
@@ -325,7 +330,7 @@ func buildImage(bin, name, extra string) error {
 	dockerfile := "FROM scratch\n" +
 		"COPY workload /workload\n" +
 		"COPY tmp /tmp\n" +
-		"LABEL dockscope.test.image=workload\n" +
+		"LABEL dockscope.test.image=workload " + RunLabel() + "\n" +
 		"STOPSIGNAL SIGTERM\n" +
 		extra + "\n" +
 		`ENTRYPOINT ["/workload"]` + "\n" +

@@ -44,10 +44,10 @@ type ContainerSpec struct {
 	NoNetwork bool
 }
 
-// Run creates and starts a container labelled with TestLabel and returns
+// Run creates and starts a container labelled with TestLabel and RunLabel and returns
 // its id.
 func (e *Engine) Run(ctx context.Context, s ContainerSpec) (string, error) {
-	labels := map[string]string{"dockscope.test": "1"}
+	labels := map[string]string{"dockscope.test": "1", RunLabelKey: runID}
 	for k, v := range s.Labels {
 		labels[k] = v
 	}

@@ -75,7 +75,6 @@ func isModule(gomod []byte, path string) bool {
 
 var (
 	binMu    sync.Mutex // also serialises builds: the machines have few cores
-	binDir   string
 	binCache = map[string]binResult{}
 )
 
@@ -86,9 +85,9 @@ type binResult struct {
 
 // BuildStatic builds the main package pkg (a path relative to the repository
 // root such as "./cmd/agent", or an import path) with CGO_ENABLED=0 and
-// returns the binary's path. Each package is built once per test process; the
-// binaries live in a per-process directory $TMPDIR/dockscope-test-bin-PID,
-// removed by Main or else by the next test process that builds something.
+// returns the binary's path. Each package is built once per test process,
+// into RunDir's bin/, which Main removes (or else the next test process that
+// builds something, when this one was killed).
 func BuildStatic(t testing.TB, pkg string) string {
 	t.Helper()
 	root := RepoRoot(t)
@@ -106,22 +105,19 @@ func BuildStatic(t testing.TB, pkg string) string {
 }
 
 func buildStatic(root, pkg string) binResult {
-	if binDir == "" {
-		removeStaleBinDirs()
-		d := filepath.Join(os.TempDir(), fmt.Sprintf("%s%d", binDirPrefix, os.Getpid()))
-		if err := os.RemoveAll(d); err != nil {
-			return binResult{err: err}
-		}
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return binResult{err: err}
-		}
-		binDir = d
+	dir, err := runDir()
+	if err != nil {
+		return binResult{err: err}
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return binResult{err: err}
 	}
 	name := filepath.Base(strings.TrimRight(pkg, "/."))
 	if name == "" || name == "." || name == string(filepath.Separator) {
 		name = "bin"
 	}
-	out := filepath.Join(binDir, fmt.Sprintf("%s-%d", name, len(binCache)))
+	out := filepath.Join(bin, fmt.Sprintf("%s-%d", name, len(binCache)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin(), "build", "-o", out, pkg)
@@ -133,19 +129,89 @@ func buildStatic(root, pkg string) binResult {
 	return binResult{path: out}
 }
 
-const binDirPrefix = "dockscope-test-bin-"
+// runDirPrefix: RunDir is $TMPDIR/dockscope-test-<pid>.
+const runDirPrefix = "dockscope-test-"
 
-// removeStaleBinDirs removes the binary directories of test processes that
-// no longer run (they did not use Main, or were killed).
+var (
+	runDirMu   sync.Mutex
+	runDirPath string
+)
+
+// RunDir returns this run's directory, $TMPDIR/dockscope-test-<pid>: the
+// binaries BuildStatic makes, the whole output of a process of a failed test,
+// what a test keeps for debugging (profiles). Main removes it after a
+// successful run and keeps it, saying so, after a failed one.
+func RunDir(t testing.TB) string {
+	t.Helper()
+	d, err := runDir()
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	return d
+}
+
+func runDir() (string, error) {
+	runDirMu.Lock()
+	defer runDirMu.Unlock()
+	if runDirPath != "" {
+		return runDirPath, nil
+	}
+	removeStaleBinDirs()
+	d := filepath.Join(os.TempDir(), runDirPrefix+strconv.Itoa(os.Getpid()))
+	// A dead run's with a reused pid.
+	if err := os.RemoveAll(d); err != nil {
+		return "", fmt.Errorf("making the run's directory: %w", err)
+	}
+	// Traversable by the other users some tests run the agent as.
+	if err := os.Mkdir(d, 0o755); err != nil {
+		return "", fmt.Errorf("making the run's directory: %w", err)
+	}
+	runDirPath = d
+	return d, nil
+}
+
+// existingRunDir is RunDir if this run made one and it is not empty.
+func existingRunDir() string {
+	runDirMu.Lock()
+	defer runDirMu.Unlock()
+	if runDirPath == "" {
+		return ""
+	}
+	if ents, err := os.ReadDir(runDirPath); err != nil || len(ents) == 0 {
+		return ""
+	}
+	return runDirPath
+}
+
+func removeRunDir() {
+	runDirMu.Lock()
+	defer runDirMu.Unlock()
+	if runDirPath != "" {
+		os.RemoveAll(runDirPath)
+	}
+}
+
+func removeRunBinaries() {
+	runDirMu.Lock()
+	defer runDirMu.Unlock()
+	if runDirPath != "" {
+		os.RemoveAll(filepath.Join(runDirPath, "bin"))
+	}
+}
+
+// removeStaleBinDirs removes the binaries of test processes that no longer
+// run (killed before Main could), and their directory when nothing else is
+// in it; what a failed run kept for debugging stays.
 func removeStaleBinDirs() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), runDirPrefix+"*"))
 	for _, d := range dirs {
-		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), binDirPrefix))
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), runDirPrefix))
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
+			os.RemoveAll(filepath.Join(d, "bin"))
+			os.Remove(d) // only if empty
 		}
 	}
 }
@@ -157,24 +223,31 @@ func goBin() string {
 	return "go"
 }
 
-// Main runs the tests and then removes what the harness kept for the whole
-// process (the binaries of BuildStatic). Use it from TestMain:
+// Main runs the tests and then removes what the run made that outlives a
+// test: after a successful run, its images (WorkloadImage's, RunImage's) and
+// RunDir; it fails the run if a container or image labelled with RunLabel is
+// still there. A failed run (or DOCKSCOPE_TEST_KEEP=1) keeps them and says
+// where they are. Use it from TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 func Main(m *testing.M) int {
 	// CI runs the suite against more than one Engine: say which one, and
 	// which one failed (asked first: a failed test may have stopped it).
 	engine := EngineDescription()
-	fmt.Fprintf(os.Stderr, "integration tests against the %s\n", engine)
+	fmt.Fprintf(os.Stderr, "integration tests against the %s (run %s)\n", engine, RunID())
 	code := m.Run()
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "integration tests FAILED against the %s\n", engine)
+	removeRunBinaries()
+	switch {
+	case code != 0:
+		fmt.Fprintf(os.Stderr, "integration tests FAILED against the %s\n%s\n", engine, keptMessage())
+	case os.Getenv(KeepEnv) == "1":
+		fmt.Fprintf(os.Stderr, "%s=1: %s\n", KeepEnv, keptMessage())
+	default:
+		if err := cleanUpRun(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration tests FAILED: cleaning up after the run: %v\n", err)
+			return 1
+		}
 	}
-	binMu.Lock()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	binMu.Unlock()
 	return code
 }
 
@@ -254,6 +327,7 @@ func StartProcess(t testing.TB, bin string, env []string, args ...string) *Proce
 // an unprivileged agent meets; nil is this process's user.
 func StartProcessAs(t testing.TB, cred *syscall.Credential, bin string, env []string, args ...string) *Process {
 	t.Helper()
+	noteEngineOnFailure(t)
 	p := &Process{
 		Name: filepath.Base(bin),
 		cmd:  exec.Command(bin, args...),
@@ -277,7 +351,7 @@ func StartProcessAs(t testing.TB, cred *syscall.Credential, bin string, env []st
 		err := p.Stop()
 		if t.Failed() {
 			// The whole output goes to a file: the log shows only its end.
-			full := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), p.Name, p.Pid()))
+			full := filepath.Join(RunDir(t), fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), p.Name, p.Pid()))
 			if werr := os.WriteFile(full, []byte(p.Output()), 0o644); werr != nil {
 				full = werr.Error()
 			}
