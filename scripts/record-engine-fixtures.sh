@@ -13,7 +13,7 @@ set -euo pipefail
 HOST=${1:?usage: $0 DOCKER_HOST OUTDIR}
 OUT=${2:?usage: $0 DOCKER_HOST OUTDIR}
 SOCK=${HOST#unix://}
-IMAGE=${IMAGE:-dockscope-workload:test}
+IMAGE=${IMAGE:?set IMAGE to an image with the test workload (the harness builds dockscope-workload:test-<run>; run with DOCKSCOPE_TEST_KEEP=1 to keep it)}
 mkdir -p "$OUT"
 
 d() { docker -H "$HOST" "$@"; }
