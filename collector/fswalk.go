@@ -71,15 +71,16 @@ func (w *fsWalk) step(budget int) (n int, done bool, err error) {
 			w.stack = w.stack[:len(w.stack)-1]
 			f, err := os.Open(p)
 			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					continue // removed since it was counted
+				if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+					continue // removed (or replaced) since it was counted
 				}
 				return n, false, fmt.Errorf("reading directory %s: %w", p, err)
 			}
 			w.dir, w.path = f, p
 		}
 		names, err := w.dir.Readdirnames(min(dirChunk, budget-n))
-		if errors.Is(err, io.EOF) || (err == nil && len(names) == 0) {
+		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrNotExist) || (err == nil && len(names) == 0) {
+			// The end, or the directory was removed while being read.
 			w.closeDir()
 			continue
 		}
