@@ -1,0 +1,95 @@
+//go:build integration
+
+package integration
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dockscope/dockscope/test/integration/harness"
+)
+
+// skipWithoutWritableLayer skips on an Engine whose containers' writable
+// layer the agent cannot walk: a daemon elsewhere, or a storage driver that
+// names no UpperDir (vfs, btrfs, zfs, the containerd image store).
+func skipWithoutWritableLayer(t *testing.T, id string) string {
+	t.Helper()
+	if !harness.IsDefaultEngine() {
+		t.Skip("the Engine under test is not this host's default one: its files are not here")
+	}
+	upper := strings.TrimSpace(harness.Docker(t, "inspect", "-f", `{{index .GraphDriver.Data "UpperDir"}}`, id))
+	if upper == "" || upper == "<no value>" {
+		t.Skipf("storage driver %s names no writable layer directory", strings.TrimSpace(harness.Docker(t, "info", "-f", "{{.Driver}}")))
+	}
+	return upper
+}
+
+// TestFilesystemUsage checks container_fs_usage_bytes against the Engine:
+// a container that writes a 50 MiB file shows its usage rise by ~50 MiB
+// within an interval, with cAdvisor's `device` label and the backing
+// filesystem's size as its limit.
+func TestFilesystemUsage(t *testing.T) {
+	t.Parallel()
+	scope := "fsusage"
+	name := uniq(t, "fsusage")
+	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+	upper := skipWithoutWritableLayer(t, id)
+	a := startAgent(t, agentOpts{scope: scope, stats: "  filesystem:\n    interval: 10s\n"})
+
+	before := a.waitValue(t, 30*time.Second, "container_fs_usage_bytes", name, nil, func(float64) bool { return true })
+	m := a.scrape(t)
+	usage, _ := m.Find("container_fs_usage_bytes", map[string]string{"name": name})
+	device := usage.Labels["device"]
+	if !strings.HasPrefix(device, "/dev/") {
+		t.Errorf("device = %q, want the layer's block device as cAdvisor names it (/dev/...)", device)
+	}
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(upper, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"name": name, "device": device}
+	for series, want := range map[string]float64{
+		"container_fs_limit_bytes":  float64(sfs.Blocks) * float64(sfs.Bsize),
+		"container_fs_inodes_total": float64(sfs.Files),
+	} {
+		s, ok := m.Find(series, labels)
+		if !ok || s.Value != want {
+			t.Errorf("%s = %v (present %v), want the layer filesystem's %v", series, s.Value, ok, want)
+		}
+	}
+	if s, ok := m.Find("container_fs_inodes_free", labels); !ok || s.Value <= 0 || s.Value > float64(sfs.Files) {
+		t.Errorf("container_fs_inodes_free = %v (present %v), want the filesystem's free inodes", s.Value, ok)
+	}
+
+	const mib = 1 << 20
+	harness.Docker(t, "exec", id, "/workload", "fill", "-file", "/tmp/big", "-mb", "50")
+	after := a.waitValue(t, 40*time.Second, "container_fs_usage_bytes", name, nil, func(v float64) bool { return v >= before+49*mib })
+	if grew := after - before; grew > 52*mib {
+		t.Errorf("usage grew by %.1f MiB after writing 50 MiB", grew/mib)
+	}
+	t.Logf("usage %.1f MiB -> %.1f MiB on %s", before/mib, after/mib, device)
+}
+
+// TestFilesystemUsageUnreadable runs the agent with docker_root pointing
+// where the daemon's files are not: the series are omitted and the agent
+// says so once, not once per interval.
+func TestFilesystemUsageUnreadable(t *testing.T) {
+	t.Parallel()
+	scope := "fsunread"
+	name := uniq(t, "fsunread")
+	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+	skipWithoutWritableLayer(t, id)
+	a := startAgent(t, agentOpts{scope: scope, stats: "  filesystem:\n    interval: 10s\n    docker_root: /nonexistent/docker\n"})
+	sampled, sampledLabels := sampledSeries()
+	a.waitValue(t, 20*time.Second, sampled, name, sampledLabels, func(float64) bool { return true })
+	time.Sleep(25 * time.Second) // three intervals
+	if _, ok := a.value(t, "container_fs_usage_bytes", name, nil); ok {
+		t.Error("container_fs_usage_bytes exported for a container whose layer the agent cannot read")
+	}
+	out := a.proc.Output()
+	if n := strings.Count(out, "cannot measure a container's filesystem use"); n != 1 {
+		t.Errorf("the failure was logged %d times over three intervals, want once:\n%s", n, out)
+	}
+}
