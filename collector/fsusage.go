@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dockscope/dockscope/config"
+	"github.com/dockscope/dockscope/internal/fswalk"
 	"github.com/dockscope/dockscope/pipeline"
 )
 
@@ -52,7 +53,7 @@ type fsUsage struct {
 	mu      sync.Mutex
 	targets map[string]fsTarget
 	skipped map[string]bool // storage drivers already logged as unmeasurable
-	walks   map[string]*fsWalk
+	walks   map[string]*fswalk.Walk
 	walking string   // the container whose walk is stepping, outside mu
 	queue   []string // containers due, in turn order
 	queued  map[string]bool
@@ -73,7 +74,7 @@ func newFSUsage(opts fsUsageOptions, store *pipeline.Store, log *slog.Logger, de
 		devices: devices,
 		targets: make(map[string]fsTarget),
 		skipped: make(map[string]bool),
-		walks:   make(map[string]*fsWalk),
+		walks:   make(map[string]*fswalk.Walk),
 		queued:  make(map[string]bool),
 		failed:  make(map[string]string),
 		now:     time.Now,
@@ -164,7 +165,7 @@ func (u *fsUsage) forget(id string) {
 	delete(u.failed, id)
 	if w := u.walks[id]; w != nil {
 		if u.walking != id { // else the turn closes it
-			w.close()
+			w.Close()
 		}
 		delete(u.walks, id)
 	}
@@ -175,7 +176,7 @@ func (u *fsUsage) run(ctx context.Context) {
 	defer func() {
 		u.mu.Lock()
 		for id, w := range u.walks {
-			w.close()
+			w.Close()
 			delete(u.walks, id)
 		}
 		u.mu.Unlock()
@@ -255,7 +256,7 @@ func (u *fsUsage) turn(id string) int {
 		return 0
 	}
 	if w == nil {
-		w = newFSWalk(t.layer, t.logDir)
+		w = fswalk.New(t.layer, t.logDir)
 		u.walks[id] = w
 	}
 	u.walking = id
@@ -263,13 +264,13 @@ func (u *fsUsage) turn(id string) int {
 
 	// The walk steps without the lock, so that discovery (set, forget)
 	// never waits for the disk.
-	n, done, err := w.step(u.opts.FilesPerTurn)
+	n, done, err := w.Step(u.opts.FilesPerTurn)
 
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.walking = ""
 	if u.walks[id] != w { // forgotten during the turn
-		w.close()
+		w.Close()
 		delete(u.queued, id)
 		return n
 	}
@@ -277,7 +278,7 @@ func (u *fsUsage) turn(id string) int {
 		u.queue = append(u.queue, id)
 		return n
 	}
-	w.close()
+	w.Close()
 	delete(u.walks, id)
 	delete(u.queued, id)
 	if err != nil {
@@ -298,7 +299,7 @@ func (u *fsUsage) turn(id string) int {
 }
 
 // measured completes a finished walk with the backing filesystem's size.
-func (u *fsUsage) measured(t fsTarget, w *fsWalk) (*pipeline.FilesystemStats, error) {
+func (u *fsUsage) measured(t fsTarget, w *fswalk.Walk) (*pipeline.FilesystemStats, error) {
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(t.layer, &sfs); err != nil {
 		return nil, fmt.Errorf("statfs %s: %w", t.layer, err)
@@ -314,8 +315,8 @@ func (u *fsUsage) measured(t fsTarget, w *fsWalk) (*pipeline.FilesystemStats, er
 	bsize := uint64(sfs.Bsize)
 	return &pipeline.FilesystemStats{
 		Device:         dev,
-		UsageBytes:     w.bytes,
-		Inodes:         w.inodes,
+		UsageBytes:     w.Bytes(),
+		Inodes:         w.Inodes(),
 		CapacityBytes:  sfs.Blocks * bsize,
 		AvailableBytes: sfs.Bavail * bsize,
 		InodesTotal:    sfs.Files,
@@ -342,7 +343,7 @@ func (u *fsUsage) fail(id string, t fsTarget, err error) {
 	hint := ""
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 		hint = "the agent may not read the container's files: run it as root or with CAP_DAC_READ_SEARCH"
-	} else if errors.Is(err, errFSRoot) {
+	} else if errors.Is(err, fswalk.ErrRoot) {
 		hint = "the daemon's data root is not where stats.filesystem.docker_root says (mount the host's /var/lib/docker read-only and point docker_root at it)"
 	}
 	u.log.Log(context.Background(), level, "cannot measure a container's filesystem use; its container_fs_* series are omitted (further such failures are logged at debug level)",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -219,5 +220,16 @@ func TestFSUsageForgetDuringWalk(t *testing.T) {
 	}
 	if len(f.u.walks) != 0 || len(f.u.queued) != 0 {
 		t.Errorf("walks %v, queued %v left after the container was forgotten", f.u.walks, f.u.queued)
+	}
+}
+
+// writeSized writes size bytes of data to path, creating its parents.
+func writeSized(t *testing.T, path string, size int) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.Repeat([]byte{'x'}, size), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

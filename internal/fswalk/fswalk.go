@@ -1,4 +1,7 @@
-package collector
+// Package fswalk adds up the disk use of directory trees, du-style, a
+// bounded number of entries at a time. The agent measures containers'
+// writable layers with it; bench/fswalk measures its cost.
+package fswalk
 
 import (
 	"errors"
@@ -10,8 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fsWalk adds up the disk use of some directory trees, du-style, a bounded
-// number of entries at a time: step reads at most its budget of entries and
+// Walk adds up the disk use of some directory trees, du-style, a bounded
+// number of entries at a time: Step reads at most its budget of entries and
 // keeps its place, so one container's layer of a million files cannot hold
 // up the others or stall the agent, and a long walk simply continues at its
 // next turn.
@@ -20,7 +23,7 @@ import (
 // cAdvisor's fs usage counts), every file, directory and link once, hard
 // links once per inode. It does not follow symbolic links nor cross into
 // other filesystems (a bind mount seen below a layer is not the layer's).
-type fsWalk struct {
+type Walk struct {
 	roots []string // not yet started
 	stack []string // directories found, not yet read
 	dir   *os.File // the directory being read; nil between directories
@@ -39,19 +42,26 @@ type fileKey struct{ dev, ino uint64 }
 // dirChunk is how many names are read from a directory at once.
 const dirChunk = 256
 
-func newFSWalk(roots ...string) *fsWalk {
-	return &fsWalk{roots: roots}
+// New returns a walk of the trees below roots, counted together.
+func New(roots ...string) *Walk {
+	return &Walk{roots: roots}
 }
 
-// errFSRoot marks a root that cannot be measured: missing, unreadable, or
+// Bytes is the disk space counted so far: allocated blocks × 512.
+func (w *Walk) Bytes() uint64 { return w.bytes }
+
+// Inodes is the files, directories and links counted so far.
+func (w *Walk) Inodes() uint64 { return w.inodes }
+
+// ErrRoot marks a root that cannot be measured: missing, unreadable, or
 // not a directory. Below the roots, entries that vanish while the walk runs
 // (a container deleting its temporary files) are skipped.
-var errFSRoot = errors.New("filesystem root not readable")
+var ErrRoot = errors.New("filesystem root not readable")
 
-// step reads up to budget entries and reports how many it read and whether
+// Step reads up to budget entries and reports how many it read and whether
 // the walk is complete. An error ends the walk (close it); the sums are
 // then incomplete.
-func (w *fsWalk) step(budget int) (n int, done bool, err error) {
+func (w *Walk) Step(budget int) (n int, done bool, err error) {
 	for n < budget {
 		if w.dir == nil {
 			if len(w.stack) == 0 {
@@ -110,17 +120,17 @@ func (w *fsWalk) step(budget int) (n int, done bool, err error) {
 	return n, false, nil
 }
 
-func (w *fsWalk) openRoot(root string) error {
+func (w *Walk) openRoot(root string) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(root, &st); err != nil {
-		return fmt.Errorf("%w: %s: %w", errFSRoot, root, err)
+		return fmt.Errorf("%w: %s: %w", ErrRoot, root, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("%w: %s is not a directory", errFSRoot, root)
+		return fmt.Errorf("%w: %s is not a directory", ErrRoot, root)
 	}
 	f, err := os.Open(root)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errFSRoot, err)
+		return fmt.Errorf("%w: %w", ErrRoot, err)
 	}
 	if w.links == nil {
 		w.links = make(map[fileKey]struct{})
@@ -133,7 +143,7 @@ func (w *fsWalk) openRoot(root string) error {
 	return nil
 }
 
-func (w *fsWalk) count(st *unix.Stat_t) {
+func (w *Walk) count(st *unix.Stat_t) {
 	if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		k := fileKey{uint64(st.Dev), st.Ino}
 		if _, ok := w.links[k]; ok {
@@ -145,12 +155,12 @@ func (w *fsWalk) count(st *unix.Stat_t) {
 	w.bytes += uint64(st.Blocks) * 512
 }
 
-func (w *fsWalk) closeDir() {
+func (w *Walk) closeDir() {
 	if w.dir != nil {
 		w.dir.Close()
 		w.dir = nil
 	}
 }
 
-// close releases the directory held open between turns.
-func (w *fsWalk) close() { w.closeDir() }
+// Close releases the directory held open between steps.
+func (w *Walk) Close() { w.closeDir() }

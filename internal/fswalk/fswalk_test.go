@@ -1,4 +1,4 @@
-package collector
+package fswalk
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 )
 
 // writeSized writes size bytes of data (not a hole: blocks are allocated).
-func writeSized(t *testing.T, path string, size int) {
+func writeSized(t testing.TB, path string, size int) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -25,11 +25,11 @@ func writeSized(t *testing.T, path string, size int) {
 
 // walkAll runs a walk to its end in steps of budget entries, checking
 // that no step reads more than its budget, and returns the step count.
-func walkAll(t *testing.T, w *fsWalk, budget int) int {
+func walkAll(t testing.TB, w *Walk, budget int) int {
 	t.Helper()
-	defer w.close()
+	defer w.Close()
 	for steps := 1; ; steps++ {
-		n, done, err := w.step(budget)
+		n, done, err := w.Step(budget)
 		if err != nil {
 			t.Fatalf("step %d: %v", steps, err)
 		}
@@ -60,22 +60,22 @@ func TestFSWalkCountsFilesAndBlocks(t *testing.T) {
 	}
 	writeSized(t, filepath.Join(logs, "x-json.log"), 2*mib)
 
-	w := newFSWalk(layer, logs)
+	w := New(layer, logs)
 	walkAll(t, w, 1000)
-	if want := uint64(1 + 3 + 5 + 1 + 1 + 1); w.inodes != want {
-		t.Errorf("inodes = %d, want %d", w.inodes, want)
+	if want := uint64(1 + 3 + 5 + 1 + 1 + 1); w.Inodes() != want {
+		t.Errorf("inodes = %d, want %d", w.Inodes(), want)
 	}
 	// 3 MiB of data plus a block or so per small file and directory.
-	if w.bytes < 3*mib || w.bytes > 3*mib+64*1024 {
-		t.Errorf("bytes = %d, want 3 MiB plus little", w.bytes)
+	if w.Bytes() < 3*mib || w.Bytes() > 3*mib+64*1024 {
+		t.Errorf("bytes = %d, want 3 MiB plus little", w.Bytes())
 	}
 
 	// Growing a file by 50 MiB grows the count by 50 MiB.
-	before := w.bytes
+	before := w.Bytes()
 	writeSized(t, filepath.Join(layer, "a", "one"), 51*mib)
-	w = newFSWalk(layer, logs)
+	w = New(layer, logs)
 	walkAll(t, w, 1000)
-	if d := int64(w.bytes) - int64(before); d < 50*mib || d > 50*mib+64*1024 {
+	if d := int64(w.Bytes()) - int64(before); d < 50*mib || d > 50*mib+64*1024 {
 		t.Errorf("after writing 50 MiB more, bytes grew by %d", d)
 	}
 }
@@ -83,9 +83,9 @@ func TestFSWalkCountsFilesAndBlocks(t *testing.T) {
 func TestFSWalkCountsHardLinksOnce(t *testing.T) {
 	dir := t.TempDir()
 	writeSized(t, filepath.Join(dir, "big"), 4*mib)
-	w := newFSWalk(dir)
+	w := New(dir)
 	walkAll(t, w, 1000)
-	inodes, bytes := w.inodes, w.bytes
+	inodes, bytes := w.Inodes(), w.Bytes()
 
 	for i := range 3 {
 		if err := os.Link(filepath.Join(dir, "big"), filepath.Join(dir, fmt.Sprintf("link%d", i))); err != nil {
@@ -101,15 +101,15 @@ func TestFSWalkCountsHardLinksOnce(t *testing.T) {
 	if err := os.Link(filepath.Join(dir, "big"), filepath.Join(other, "link")); err != nil {
 		t.Skipf("temp directories on different filesystems: %v", err)
 	}
-	w = newFSWalk(dir, other)
+	w = New(dir, other)
 	walkAll(t, w, 1000)
 	// The second tree adds its directory, not the linked file again. The
 	// directory's own size grew with its new entries: allow a block.
-	if w.inodes != inodes+1 {
-		t.Errorf("inodes = %d with 4 more names of one file, want %d (+1 for the second root)", w.inodes, inodes+1)
+	if w.Inodes() != inodes+1 {
+		t.Errorf("inodes = %d with 4 more names of one file, want %d (+1 for the second root)", w.Inodes(), inodes+1)
 	}
-	if w.bytes < bytes || w.bytes > bytes+16*1024 {
-		t.Errorf("bytes = %d, want %d plus at most a directory block or two: the links counted again", w.bytes, bytes)
+	if w.Bytes() < bytes || w.Bytes() > bytes+16*1024 {
+		t.Errorf("bytes = %d, want %d plus at most a directory block or two: the links counted again", w.Bytes(), bytes)
 	}
 }
 
@@ -123,15 +123,15 @@ func TestFSWalkBudgetAndContinuation(t *testing.T) {
 	}
 	total := uint64(1 + dirs + dirs*perDir)
 
-	whole := newFSWalk(dir)
+	whole := New(dir)
 	if steps := walkAll(t, whole, 1_000_000); steps != 1 {
 		t.Errorf("an unbounded walk took %d steps", steps)
 	}
 	for _, budget := range []int{1, 7, 100, 999} {
-		w := newFSWalk(dir)
+		w := New(dir)
 		steps := walkAll(t, w, budget)
-		if w.inodes != total || w.bytes != whole.bytes {
-			t.Errorf("budget %d: %d inodes, %d bytes; want the unbounded walk's %d, %d", budget, w.inodes, w.bytes, total, whole.bytes)
+		if w.Inodes() != total || w.Bytes() != whole.Bytes() {
+			t.Errorf("budget %d: %d inodes, %d bytes; want the unbounded walk's %d, %d", budget, w.Inodes(), w.Bytes(), total, whole.Bytes())
 		}
 		// Each step but the last uses its whole budget.
 		if minSteps := int(total)/budget + 1; steps < minSteps-1 || steps > minSteps+1 {
@@ -150,9 +150,9 @@ func TestFSWalkSurvivesEntriesVanishing(t *testing.T) {
 	for d := range 10 {
 		writeSized(t, filepath.Join(dir, fmt.Sprintf("sub%d", d), "deep", "file"), 1)
 	}
-	w := newFSWalk(dir)
-	defer w.close()
-	if _, done, err := w.step(30); err != nil || done {
+	w := New(dir)
+	defer w.Close()
+	if _, done, err := w.Step(30); err != nil || done {
 		t.Fatalf("first step: done %v, err %v", done, err)
 	}
 	// The whole tree goes, except the root: directories found but not read
@@ -167,7 +167,7 @@ func TestFSWalkSurvivesEntriesVanishing(t *testing.T) {
 		}
 	}
 	for steps := 0; ; steps++ {
-		_, done, err := w.step(30)
+		_, done, err := w.Step(30)
 		if err != nil {
 			t.Fatalf("a vanished entry ended the walk: %v", err)
 		}
@@ -178,8 +178,8 @@ func TestFSWalkSurvivesEntriesVanishing(t *testing.T) {
 			t.Fatal("the walk does not end")
 		}
 	}
-	if w.inodes >= 1+11+2000 {
-		t.Errorf("counted %d inodes, as if nothing had been deleted", w.inodes)
+	if w.Inodes() >= 1+11+2000 {
+		t.Errorf("counted %d inodes, as if nothing had been deleted", w.Inodes())
 	}
 }
 
@@ -196,14 +196,14 @@ func TestFSWalkRootErrors(t *testing.T) {
 		if root == "" {
 			roots = []string{dir, filepath.Join(dir, "gone")}
 		}
-		w := newFSWalk(roots...)
+		w := New(roots...)
 		var err error
 		for done := false; err == nil && !done; {
-			_, done, err = w.step(100)
+			_, done, err = w.Step(100)
 		}
-		w.close()
-		if !errors.Is(err, errFSRoot) {
-			t.Errorf("%s: err = %v, want errFSRoot", name, err)
+		w.Close()
+		if !errors.Is(err, ErrRoot) {
+			t.Errorf("%s: err = %v, want ErrRoot", name, err)
 		}
 	}
 }
@@ -218,11 +218,11 @@ func TestFSWalkUnreadableDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(filepath.Join(dir, "private"), 0o755) })
-	w := newFSWalk(dir)
-	defer w.close()
+	w := New(dir)
+	defer w.Close()
 	var err error
 	for done := false; err == nil && !done; {
-		_, done, err = w.step(100)
+		_, done, err = w.Step(100)
 	}
 	if !errors.Is(err, os.ErrPermission) {
 		t.Errorf("err = %v, want a permission error (an undercount must not pass as a measurement)", err)
