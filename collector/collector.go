@@ -396,8 +396,10 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 		meta.CgroupPath = c.cgroups.idLabel(id, state.Pid, meta.CgroupPath)
 	}
 	c.store.Upsert(meta, state, spec)
-	if c.fs != nil {
-		c.fs.observe(id, res.Container.GraphDriver, *c.dataRoot.Load(), c.cfg.Stats.Filesystem.DockerRoot)
+	// The data root is known once connected (and never, from a daemon that
+	// does not say where it keeps containers: nothing to measure then).
+	if r := c.dataRoot.Load(); c.fs != nil && r != nil && *r != "" {
+		c.fs.observe(id, res.Container.GraphDriver, *r, c.cfg.Stats.Filesystem.DockerRoot)
 	}
 	if c.logs != nil {
 		c.logs.observe(meta, state, labels, event)
