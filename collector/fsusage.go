@@ -57,6 +57,10 @@ type fsUsage struct {
 	walking string   // the container whose walk is stepping, outside mu
 	queue   []string // containers due, in turn order
 	queued  map[string]bool
+	// tried holds the containers whose walk ended (measured or failed):
+	// the others are new, and measured without waiting for the interval.
+	tried map[string]bool
+	kick  chan struct{} // a new container was seen
 	// failed: why a container's directories could not be read, so that
 	// the same failure is logged once, not at every interval.
 	failed     map[string]string
@@ -76,6 +80,8 @@ func newFSUsage(opts fsUsageOptions, store *pipeline.Store, log *slog.Logger, de
 		skipped: make(map[string]bool),
 		walks:   make(map[string]*fswalk.Walk),
 		queued:  make(map[string]bool),
+		tried:   make(map[string]bool),
+		kick:    make(chan struct{}, 1),
 		failed:  make(map[string]string),
 		now:     time.Now,
 		sleep:   sleepCtx,
@@ -155,6 +161,12 @@ func (u *fsUsage) set(id, driver string, t fsTarget, ok bool) {
 		return
 	}
 	u.targets[id] = t
+	if !u.tried[id] {
+		select {
+		case u.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // forget drops a container that is gone.
@@ -163,6 +175,7 @@ func (u *fsUsage) forget(id string) {
 	defer u.mu.Unlock()
 	delete(u.targets, id)
 	delete(u.failed, id)
+	delete(u.tried, id)
 	if w := u.walks[id]; w != nil {
 		if u.walking != id { // else the turn closes it
 			w.Close()
@@ -183,7 +196,7 @@ func (u *fsUsage) run(ctx context.Context) {
 	}()
 	tick := time.NewTicker(u.opts.Interval)
 	defer tick.Stop()
-	u.enqueue()
+	u.enqueue(true)
 	for {
 		id, ok := u.next()
 		if !ok {
@@ -191,7 +204,9 @@ func (u *fsUsage) run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				u.enqueue()
+				u.enqueue(true)
+			case <-u.kick:
+				u.enqueue(false)
 			}
 			continue
 		}
@@ -207,21 +222,24 @@ func (u *fsUsage) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			u.enqueue()
+			u.enqueue(true)
+		case <-u.kick:
+			u.enqueue(false)
 		default:
 		}
 	}
 }
 
-// enqueue puts every running container with a known layer in line, unless
-// it is there already (its walk of the previous interval continues).
-func (u *fsUsage) enqueue() {
+// enqueue puts every running container with a known layer in line (only
+// those never measured unless all), unless it is there already (its walk
+// of the previous interval continues).
+func (u *fsUsage) enqueue(all bool) {
 	snaps := u.store.Snapshot()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for i := range snaps {
 		id := snaps[i].Meta.ID
-		if !snaps[i].State.Running() || u.queued[id] {
+		if !snaps[i].State.Running() || u.queued[id] || (!all && u.tried[id]) {
 			continue
 		}
 		if _, ok := u.targets[id]; !ok {
@@ -281,6 +299,7 @@ func (u *fsUsage) turn(id string) int {
 	w.Close()
 	delete(u.walks, id)
 	delete(u.queued, id)
+	u.tried[id] = true
 	if err != nil {
 		u.fail(id, t, err)
 		return n

@@ -99,7 +99,7 @@ func TestFSUsageTakesTurns(t *testing.T) {
 	f := newFSFixture(t, fsUsageOptions{Interval: time.Hour, FilesPerTurn: 100, FilesPerSecond: 1 << 30})
 	f.add(t, "big", 1000, 1)
 	f.add(t, "small", 10, 4096)
-	f.u.enqueue()
+	f.u.enqueue(true)
 	var order []string
 	for turns := 0; ; turns++ {
 		id, ok := f.u.next()
@@ -206,7 +206,7 @@ func TestFSUsageMissingDirectoryLoggedOnce(t *testing.T) {
 func TestFSUsageForgetDuringWalk(t *testing.T) {
 	f := newFSFixture(t, fsUsageOptions{Interval: time.Hour, FilesPerTurn: 100, FilesPerSecond: 1 << 30})
 	f.add(t, "a", 500, 1)
-	f.u.enqueue()
+	f.u.enqueue(true)
 	id, _ := f.u.next()
 	f.u.turn(id) // in progress: a directory held open
 	f.u.forget(id)
@@ -231,5 +231,35 @@ func writeSized(t *testing.T, path string, size int) {
 	}
 	if err := os.WriteFile(path, bytes.Repeat([]byte{'x'}, size), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A container seen after the agent started is measured at once, not an
+// interval later.
+func TestFSUsageMeasuresNewContainersAtOnce(t *testing.T) {
+	f := newFSFixture(t, fsUsageOptions{Interval: time.Hour, FilesPerTurn: 100, FilesPerSecond: 1 << 30})
+	f.add(t, "first", 5, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.u.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitMeasured := func(id string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for f.fs(id) == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not measured within 5s with a 1h interval", id)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitMeasured("first")
+	first := f.fs("first")
+	f.add(t, "second", 5, 1)
+	waitMeasured("second")
+	// Measuring the newcomer did not measure the first again (a new
+	// measurement is a new value in the store).
+	if f.fs("first") != first {
+		t.Error("the first container was measured again when the second appeared")
 	}
 }
