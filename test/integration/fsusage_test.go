@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,7 +39,8 @@ func TestFilesystemUsage(t *testing.T) {
 	upper := skipWithoutWritableLayer(t, id)
 	a := startAgent(t, agentOpts{scope: scope, stats: "  filesystem:\n    interval: 10s\n"})
 
-	before := a.waitValue(t, 30*time.Second, "container_fs_usage_bytes", name, nil, func(float64) bool { return true })
+	// The log directory alone (config, hosts files) takes some blocks.
+	before := a.waitValue(t, 30*time.Second, "container_fs_usage_bytes", name, nil, func(v float64) bool { return v > 0 })
 	m := a.scrape(t)
 	usage, _ := m.Find("container_fs_usage_bytes", map[string]string{"name": name})
 	device := usage.Labels["device"]
@@ -92,4 +94,51 @@ func TestFilesystemUsageUnreadable(t *testing.T) {
 	if n := strings.Count(out, "cannot measure a container's filesystem use"); n != 1 {
 		t.Errorf("the failure was logged %d times over three intervals, want once:\n%s", n, out)
 	}
+}
+
+// TestFilesystemUsageOTLP checks the semantic conventions'
+// container.filesystem.{usage,capacity,available} as an OTel Collector
+// receives them.
+func TestFilesystemUsageOTLP(t *testing.T) {
+	t.Parallel()
+	scope := "fsotlp"
+	name := uniq(t, "fsotlp")
+	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+	upper := skipWithoutWritableLayer(t, id)
+	harness.Docker(t, "exec", id, "/workload", "fill", "-file", "/tmp/big", "-mb", "20")
+	col := harness.Otelcol(t)
+	startAgent(t, agentOpts{scope: scope, stats: "  filesystem:\n    interval: 10s\n",
+		extra: fmt.Sprintf("exporters:\n  otlp:\n    endpoint: %s\n    protocol: http/protobuf\n    interval: 1s\n", col.HTTPEndpoint)})
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(upper, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	capacity := float64(sfs.Blocks) * float64(sfs.Bsize)
+	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		for _, rm := range col.ResourceMetrics(t) {
+			if rm.Resource.Str("container.name") != name {
+				continue
+			}
+			got := map[string]float64{}
+			for _, metric := range []string{"container.filesystem.usage", "container.filesystem.capacity", "container.filesystem.available"} {
+				m, ok := rm.Metric(metric)
+				if !ok {
+					continue
+				}
+				if m.Type != "sum" || m.Monotonic || m.Unit != "By" || len(m.Points) != 1 {
+					return false, fmt.Sprintf("%s: type %s monotonic %v unit %q, %d points; want one non-monotonic sum in By", metric, m.Type, m.Monotonic, m.Unit, len(m.Points))
+				}
+				got[metric] = m.Points[0].Value
+			}
+			if len(got) < 3 {
+				continue // an export before the first walk ended
+			}
+			const mib = 1 << 20
+			ok := got["container.filesystem.usage"] >= 20*mib && got["container.filesystem.usage"] < 22*mib &&
+				got["container.filesystem.capacity"] == capacity &&
+				got["container.filesystem.available"] > 0 && got["container.filesystem.available"] < capacity
+			return ok, fmt.Sprintf("%v (capacity by statfs %v)", got, capacity)
+		}
+		return false, "no export with container.filesystem.* for " + name
+	})
 }
