@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +24,7 @@ import (
 type fsTarget struct {
 	layer  string // the writable layer (overlay2's upper "diff" directory)
 	logDir string // <data root>/containers/<id>: logs, config, hosts files
+	root   string // the data root itself
 }
 
 // fsUsageOptions bound the walks.
@@ -63,8 +66,9 @@ type fsUsage struct {
 	kick  chan struct{} // a new container was seen
 	// failed: why a container's directories could not be read, so that
 	// the same failure is logged once, not at every interval.
-	failed     map[string]string
-	failLogged bool
+	failed       map[string]string
+	failLogged   bool
+	noRootLogged bool
 
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) bool
@@ -130,6 +134,7 @@ func fsTargetFor(id, upperDir, daemonRoot, agentRoot string) (fsTarget, bool) {
 	return fsTarget{
 		layer:  mapRoot(upperDir, daemonRoot, agentRoot),
 		logDir: mapRoot(filepath.Join(daemonRoot, "containers", id), daemonRoot, agentRoot),
+		root:   mapRoot(filepath.Join(daemonRoot, "containers"), daemonRoot, agentRoot),
 	}, true
 }
 
@@ -354,6 +359,17 @@ func (u *fsUsage) fail(id string, t fsTarget, err error) {
 		return
 	}
 	u.failed[id] = msg
+	if _, statErr := os.Stat(t.root); errors.Is(statErr, fs.ErrNotExist) {
+		// No data root at all: the agent runs in a container without the
+		// host's /var/lib/docker, a deployment that has not asked for these
+		// metrics. Said once, plainly, not as a failure per container.
+		if !u.noRootLogged {
+			u.noRootLogged = true
+			u.log.Info("not measuring containers' filesystem use (container_fs_usage_bytes): the daemon's data root is not visible to the agent; to measure it, mount the host's Docker data root read-only and set stats.filesystem.docker_root to where it is mounted",
+				"looked_in", filepath.Dir(t.root))
+		}
+		return
+	}
 	level := slog.LevelDebug
 	if !u.failLogged {
 		u.failLogged = true

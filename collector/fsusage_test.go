@@ -25,13 +25,13 @@ func TestFSTargetFor(t *testing.T) {
 		ok                                 bool
 	}{
 		{"on the host", "/var/lib/docker/overlay2/l1/diff", "/var/lib/docker", "",
-			fsTarget{"/var/lib/docker/overlay2/l1/diff", "/var/lib/docker/containers/abc"}, true},
+			fsTarget{"/var/lib/docker/overlay2/l1/diff", "/var/lib/docker/containers/abc", "/var/lib/docker/containers"}, true},
 		{"in a container", "/var/lib/docker/overlay2/l1/diff", "/var/lib/docker", "/host/var/lib/docker",
-			fsTarget{"/host/var/lib/docker/overlay2/l1/diff", "/host/var/lib/docker/containers/abc"}, true},
+			fsTarget{"/host/var/lib/docker/overlay2/l1/diff", "/host/var/lib/docker/containers/abc", "/host/var/lib/docker/containers"}, true},
 		{"data root with a trailing slash", "/data/docker/fuse-overlayfs/l1/diff", "/data/docker/", "/mnt/docker",
-			fsTarget{"/mnt/docker/fuse-overlayfs/l1/diff", "/mnt/docker/containers/abc"}, true},
+			fsTarget{"/mnt/docker/fuse-overlayfs/l1/diff", "/mnt/docker/containers/abc", "/mnt/docker/containers"}, true},
 		{"a root that merely shares a prefix is not mapped", "/var/lib/docker2/overlay2/l1/diff", "/var/lib/docker", "/host",
-			fsTarget{"/var/lib/docker2/overlay2/l1/diff", "/host/containers/abc"}, true},
+			fsTarget{"/var/lib/docker2/overlay2/l1/diff", "/host/containers/abc", "/host/containers"}, true},
 		{"no upper dir (vfs, btrfs, zfs, containerd snapshotter)", "", "/var/lib/docker", "", fsTarget{}, false},
 		{"daemon root unknown", "/var/lib/docker/overlay2/l1/diff", "", "", fsTarget{}, false},
 	} {
@@ -261,5 +261,30 @@ func TestFSUsageMeasuresNewContainersAtOnce(t *testing.T) {
 	// measurement is a new value in the store).
 	if f.fs("first") != first {
 		t.Error("the first container was measured again when the second appeared")
+	}
+}
+
+// An agent in a container without the host's data root mounted (the
+// default deployment) says so once, as information, not as a warning per
+// container.
+func TestFSUsageNoDataRootIsInformation(t *testing.T) {
+	f := newFSFixture(t, fsUsageOptions{Interval: 20 * time.Millisecond, FilesPerTurn: 100, FilesPerSecond: 1 << 30})
+	for _, id := range []string{"a", "b"} {
+		f.store.Upsert(pipeline.ContainerMeta{ID: id, Name: id}, pipeline.ContainerState{Status: "running"}, pipeline.ContainerSpec{})
+		f.u.observe(id, &storage.DriverData{Name: "overlay2", Data: map[string]string{"UpperDir": "/var/lib/docker/overlay2/" + id + "/diff"}},
+			"/var/lib/docker", filepath.Join(f.dir, "not-mounted"))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.u.run(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	<-done
+	out := f.logs.String()
+	if strings.Contains(out, "level=WARN") || strings.Count(out, "data root is not visible") != 1 {
+		t.Errorf("want one information line and no warning:\n%s", out)
+	}
+	if f.fs("a") != nil || f.fs("b") != nil {
+		t.Error("measurements without a data root")
 	}
 }

@@ -4,6 +4,8 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,23 +78,38 @@ func TestFilesystemUsage(t *testing.T) {
 
 // TestFilesystemUsageUnreadable runs the agent with docker_root pointing
 // where the daemon's files are not: the series are omitted and the agent
-// says so once, not once per interval.
+// says so once, not once per interval — as information when there is no
+// data root at all (an agent in a container without the host's
+// /var/lib/docker mounted), as a warning when the data root is there but
+// the container's layer is not.
 func TestFilesystemUsageUnreadable(t *testing.T) {
 	t.Parallel()
-	scope := "fsunread"
-	name := uniq(t, "fsunread")
-	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
-	skipWithoutWritableLayer(t, id)
-	a := startAgent(t, agentOpts{scope: scope, stats: "  filesystem:\n    interval: 10s\n    docker_root: /nonexistent/docker\n"})
-	sampled, sampledLabels := sampledSeries()
-	a.waitValue(t, 20*time.Second, sampled, name, sampledLabels, func(float64) bool { return true })
-	time.Sleep(25 * time.Second) // three intervals
-	if _, ok := a.value(t, "container_fs_usage_bytes", name, nil); ok {
-		t.Error("container_fs_usage_bytes exported for a container whose layer the agent cannot read")
+	emptyRoot := t.TempDir()
+	if err := os.Mkdir(filepath.Join(emptyRoot, "containers"), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	out := a.proc.Output()
-	if n := strings.Count(out, "cannot measure a container's filesystem use"); n != 1 {
-		t.Errorf("the failure was logged %d times over three intervals, want once:\n%s", n, out)
+	for _, c := range []struct{ name, root, want string }{
+		{"no data root", "/nonexistent/docker", "level=INFO msg=\"not measuring containers' filesystem use (container_fs_usage_bytes): the daemon's data root is not visible"},
+		{"no layer", emptyRoot, "level=WARN msg=\"cannot measure a container's filesystem use"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			scope := "fsunread-" + strings.ReplaceAll(c.name, " ", "")
+			name := uniq(t, scope)
+			id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+			skipWithoutWritableLayer(t, id)
+			a := startAgent(t, agentOpts{scope: scope, stats: "  filesystem:\n    interval: 10s\n    docker_root: " + c.root + "\n"})
+			sampled, sampledLabels := sampledSeries()
+			a.waitValue(t, 20*time.Second, sampled, name, sampledLabels, func(float64) bool { return true })
+			time.Sleep(25 * time.Second) // three intervals
+			if _, ok := a.value(t, "container_fs_usage_bytes", name, nil); ok {
+				t.Error("container_fs_usage_bytes exported for a container whose layer the agent cannot read")
+			}
+			out := a.proc.Output()
+			if n := strings.Count(out, c.want); n != 1 {
+				t.Errorf("%q logged %d times over three intervals, want once:\n%s", c.want, n, out)
+			}
+		})
 	}
 }
 
