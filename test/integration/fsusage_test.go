@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -157,5 +158,80 @@ func TestFilesystemUsageOTLP(t *testing.T) {
 			return ok, fmt.Sprintf("%v (capacity by statfs %v)", got, capacity)
 		}
 		return false, "no export with container.filesystem.* for " + name
+	})
+}
+
+// TestFilesystemUsageAgentInContainer runs the agent the way it is deployed
+// to measure layers: its image, the host's Docker data root mounted
+// read-only at /host/var/lib/docker (stats.filesystem.docker_root), as root
+// with every capability dropped but CAP_DAC_READ_SEARCH. The paths the
+// Engine reports (/var/lib/docker/...) are mapped below the mount.
+func TestFilesystemUsageAgentInContainer(t *testing.T) {
+	t.Parallel()
+	scope := "fsincontainer"
+	name := uniq(t, scope)
+	id := harness.RunContainer(t, append(scopeArgs(scope, name), harness.WorkloadImage(t), "sleep")...)
+	skipWithoutWritableLayer(t, id)
+	dataRoot := strings.TrimSpace(harness.Docker(t, "info", "-f", "{{.DockerRootDir}}"))
+
+	root := harness.RepoRoot(t)
+	tag := "dockscope:fsusage-test"
+	build := exec.Command("bash", filepath.Join(root, "scripts", "build-image.sh"), tag)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the agent image: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { harness.TryDocker("image", "rm", tag) })
+	dir, err := os.MkdirTemp("", "dockscope-fsusage-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	cfg := filepath.Join(dir, "dockscope.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`stats:
+  interval: 1s
+  filesystem:
+    interval: 10s
+    docker_root: /host/var/lib/docker
+discovery:
+  resync_interval: 5s
+  include:
+    labels: ["dockscope.scope=%s"]
+`, scope)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := harness.FreePort(t)
+	agent := harness.RunContainer(t, "--name", uniq(t, "fs-agent"), "--network", "host",
+		"--user", "0:0", "--cap-drop", "ALL", "--cap-add", "DAC_READ_SEARCH",
+		"-v", "/var/run/docker.sock:/var/run/docker.sock",
+		"-v", dataRoot+":/host/var/lib/docker:ro",
+		"-v", cfg+":/etc/dockscope.yml:ro",
+		tag, "--config.file", "/etc/dockscope.yml", "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", port), "--log.level", "debug")
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+
+	var before float64
+	harness.WaitFor(t, 60*time.Second, 500*time.Millisecond, func() (bool, string) {
+		m, err := harness.TryScrapeMetrics(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		s, ok := m.Find("container_fs_usage_bytes", map[string]string{"name": name})
+		before = s.Value
+		if !ok {
+			out, _ := harness.TryDocker("logs", agent)
+			return false, "no container_fs_usage_bytes yet; agent log:\n" + out
+		}
+		return s.Value > 0 && strings.HasPrefix(s.Labels["device"], "/dev/"), fmt.Sprintf("%v", s)
+	})
+	harness.Docker(t, "exec", id, "/workload", "fill", "-file", "/tmp/big", "-mb", "30")
+	const mib = 1 << 20
+	harness.WaitFor(t, 40*time.Second, 500*time.Millisecond, func() (bool, string) {
+		m, err := harness.TryScrapeMetrics(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		s, _ := m.Find("container_fs_usage_bytes", map[string]string{"name": name})
+		return s.Value >= before+29*mib && s.Value <= before+31*mib, fmt.Sprintf("usage %v, before %v", s.Value, before)
 	})
 }
