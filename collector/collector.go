@@ -71,6 +71,11 @@ type Collector struct {
 	// cgroups finds containers' cgroups from /proc; nil when the daemon is
 	// elsewhere (its pids and cgroups are not this host's).
 	cgroups *cgroupResolver
+
+	// fs measures containers' writable layers; nil when that is off or the
+	// daemon is elsewhere. dataRoot is the daemon's DockerRootDir.
+	fs       *fsUsage
+	dataRoot atomic.Pointer[string]
 }
 
 type readiness struct {
@@ -133,6 +138,7 @@ func New(opts Options) (*Collector, error) {
 	if opts.Logs != nil {
 		c.logs = newLogs(c, *opts.Logs)
 	}
+	c.fs = newFSUsageFor(opts.Config.Stats, c.host, opts.Store, c.log)
 	return c, nil
 }
 
@@ -172,6 +178,11 @@ func (c *Collector) Run(ctx context.Context) error {
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		wg.Go(func() { c.logs.run(ctx) })
+	}
+	if c.fs != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { c.fs.run(ctx) })
 	}
 	bo := backoff.New(500*time.Millisecond, c.cfg.Docker.MaxBackoff)
 	for {
@@ -304,6 +315,8 @@ func (c *Collector) connect(ctx context.Context) error {
 	if err == nil {
 		c.since.start(now)
 	}
+	root := info.Info.DockerRootDir
+	c.dataRoot.Store(&root)
 	driver := info.Info.CgroupDriver
 	c.cgroupDriver.Store(&driver)
 	names := make([]string, 0, len(ver.Components))
@@ -366,6 +379,9 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 		if c.cgroups != nil {
 			c.cgroups.forget(id)
 		}
+		if c.fs != nil {
+			c.fs.forget(id)
+		}
 		return state, false, nil
 	}
 	meta.Runtime = *c.runtime.Load()
@@ -380,6 +396,11 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 		meta.CgroupPath = c.cgroups.idLabel(id, state.Pid, meta.CgroupPath)
 	}
 	c.store.Upsert(meta, state, spec)
+	// The data root is known once connected (and never, from a daemon that
+	// does not say where it keeps containers: nothing to measure then).
+	if r := c.dataRoot.Load(); c.fs != nil && r != nil && *r != "" {
+		c.fs.observe(id, res.Container.GraphDriver, *r, c.cfg.Stats.Filesystem.DockerRoot)
+	}
 	if c.logs != nil {
 		c.logs.observe(meta, state, labels, event)
 	}
@@ -392,6 +413,9 @@ func (c *Collector) forget(id string) {
 	c.store.Remove(id)
 	if c.cgroups != nil {
 		c.cgroups.forget(id)
+	}
+	if c.fs != nil {
+		c.fs.forget(id)
 	}
 	if c.logs != nil {
 		c.logs.destroyed(id)

@@ -87,6 +87,27 @@ type StatsConfig struct {
 	// SysRoot is the host's sysfs, where block devices' names are read
 	// (/sys/dev/block/<major>:<minor>) for the `device` label.
 	SysRoot string `yaml:"sys_root"`
+	// Filesystem is the measurement of containers' writable layers.
+	Filesystem FilesystemConfig `yaml:"filesystem"`
+}
+
+// FilesystemConfig controls the container_fs_{usage,limit}_bytes and
+// container_fs_inodes_{free,total} measurement: a walk of each running
+// container's writable layer and log directory, bounded in pace and spread
+// over time, in a goroutine of its own.
+type FilesystemConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Interval is how often each running container is measured again.
+	Interval time.Duration `yaml:"interval"`
+	// DockerRoot is where the agent sees the daemon's data root
+	// (DockerRootDir, /var/lib/docker by default), e.g.
+	// /host/var/lib/docker in a container; empty: the daemon's own path.
+	DockerRoot string `yaml:"docker_root"`
+	// FilesPerTurn is how many entries one container's walk reads before
+	// the next container gets its turn.
+	FilesPerTurn int `yaml:"files_per_turn"`
+	// FilesPerSecond caps how many entries all walks read per second.
+	FilesPerSecond int `yaml:"files_per_second"`
 }
 
 // LogsConfig controls the collection of container logs, which are shipped
@@ -206,6 +227,12 @@ func Default() Config {
 			CgroupRoot:  "/sys/fs/cgroup",
 			ProcRoot:    "/proc",
 			SysRoot:     "/sys",
+			Filesystem: FilesystemConfig{
+				Enabled:        true,
+				Interval:       5 * time.Minute,
+				FilesPerTurn:   10000,
+				FilesPerSecond: 20000,
+			},
 		},
 		Logs: LogsConfig{
 			Enabled:      true,

@@ -63,6 +63,18 @@ func (c *Config) problems() []*Error {
 			v.add(root.key, "must be an absolute path, got %q", root.path)
 		}
 	}
+	if f := s.Filesystem; f.Enabled {
+		v.atLeast("stats.filesystem.interval", f.Interval, 10*time.Second)
+		if f.DockerRoot != "" && !path.IsAbs(f.DockerRoot) {
+			v.add("stats.filesystem.docker_root", "must be empty (the daemon's own data root) or an absolute path, got %q", f.DockerRoot)
+		}
+		if f.FilesPerTurn < 100 {
+			v.add("stats.filesystem.files_per_turn", "must be at least 100, got %d", f.FilesPerTurn)
+		}
+		if f.FilesPerSecond < 100 {
+			v.add("stats.filesystem.files_per_second", "must be at least 100, got %d", f.FilesPerSecond)
+		}
+	}
 
 	l := c.Logs
 	if l.MaxLineBytes < 1024 || l.MaxLineBytes > 64<<20 {

@@ -19,6 +19,10 @@ type Snapshot struct {
 	// Stats is the latest sample, nil until the first one arrives or when the
 	// container is not running.
 	Stats *Stats
+	// Filesystem is the latest measurement of its writable layer and log
+	// directory; nil until the first walk ends, or when they cannot be
+	// read. Replaced wholesale, never mutated, so snapshots share it.
+	Filesystem *FilesystemStats
 	// Events counts the lifecycle events seen for the container since the
 	// agent started, by action (start, die, oom, health_status, ...).
 	Events map[string]uint64

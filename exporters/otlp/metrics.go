@@ -282,6 +282,7 @@ func buildMetrics(cm *containerMetrics, s *pipeline.Snapshot, now time.Time) {
 			}
 		}
 	}
+	filesystemMetrics(cm, s)
 }
 
 // unixNano is 0 for the zero time, as OTLP wants for an unknown start.

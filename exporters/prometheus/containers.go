@@ -390,6 +390,7 @@ func (e *emitter) container(s *pipeline.Snapshot) {
 	if s.Stats != nil {
 		e.stats(s.Stats)
 	}
+	e.filesystem(s)
 	if l := s.Logs; l != nil {
 		e.emit(famLogLines, float64(l.LinesRead.Load()), "read")
 		e.emit(famLogLines, float64(l.LinesShipped.Load()), "shipped")

@@ -16,6 +16,7 @@
 //	workload probe -file PATH               exit 0 if PATH exists, 1 otherwise (for HEALTHCHECK)
 //	workload touch PATH                     create PATH (and its parent directories)
 //	workload rm PATH                        remove PATH (a missing PATH is not an error)
+//	workload fill -file PATH -mb N          write N MiB of data to PATH (parents created)
 //
 // In every mode SIGTERM and SIGINT make the process exit 0 at once: as PID 1
 // of a container it would otherwise ignore them and `docker stop` would wait
@@ -48,6 +49,7 @@ commands:
   probe -file PATH
   touch PATH
   rm    PATH
+  fill  -file PATH -mb N
 `
 
 func main() {
@@ -133,6 +135,16 @@ func run(args []string) int {
 			return 1
 		}
 		fmt.Println("healthy")
+	case "fill":
+		file := fl.String("file", "", "file to write")
+		mb := fl.Int("mb", 0, "MiB to write")
+		if err := fl.Parse(args); err != nil || *file == "" || *mb < 0 {
+			return 2
+		}
+		if err := fill(*file, *mb); err != nil {
+			fmt.Fprintln(os.Stderr, "workload:", err)
+			return 1
+		}
 	case "touch", "rm":
 		if len(args) != 1 {
 			fmt.Fprint(os.Stderr, usage)
@@ -153,6 +165,33 @@ func run(args []string) int {
 		return 2
 	}
 	return 0
+}
+
+// fill writes mb MiB of non-zero data (no holes: the blocks are allocated)
+// and syncs it, so that disk usage reflects it at once.
+func fill(path string, mb int) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i%251 + 1)
+	}
+	for range mb {
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // idle blocks forever; the signal handler in main ends the process.
