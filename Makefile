@@ -47,7 +47,7 @@ integration:
 ## Engine (sid's docker.io 28.5, API 1.51, containerd 2.1) run beside the machine's as a second
 ## daemon by scripts/engine28.sh (fetched once into ~/.cache/dockscope/engine28; stopped after,
 ## and its data root removed after a passing run)
-ENGINE28_TESTS := ^(TestDaemonRestartLosesNoLogLine|TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly)$$
+ENGINE28_TESTS := ^(TestDaemonRestartLosesNoLogLine|TestSmokeWorkload.*|TestCPUBurnReadsAsOneCore|TestMemoryLimitAndWorkingSet|TestHealthStateFlips|TestExitCodeAndRestarts|TestNewContainerAppearsAndRemovedVanishes|TestFiltersAndLabelAllowlist|TestPrometheusScrapesTheAgent|TestDaemonOutageAndRecovery|TestStatsSourcesAgree|TestLogs.*|TestEventsShippedAsLogRecordsAndOOMKillsCounted|TestBadInputFromTheEngine|TestAgentIsReadOnly|TestDashboardQueries)$$
 integration-engine28:
 	bash scripts/engine28.sh start
 	status=0; eval "$$(bash scripts/engine28.sh env)"; \
