@@ -99,6 +99,7 @@ func newStatsSampler(c *Collector) *statsSampler {
 	r, err := newCgroupReader(cfg.CgroupRoot, cfg.ProcRoot)
 	switch {
 	case err == nil:
+		r.perCPU = cfg.PerCPU
 		s.cgroup = r
 		c.log.Info("reading container stats from cgroup files", "cgroup_root", cfg.CgroupRoot, "cgroup_v2", r.v2, "proc_root", cfg.ProcRoot)
 	case cfg.Source == "auto":
@@ -362,6 +363,9 @@ func (c *Collector) fetchStats(ctx context.Context, id string) (pipeline.Stats, 
 	st, err := statsFromResponse(raw)
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("stats of %s: %w", shortID(id), err)
+	}
+	if c.cfg.Stats.PerCPU {
+		st.PerCPU = perCPUFromResponse(&raw)
 	}
 	return st, nil
 }
