@@ -218,7 +218,7 @@ func TestMetricsRoundCutShortResumesWhereItStopped(t *testing.T) {
 	srv := httptest.NewServer(backend)
 	defer srv.Close()
 	const n = 200
-	// ~10 containers per request, ~20 requests a round; the backend takes
+	// ~12 containers per request, ~16 requests a round; the backend takes
 	// 10 a round.
 	e, tel := newMetricsExporter(t, srv.URL, ProtocolHTTP, storeOf(n), 56<<10)
 	var previous map[string]int
