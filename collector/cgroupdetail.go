@@ -99,6 +99,12 @@ func memStatV1(st *pipeline.Stats, k string, v uint64) {
 	case "total_pgmajfault":
 		m.TotalPgmajfault = v
 		st.Present |= pipeline.MemFaults
+	case "total_workingset_refault_file": // kernels ≥ 5.9 write them on v1 too
+		m.WorkingsetRefaultFile = v
+		st.Present |= pipeline.MemRefault
+	case "total_workingset_refault_anon":
+		m.WorkingsetRefaultAnon = v
+		st.Present |= pipeline.MemRefault
 	}
 }
 

@@ -14,12 +14,14 @@ import (
 // Pointers: a key the kernel does not write is absent, not 0.
 type memDetailKeys struct {
 	// cgroup v1
-	TotalMappedFile *uint64 `json:"total_mapped_file"`
-	TotalActiveFile *uint64 `json:"total_active_file"`
-	TotalDirty      *uint64 `json:"total_dirty"`
-	TotalWriteback  *uint64 `json:"total_writeback"`
-	TotalPgfault    *uint64 `json:"total_pgfault"`
-	TotalPgmajfault *uint64 `json:"total_pgmajfault"`
+	TotalMappedFile  *uint64 `json:"total_mapped_file"`
+	TotalActiveFile  *uint64 `json:"total_active_file"`
+	TotalDirty       *uint64 `json:"total_dirty"`
+	TotalWriteback   *uint64 `json:"total_writeback"`
+	TotalPgfault     *uint64 `json:"total_pgfault"`
+	TotalPgmajfault  *uint64 `json:"total_pgmajfault"`
+	TotalRefaultFile *uint64 `json:"total_workingset_refault_file"`
+	TotalRefaultAnon *uint64 `json:"total_workingset_refault_anon"`
 	// both
 	Pgfault    *uint64 `json:"pgfault"`
 	Pgmajfault *uint64 `json:"pgmajfault"`
@@ -90,6 +92,7 @@ func statsDetailFromResponse(r *engineStats, st *pipeline.Stats) {
 			{"total_dirty", k.TotalDirty},
 			{"total_writeback", k.TotalWriteback}, {"pgfault", k.Pgfault}, {"pgmajfault", k.Pgmajfault},
 			{"total_pgfault", k.TotalPgfault}, {"total_pgmajfault", k.TotalPgmajfault},
+			{"total_workingset_refault_file", k.TotalRefaultFile}, {"total_workingset_refault_anon", k.TotalRefaultAnon},
 		} {
 			feed(kv.key, kv.p)
 		}
