@@ -22,7 +22,11 @@ func benchStore(n int) *pipeline.Store {
 		s.Upsert(pipeline.ContainerMeta{ID: id, CgroupPath: "/docker/" + id, Name: fmt.Sprintf("bench-%d", i), Image: "dockscope-bench-workload:latest",
 			ImageName: "dockscope-bench-workload", ImageTag: "latest", ImageID: "sha256:" + id, Hostname: "vm"},
 			pipeline.ContainerState{Status: "running", StartedAt: now}, pipeline.ContainerSpec{CPUShares: 1024})
+		// What the cgroup v1 hosts measured here give of cAdvisor's wider
+		// memory family (cgroupdetail.go).
 		s.SetStats(id, pipeline.Stats{Read: now, CPUTotal: time.Second, MemoryUsage: 1 << 20, Pids: 3,
+			Present:  pipeline.MemMaxUsage | pipeline.MemKernel | pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemRefault | pipeline.MemFailcnt,
+			Memory:   pipeline.MemoryDetail{MaxUsage: 4 << 20, Kernel: 1 << 19, InactiveFile: 1 << 20, Pgfault: 1369, TotalPgfault: 1369},
 			Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 100}}})
 	}
 	return s
