@@ -14,7 +14,12 @@ import (
 
 // benchStore holds n running containers with a full sample each, like the
 // overhead benchmark's hosts.
-func benchStore(n int) *pipeline.Store {
+func benchStore(n int) *pipeline.Store { return benchStoreOf(n, false) }
+
+// benchStoreOf is benchStore whose samples carry, when detail is set, what
+// the cgroup v1 hosts measured here give of cAdvisor's wider memory family
+// (cgroupdetail.go), as a scrape of a real host has them.
+func benchStoreOf(n int, detail bool) *pipeline.Store {
 	s := pipeline.NewStore()
 	now := time.Now()
 	for i := range n {
@@ -35,7 +40,7 @@ func benchStore(n int) *pipeline.Store {
 func BenchmarkScrape(b *testing.B) {
 	for _, gzip := range []bool{false, true} {
 		b.Run(fmt.Sprintf("containers=210/gzip=%v", gzip), func(b *testing.B) {
-			store := benchStore(210)
+			store := benchStoreOf(210, true)
 			srv, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics",
 				Containers: NewContainerCollector(store), Ready: func() (bool, string) { return true, "" },
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
