@@ -174,3 +174,71 @@ func TestPerCPUUsageOption(t *testing.T) {
 		t.Errorf("per_cpu off: %d series, want cpu=\"total\" only (%v)", n, v)
 	}
 }
+
+// TestOTLPDockerStatsParity: the docker_stats receiver's metrics people
+// migrate from have their dockscope equivalent at a real OTel Collector,
+// with the container's limits as values.
+func TestOTLPDockerStatsParity(t *testing.T) {
+	harness.SkipWithoutCgroups(t)
+	t.Parallel()
+	col := harness.Otelcol(t)
+	scope, name := "otlp-parity", uniq(t, "parity")
+	startAgent(t, agentOpts{scope: scope, extra: fmt.Sprintf("exporters:\n  otlp:\n    endpoint: %s\n    protocol: http/protobuf\n    interval: 1s\n", col.HTTPEndpoint)})
+	harness.RunContainer(t, append(scopeArgs(scope, name), "--memory", "64m", "--cpus", "0.5", "--cpu-shares", "512", "--pids-limit", "50",
+		harness.WorkloadImage(t), "alloc", "-mb", "16")...)
+
+	type check struct {
+		unit  string
+		kind  string // gauge, sum, counter (monotonic sum)
+		attrs map[string]string
+		ok    func(float64) bool
+	}
+	checks := map[string]check{
+		"container.cpu.shares":             {"1", "gauge", nil, func(v float64) bool { return v == 512 }},
+		"container.cpu.limit":              {"{cpu}", "gauge", nil, func(v float64) bool { return v == 0.5 }},
+		"container.cpu.periods":            {"{period}", "counter", nil, func(v float64) bool { return v >= 0 }},
+		"container.pids.limit":             {"{process}", "sum", nil, func(v float64) bool { return v == 50 }},
+		"container.memory.file":            {"By", "sum", nil, func(v float64) bool { return v >= 0 }},
+		"container.memory.utilization":     {"1", "gauge", nil, func(v float64) bool { return v >= 0.25 && v <= 1 }},
+		"container.memory.paging.faults":   {"{fault}", "counter", map[string]string{"system.paging.fault.type": "minor"}, func(v float64) bool { return v >= 16<<20/4096 }},
+		"container.network.packet.count":   {"{packet}", "counter", map[string]string{"network.io.direction": "receive", "network.interface.name": "eth0"}, func(v float64) bool { return v >= 0 }},
+		"container.network.packet.dropped": {"{packet}", "counter", map[string]string{"network.io.direction": "transmit"}, func(v float64) bool { return v >= 0 }},
+		"container.network.errors":         {"{error}", "counter", map[string]string{"network.io.direction": "receive"}, func(v float64) bool { return v >= 0 }},
+	}
+	if harness.Docker(t, "info", "--format", "{{.CgroupVersion}}") != "2" {
+		// v1's high-water mark and failcnt, whichever stats source.
+		checks["container.memory.peak"] = check{"By", "sum", nil, func(v float64) bool { return v >= 16<<20 }}
+		checks["container.memory.fails"] = check{"{fail}", "counter", nil, func(v float64) bool { return v >= 0 }}
+	}
+	harness.WaitFor(t, 30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		var problems []string
+		for _, rm := range col.ResourceMetrics(t) {
+			if rm.Resource.Str("container.name") != name {
+				continue
+			}
+			if _, sampled := rm.Metric("container.memory.usage"); !sampled {
+				continue // exported before the first stats sample
+			}
+			problems = problems[:0]
+			for metric, c := range checks {
+				m, ok := rm.Metric(metric)
+				if !ok {
+					problems = append(problems, "missing "+metric)
+					continue
+				}
+				kind := m.Type
+				if m.Type == "sum" && m.Monotonic {
+					kind = "counter"
+				}
+				p, ok := m.Point(c.attrs)
+				if m.Unit != c.unit || kind != c.kind || !ok || !c.ok(p.Value) || (m.Type == "sum" && m.Temporality != "cumulative") {
+					problems = append(problems, fmt.Sprintf("%s: unit %q kind %s temporality %q point%v %v (%v)", metric, m.Unit, kind, m.Temporality, c.attrs, p.Value, ok))
+				}
+			}
+			if len(problems) == 0 {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no complete resource for %s yet: %v", name, problems)
+	})
+}
