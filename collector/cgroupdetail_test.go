@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -201,8 +202,15 @@ func TestStatsDetailEngine26V2(t *testing.T) {
 	if st.Memory.InactiveFile != 33558528 || st.Memory.Pgfault != 2902 || st.Memory.TotalPgfault != 2902 {
 		t.Errorf("memory detail = %+v", st.Memory)
 	}
-	if perCPUFromResponse(&raw) != nil {
-		t.Error("per-CPU usage from a v2 document")
+	if _, pc, err := decodeStatsPerCPU(bytes.NewReader(b)); err != nil || pc != nil {
+		t.Errorf("per-CPU usage from a v2 document: %v, %v", pc, err)
+	}
+	v1, err := os.ReadFile("testdata/engine-28.5-cgroupv1/stats-oneshot.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, pc, err := decodeStatsPerCPU(bytes.NewReader(v1)); err != nil || !reflect.DeepEqual(pc, []time.Duration{33299469, 13804793}) || raw.CPUStats.CPUUsage.TotalUsage != 47104262 {
+		t.Errorf("v1 per-CPU usage = %v (total %d), %v", pc, raw.CPUStats.CPUUsage.TotalUsage, err)
 	}
 }
 

@@ -191,18 +191,17 @@ type engineStats struct {
 	} `json:"blkio_stats"`
 	CPUStats struct {
 		CPUUsage struct {
-			PercpuUsage       []uint64 `json:"percpu_usage"` // v1 only
-			TotalUsage        uint64   `json:"total_usage"`
-			UsageInKernelmode uint64   `json:"usage_in_kernelmode"`
-			UsageInUsermode   uint64   `json:"usage_in_usermode"`
+			TotalUsage        uint64 `json:"total_usage"`
+			UsageInKernelmode uint64 `json:"usage_in_kernelmode"`
+			UsageInUsermode   uint64 `json:"usage_in_usermode"`
 		} `json:"cpu_usage"`
 		OnlineCPUs     uint32                   `json:"online_cpus"`
 		ThrottlingData container.ThrottlingData `json:"throttling_data"`
 	} `json:"cpu_stats"`
 	MemoryStats struct {
 		Usage    uint64        `json:"usage"`
-		MaxUsage *uint64       `json:"max_usage"` // v1 only
-		Failcnt  *uint64       `json:"failcnt"`   // v1 only
+		MaxUsage optUint       `json:"max_usage"` // v1 only
+		Failcnt  optUint       `json:"failcnt"`   // v1 only
 		Stats    cgroupMemKeys `json:"stats"`
 	} `json:"memory_stats"`
 	Networks map[string]container.NetworkStats `json:"networks"`

@@ -1,6 +1,10 @@
 package collector
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -11,30 +15,30 @@ import (
 // memDetailKeys are the memory.stat keys beyond the core ones that the
 // Engine passes through (cgroupdetail.go reads the same from the files);
 // inactive_file and total_inactive_file are cgroupMemKeys' own.
-// Pointers: a key the kernel does not write is absent, not 0.
+// optUint tells an absent key (the kernel does not write it) from a 0.
 type memDetailKeys struct {
 	// cgroup v1
-	TotalMappedFile  *uint64 `json:"total_mapped_file"`
-	TotalActiveFile  *uint64 `json:"total_active_file"`
-	TotalDirty       *uint64 `json:"total_dirty"`
-	TotalWriteback   *uint64 `json:"total_writeback"`
-	TotalPgfault     *uint64 `json:"total_pgfault"`
-	TotalPgmajfault  *uint64 `json:"total_pgmajfault"`
-	TotalRefaultFile *uint64 `json:"total_workingset_refault_file"`
-	TotalRefaultAnon *uint64 `json:"total_workingset_refault_anon"`
+	TotalMappedFile  optUint `json:"total_mapped_file"`
+	TotalActiveFile  optUint `json:"total_active_file"`
+	TotalDirty       optUint `json:"total_dirty"`
+	TotalWriteback   optUint `json:"total_writeback"`
+	TotalPgfault     optUint `json:"total_pgfault"`
+	TotalPgmajfault  optUint `json:"total_pgmajfault"`
+	TotalRefaultFile optUint `json:"total_workingset_refault_file"`
+	TotalRefaultAnon optUint `json:"total_workingset_refault_anon"`
 	// both
-	Pgfault    *uint64 `json:"pgfault"`
-	Pgmajfault *uint64 `json:"pgmajfault"`
+	Pgfault    optUint `json:"pgfault"`
+	Pgmajfault optUint `json:"pgmajfault"`
 	// cgroup v2
-	FileMapped            *uint64 `json:"file_mapped"`
-	ActiveFile            *uint64 `json:"active_file"`
-	FileDirty             *uint64 `json:"file_dirty"`
-	FileWriteback         *uint64 `json:"file_writeback"`
-	Kernel                *uint64 `json:"kernel"`
-	Pgscan                *uint64 `json:"pgscan"`
-	Pgsteal               *uint64 `json:"pgsteal"`
-	WorkingsetRefaultFile *uint64 `json:"workingset_refault_file"`
-	WorkingsetRefaultAnon *uint64 `json:"workingset_refault_anon"`
+	FileMapped            optUint `json:"file_mapped"`
+	ActiveFile            optUint `json:"active_file"`
+	FileDirty             optUint `json:"file_dirty"`
+	FileWriteback         optUint `json:"file_writeback"`
+	Kernel                optUint `json:"kernel"`
+	Pgscan                optUint `json:"pgscan"`
+	Pgsteal               optUint `json:"pgsteal"`
+	WorkingsetRefaultFile optUint `json:"workingset_refault_file"`
+	WorkingsetRefaultAnon optUint `json:"workingset_refault_anon"`
 }
 
 // statsDetailFromResponse fills what the Engine's stats document gives of
@@ -47,12 +51,8 @@ func statsDetailFromResponse(r *engineStats, st *pipeline.Stats) {
 	v2 := ms.Stats.Anon != nil
 	// The Engine leaves both out when 0 (omitempty); v1 has them always.
 	if !v2 {
-		if ms.MaxUsage != nil {
-			st.Memory.MaxUsage = *ms.MaxUsage
-		}
-		if ms.Failcnt != nil {
-			st.MemoryFailcnt = *ms.Failcnt
-		}
+		st.Memory.MaxUsage = ms.MaxUsage.v
+		st.MemoryFailcnt = ms.Failcnt.v
 		st.Present |= pipeline.MemMaxUsage | pipeline.MemFailcnt
 	}
 	k := &ms.Stats.memDetailKeys
@@ -61,20 +61,20 @@ func statsDetailFromResponse(r *engineStats, st *pipeline.Stats) {
 		inactive = ms.Stats.InactiveFile
 	}
 	st.Memory.InactiveFile = inactive
-	feed := func(key string, p *uint64) {
-		if p == nil {
+	feed := func(key string, o optUint) {
+		if !o.set {
 			return
 		}
 		if v2 {
-			memStatV2(st, key, *p)
+			memStatV2(st, key, o.v)
 		} else {
-			memStatV1(st, key, *p)
+			memStatV1(st, key, o.v)
 		}
 	}
 	if v2 {
 		for _, kv := range [...]struct {
 			key string
-			p   *uint64
+			p   optUint
 		}{
 			{"file_mapped", k.FileMapped}, {"active_file", k.ActiveFile},
 			{"file_dirty", k.FileDirty}, {"file_writeback", k.FileWriteback}, {"kernel", k.Kernel},
@@ -86,7 +86,7 @@ func statsDetailFromResponse(r *engineStats, st *pipeline.Stats) {
 	} else {
 		for _, kv := range [...]struct {
 			key string
-			p   *uint64
+			p   optUint
 		}{
 			{"total_mapped_file", k.TotalMappedFile}, {"total_active_file", k.TotalActiveFile},
 			{"total_dirty", k.TotalDirty},
@@ -99,19 +99,46 @@ func statsDetailFromResponse(r *engineStats, st *pipeline.Stats) {
 	}
 }
 
-// perCPUFromResponse is the per-CPU usage of a v1 stats document (v2 has
-// none), taken only with stats.per_cpu on.
-func perCPUFromResponse(r *engineStats) []time.Duration {
-	pc := r.CPUStats.CPUUsage.PercpuUsage
-	if len(pc) == 0 {
-		return nil
+// perCPUDoc is the per-CPU usage of a v1 stats document (v2 has none).
+// It is decoded only with stats.per_cpu on: engineStats leaves the array
+// out, which every sample would otherwise allocate.
+type perCPUDoc struct {
+	CPUStats struct {
+		CPUUsage struct {
+			PercpuUsage []uint64 `json:"percpu_usage"`
+		} `json:"cpu_usage"`
+	} `json:"cpu_stats"`
+}
+
+// decodeStatsPerCPU decodes a stats document and its per-CPU usage (nil
+// when it has none).
+func decodeStatsPerCPU(r io.Reader) (engineStats, []time.Duration, error) {
+	var raw engineStats
+	doc, err := io.ReadAll(io.LimitReader(r, maxStatsDocBytes))
+	if err != nil {
+		return raw, nil, err
 	}
-	out := make([]time.Duration, len(pc))
-	for i, v := range pc {
+	if err := json.Unmarshal(doc, &raw); err != nil {
+		return raw, nil, err
+	}
+	var pc perCPUDoc
+	if err := json.Unmarshal(doc, &pc); err != nil {
+		return raw, nil, err
+	}
+	usage := pc.CPUStats.CPUUsage.PercpuUsage
+	if len(usage) == 0 {
+		return raw, nil, nil
+	}
+	out := make([]time.Duration, len(usage))
+	for i, v := range usage {
 		out[i] = time.Duration(v)
 	}
-	return out
+	return raw, out, nil
 }
+
+// maxStatsDocBytes bounds a stats document read whole: one is ~3 KB, plus
+// ~20 bytes per CPU and per block device.
+const maxStatsDocBytes = 4 << 20
 
 // specDetail adds the limits cAdvisor exports beyond the core ones. They
 // come from the container's HostConfig, which is what runc writes into the
@@ -141,4 +168,24 @@ func specDetail(spec *pipeline.ContainerSpec, hc *container.HostConfig, cgroupV2
 			spec.MemorySwapLimit = max(hc.MemorySwap-hc.Memory, 0)
 		}
 	}
+}
+
+// optUint is a number that may be absent from the document. Decoded in
+// place, where a *uint64 cost an allocation per key present.
+type optUint struct {
+	v   uint64
+	set bool
+}
+
+// UnmarshalJSON takes a JSON number; null leaves it absent.
+func (o *optUint) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	v, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return fmt.Errorf("memory stat %s: %w", b, err)
+	}
+	o.v, o.set = v, true
+	return nil
 }

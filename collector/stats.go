@@ -357,15 +357,19 @@ func (c *Collector) fetchStats(ctx context.Context, id string) (pipeline.Stats, 
 	}
 	defer res.Body.Close()
 	var raw engineStats
-	if err := json.NewDecoder(res.Body).Decode(&raw); err != nil {
+	var perCPU []time.Duration
+	if c.cfg.Stats.PerCPU {
+		raw, perCPU, err = decodeStatsPerCPU(res.Body)
+	} else {
+		err = json.NewDecoder(res.Body).Decode(&raw)
+	}
+	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("decoding stats of %s: %w", shortID(id), err)
 	}
 	st, err := statsFromResponse(raw)
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("stats of %s: %w", shortID(id), err)
 	}
-	if c.cfg.Stats.PerCPU {
-		st.PerCPU = perCPUFromResponse(&raw)
-	}
+	st.PerCPU = perCPU
 	return st, nil
 }
