@@ -38,6 +38,10 @@ type cgroupReader struct {
 	// blkioMissing[i] is set once blkioPrefixes[i]'s files turn out not to
 	// exist: which ones the kernel offers does not change while it runs.
 	blkioMissing [3]atomic.Bool
+	// optMissing[i] is set once optFileNames[i] turns out not to be
+	// offered by the kernel (cgroupdetail.go).
+	optMissing [optFiles]atomic.Bool
+	perCPU     bool // read cpuacct.usage_percpu (stats.per_cpu)
 }
 
 // blkioPrefixes are the v1 blkio file families, in the order runc (and so
@@ -163,6 +167,8 @@ func (r *cgroupReader) readV1(f *statFiles, t statsTarget, dirs cgroupDirs, st *
 				st.CPUThrottledPeriods = v
 			case "throttled_time":
 				st.CPUThrottledTime = time.Duration(v)
+			default:
+				cpuStatBurst(st, k, v)
 			}
 		})
 	}
@@ -171,7 +177,10 @@ func (r *cgroupReader) readV1(f *statFiles, t statsTarget, dirs cgroupDirs, st *
 		return err
 	}
 	if t.memoryLimit {
-		st.MemoryFailcnt, _ = f.uint(filepath.Join(memory, "memory.failcnt"))
+		var ferr error
+		if st.MemoryFailcnt, ferr = f.uint(filepath.Join(memory, "memory.failcnt")); ferr == nil {
+			st.Present |= pipeline.MemFailcnt
+		}
 	}
 	var inactive uint64
 	err = f.keyed(filepath.Join(memory, "memory.stat"), func(k string, v uint64) {
@@ -185,11 +194,13 @@ func (r *cgroupReader) readV1(f *statFiles, t statsTarget, dirs cgroupDirs, st *
 		case "total_inactive_file":
 			inactive = v
 		}
+		memStatV1(st, k, v)
 	})
 	if err != nil {
 		return err
 	}
 	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactive)
+	r.readV1Detail(f, dirs, st)
 	if dirs.pids != "" {
 		st.Pids, _ = f.uint(filepath.Join(dirs.pids, "pids.current"))
 	}
@@ -239,6 +250,8 @@ func (r *cgroupReader) readV2(f *statFiles, dir string, st *pipeline.Stats) erro
 			st.CPUThrottledPeriods = v
 		case "throttled_usec":
 			st.CPUThrottledTime = time.Duration(v) * time.Microsecond
+		default:
+			cpuStatBurst(st, k, v)
 		}
 	})
 	if err != nil {
@@ -257,11 +270,13 @@ func (r *cgroupReader) readV2(f *statFiles, dir string, st *pipeline.Stats) erro
 		case "inactive_file":
 			inactive = v
 		}
+		memStatV2(st, k, v)
 	})
 	if err != nil {
 		return err
 	}
 	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactive)
+	r.readV2Detail(f, dir, st)
 	st.Pids, _ = f.uint(filepath.Join(dir, "pids.current"))
 	st.Disks = []pipeline.DiskStats{}
 	if b, err := f.load(filepath.Join(dir, "io.stat")); err == nil {

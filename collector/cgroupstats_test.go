@@ -76,6 +76,8 @@ func TestCgroupReaderV1(t *testing.T) {
 		CPUPeriods: 10, CPUThrottledPeriods: 4, CPUThrottledTime: 250 * time.Millisecond,
 		MemoryUsage: 11964416, MemoryWorkingSet: 11964416 - 1888256, MemoryRSS: 9580544, MemoryCache: 1888256,
 		HasMemorySwap: true, MemoryFailcnt: 5, Pids: 7,
+		Present:  pipeline.MemFileDetail | pipeline.MemFailcnt | pipeline.CPUBurst,
+		Memory:   pipeline.MemoryDetail{InactiveFile: 1888256},
 		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 736, RxPackets: 8, RxErrors: 1, RxDropped: 2, TxBytes: 300, TxPackets: 3, TxErrors: 4, TxDropped: 5}},
 		Disks:    []pipeline.DiskStats{{Device: "8:0", ReadBytes: 4096, WriteBytes: 8192, Reads: 1, Writes: 2, HasOps: true}},
 	}
@@ -143,6 +145,8 @@ func TestCgroupReaderV2(t *testing.T) {
 		CPUPeriods: 120, CPUThrottledPeriods: 7, CPUThrottledTime: 350 * time.Millisecond,
 		MemoryUsage: 52428800, MemoryWorkingSet: 52428800 - 8388608, MemoryRSS: 31457280, MemoryCache: 16777216,
 		Pids:     5,
+		Present:  pipeline.MemFileDetail,
+		Memory:   pipeline.MemoryDetail{ActiveFile: 8388608, InactiveFile: 8388608},
 		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 736, RxPackets: 8, RxErrors: 1, RxDropped: 2, TxBytes: 300, TxPackets: 3, TxErrors: 4, TxDropped: 5}},
 		Disks: []pipeline.DiskStats{
 			{Device: "253:1", ReadBytes: 8192, Reads: 2, HasOps: true},

@@ -334,6 +334,11 @@ func (c *Collector) connect(ctx context.Context) error {
 		APIVersion: c.docker.ClientVersion(),
 		OSType:     info.Info.OSType,
 		CgroupVer:  info.Info.CgroupVersion,
+
+		NCPU:            info.Info.NCPU,
+		MemTotal:        info.Info.MemTotal,
+		KernelVersion:   info.Info.KernelVersion,
+		OperatingSystem: info.Info.OperatingSystem,
 	})
 	if c.logs != nil {
 		c.logs.connected(ver.Version, c.docker.ClientVersion(), now)
@@ -370,6 +375,8 @@ func (c *Collector) inspect(ctx context.Context, id, event string) (pipeline.Con
 		return pipeline.ContainerState{}, false, fmt.Errorf("inspecting container %s: %w", shortID(id), err)
 	}
 	meta, state, spec := containerFromInspect(res.Container, *c.hostname.Load(), c.sel.LabelAllowed)
+	daemon, _ := c.tel.Daemon()
+	specDetail(&spec, res.Container.HostConfig, daemon.CgroupVer == "2")
 	var labels map[string]string
 	if res.Container.Config != nil {
 		labels = res.Container.Config.Labels

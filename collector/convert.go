@@ -199,9 +199,10 @@ type engineStats struct {
 		ThrottlingData container.ThrottlingData `json:"throttling_data"`
 	} `json:"cpu_stats"`
 	MemoryStats struct {
-		Usage   uint64        `json:"usage"`
-		Failcnt uint64        `json:"failcnt"`
-		Stats   cgroupMemKeys `json:"stats"`
+		Usage    uint64        `json:"usage"`
+		MaxUsage optUint       `json:"max_usage"` // v1 only
+		Failcnt  optUint       `json:"failcnt"`   // v1 only
+		Stats    cgroupMemKeys `json:"stats"`
 	} `json:"memory_stats"`
 	Networks map[string]container.NetworkStats `json:"networks"`
 }
@@ -217,6 +218,8 @@ type cgroupMemKeys struct {
 	TotalCache        uint64  `json:"total_cache"`
 	TotalInactiveFile uint64  `json:"total_inactive_file"`
 	TotalSwap         *uint64 `json:"total_swap"` // v1, only with swap accounting
+
+	memDetailKeys
 }
 
 // statsFromResponse normalizes one Engine stats response, cgroup v1 or v2.
@@ -235,7 +238,6 @@ func statsFromResponse(r engineStats) (pipeline.Stats, error) {
 		CPUThrottledTime:    time.Duration(cpu.ThrottlingData.ThrottledTime),
 		OnlineCPUs:          cpu.OnlineCPUs,
 		MemoryUsage:         r.MemoryStats.Usage,
-		MemoryFailcnt:       r.MemoryStats.Failcnt,
 		Pids:                r.PidsStats.Current,
 	}
 
@@ -254,6 +256,7 @@ func statsFromResponse(r engineStats) (pipeline.Stats, error) {
 		}
 	}
 	st.MemoryWorkingSet = workingSet(st.MemoryUsage, inactiveFile)
+	statsDetailFromResponse(&r, &st)
 
 	for _, iface := range slices.Sorted(maps.Keys(r.Networks)) {
 		n := r.Networks[iface]

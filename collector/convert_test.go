@@ -50,6 +50,8 @@ func TestStatsCgroupV1(t *testing.T) {
 		MemoryRSS:        118784,
 		MemoryCache:      0,
 		Pids:             2,
+		Present:          pipeline.MemMaxUsage | pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemFailcnt,
+		Memory:           pipeline.MemoryDetail{MaxUsage: 3813376, Pgfault: 2712, TotalPgfault: 2712},
 		Networks: []pipeline.NetworkStats{{
 			Interface: "eth0", RxBytes: 516, RxPackets: 6,
 		}},
@@ -126,6 +128,9 @@ func TestStatsCgroupV2(t *testing.T) {
 		MemoryRSS:           31457280,           // anon
 		MemoryCache:         16777216,           // file
 		Pids:                5,
+		Present:             pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemReclaim,
+		Memory: pipeline.MemoryDetail{MappedFile: 2097152, ActiveFile: 8388608, InactiveFile: 8388608,
+			Pgfault: 13455, Pgmajfault: 12, TotalPgfault: 13455, TotalPgmajfault: 12},
 		Networks: []pipeline.NetworkStats{
 			{Interface: "eth0", RxBytes: 9000, RxPackets: 90, RxErrors: 1, RxDropped: 2, TxBytes: 4000, TxPackets: 40, TxErrors: 3, TxDropped: 4},
 			{Interface: "eth1", RxBytes: 10, RxPackets: 1, TxBytes: 20, TxPackets: 2},

@@ -45,6 +45,8 @@ func TestStatsEngine28OneShot(t *testing.T) {
 		MemoryRSS:        651264,
 		MemoryCache:      0,
 		Pids:             6,
+		Present:          pipeline.MemMaxUsage | pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemFailcnt,
+		Memory:           pipeline.MemoryDetail{MaxUsage: 3817472, Pgfault: 2159, TotalPgfault: 2159},
 		Networks: []pipeline.NetworkStats{{
 			Interface: "eth0", RxBytes: 266, RxPackets: 3, TxBytes: 84, TxPackets: 2,
 		}},

@@ -50,7 +50,15 @@ func FuzzCgroupFiles(f *testing.F) {
 	f.Add([]byte("8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n"))
 	f.Add([]byte("8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n253:1 rbytes=x\n"))
 	f.Add([]byte("total_rss 1\ntotal_cache 2\nuser 3\nsystem 4\n"))
+	f.Add([]byte("some avg10=6.28 avg60=5.56 avg300=1.50 total=4833925\nfull avg10=5.79 avg60=5.02 avg300=1.35 total=4359925\n"))
+	f.Add([]byte("30479250 7817479 \n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if psi, hasFull, ok := parsePSI(data); (!ok && psi.Some != 0) || (!hasFull && psi.Full != 0) {
+			t.Fatalf("parsePSI(%q) = %+v, full %v, ok %v: a value without its line", data, psi, hasFull, ok)
+		}
+		if pc := parsePerCPU(data); pc != nil && len(pc) != len(bytes.Fields(data)) {
+			t.Fatalf("parsePerCPU(%q) = %d values for %d fields", data, len(pc), len(bytes.Fields(data)))
+		}
 		for _, n := range parseNetDev(data) {
 			if n.Interface == "lo" || n.Interface == "" || strings.ContainsAny(n.Interface, " \n|") {
 				t.Fatalf("interface %q from %q", n.Interface, data)

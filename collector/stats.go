@@ -99,6 +99,7 @@ func newStatsSampler(c *Collector) *statsSampler {
 	r, err := newCgroupReader(cfg.CgroupRoot, cfg.ProcRoot)
 	switch {
 	case err == nil:
+		r.perCPU = cfg.PerCPU
 		s.cgroup = r
 		c.log.Info("reading container stats from cgroup files", "cgroup_root", cfg.CgroupRoot, "cgroup_v2", r.v2, "proc_root", cfg.ProcRoot)
 	case cfg.Source == "auto":
@@ -356,12 +357,19 @@ func (c *Collector) fetchStats(ctx context.Context, id string) (pipeline.Stats, 
 	}
 	defer res.Body.Close()
 	var raw engineStats
-	if err := json.NewDecoder(res.Body).Decode(&raw); err != nil {
+	var perCPU []time.Duration
+	if c.cfg.Stats.PerCPU {
+		raw, perCPU, err = decodeStatsPerCPU(res.Body)
+	} else {
+		err = json.NewDecoder(res.Body).Decode(&raw)
+	}
+	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("decoding stats of %s: %w", shortID(id), err)
 	}
 	st, err := statsFromResponse(raw)
 	if err != nil {
 		return pipeline.Stats{}, fmt.Errorf("stats of %s: %w", shortID(id), err)
 	}
+	st.PerCPU = perCPU
 	return st, nil
 }

@@ -87,6 +87,10 @@ type StatsConfig struct {
 	// SysRoot is the host's sysfs, where block devices' names are read
 	// (/sys/dev/block/<major>:<minor>) for the `device` label.
 	SysRoot string `yaml:"sys_root"`
+	// PerCPU exports container_cpu_usage_seconds_total per CPU (cgroup v1
+	// only; cpu="cpu00", ... instead of cpu="total", as cAdvisor does with
+	// per-CPU metrics on): one series per CPU per container.
+	PerCPU bool `yaml:"per_cpu"`
 	// Filesystem is the measurement of containers' writable layers.
 	Filesystem FilesystemConfig `yaml:"filesystem"`
 }
@@ -163,6 +167,10 @@ type ExportersConfig struct {
 // PrometheusConfig controls the scrape endpoint's content.
 type PrometheusConfig struct {
 	Enabled bool `yaml:"enabled"`
+	// CadvisorVersionInfo also exports cadvisor_version_info (value 1,
+	// labelled with the kernel, OS and Docker versions), for dashboards
+	// whose host variable reads it.
+	CadvisorVersionInfo bool `yaml:"cadvisor_version_info"`
 }
 
 // OTLPConfig controls the OTLP exporter. It is off until an endpoint is set

@@ -70,4 +70,12 @@ type ContainerSpec struct {
 	CPUQuota    int64 // microseconds per CPUPeriod, 0 = unlimited
 	CPUPeriod   int64 // microseconds
 	CPUShares   int64
+	// MemoryReservation is the soft limit (--memory-reservation), 0 = none.
+	MemoryReservation int64
+	// MemorySwapLimit is the swap limit as the cgroup holds it, as cAdvisor
+	// reports it: memory plus swap on cgroup v1, swap alone on v2; 0 =
+	// unlimited.
+	MemorySwapLimit int64
+	// PidsLimit is --pids-limit, 0 = unlimited.
+	PidsLimit int64
 }

@@ -30,6 +30,17 @@ type Stats struct {
 
 	Pids uint64
 
+	// Present says which of the optional values below the source gave
+	// (statsdetail.go).
+	Present      StatsField
+	Memory       MemoryDetail
+	CPUBursts    uint64
+	CPUBurstTime time.Duration
+	Pressure     Pressure
+	// PerCPU is the usage of each CPU (cgroup v1 only), read only when
+	// stats.per_cpu is on: one series per CPU per container.
+	PerCPU []time.Duration
+
 	Networks []NetworkStats
 	Disks    []DiskStats
 

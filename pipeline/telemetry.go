@@ -31,6 +31,12 @@ type DaemonInfo struct {
 	APIVersion string // negotiated
 	OSType     string
 	CgroupVer  string
+	// The host, as the Engine's /info describes it (machine_* metrics,
+	// cadvisor_version_info).
+	NCPU            int
+	MemTotal        int64
+	KernelVersion   string
+	OperatingSystem string
 }
 
 // Telemetry is the agent's own health: plain atomics written by the

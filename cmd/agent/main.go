@@ -347,7 +347,9 @@ func buildComponents(cfg *config.Config, st agentState, prev *components) (_ *co
 		return nil, err
 	}
 	if cfg.Exporters.Prometheus.Enabled {
-		c.containers = promexp.NewContainerCollector(st.store)
+		c.containers = promexp.NewContainerCollector(st.store).WithMachine(promexp.MachineOptions{
+			Telemetry: st.tel, Build: st.build, VersionInfo: cfg.Exporters.Prometheus.CadvisorVersionInfo,
+		})
 	}
 	return c, nil
 }

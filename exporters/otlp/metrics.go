@@ -234,6 +234,7 @@ func buildMetrics(cm *containerMetrics, s *pipeline.Snapshot, now time.Time) {
 	if spec.MemoryLimit > 0 {
 		cm.sum("container.memory.limit", "Memory limit of the container.", "By", false, float64(spec.MemoryLimit))
 	}
+	buildParityMetrics(cm, s)
 
 	if x := s.Stats; x != nil {
 		// No cgroup of its own (NetworkOnly): only the network counters are its.

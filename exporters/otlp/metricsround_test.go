@@ -218,9 +218,9 @@ func TestMetricsRoundCutShortResumesWhereItStopped(t *testing.T) {
 	srv := httptest.NewServer(backend)
 	defer srv.Close()
 	const n = 200
-	// ~13 containers per request, 16 requests a round; the backend takes
+	// ~12 containers per request, ~16 requests a round; the backend takes
 	// 10 a round.
-	e, tel := newMetricsExporter(t, srv.URL, ProtocolHTTP, storeOf(n), 40<<10)
+	e, tel := newMetricsExporter(t, srv.URL, ProtocolHTTP, storeOf(n), 56<<10)
 	var previous map[string]int
 	for round := range 6 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -103,6 +103,7 @@ type ContainerCollector struct {
 	// buffers per scrape raised the agent's peak RSS by several MiB.
 	emitters chan *emitter
 	now      func() time.Time
+	machine  *MachineOptions // nil: no machine series (cadvisor.go)
 }
 
 // NewContainerCollector returns a collector reading store.
@@ -149,6 +150,9 @@ func (c *ContainerCollector) WriteText(w io.Writer) error {
 	for _, svc := range c.store.Services() {
 		e.emit(famSvcDesired, float64(svc.Desired), svc.ID, svc.Name, svc.Stack, svc.Mode)
 		e.emit(famSvcRunning, float64(svc.Running), svc.ID, svc.Name, svc.Stack, svc.Mode)
+	}
+	if c.machine != nil {
+		e.machineSeries(c.machine)
 	}
 	names := slices.Sorted(maps.Keys(e.families))
 	for _, name := range names {
@@ -288,15 +292,18 @@ func (e *emitter) emitAt(f family, v float64, ms int64, extra ...string) {
 		e.families[f.name] = fb
 	}
 	b := append(fb.lines, f.name...)
-	b = append(b, '{')
-	b = append(b, e.base...)
-	for i, val := range extra {
-		if i > 0 || len(e.base) > 0 {
-			b = append(b, ',')
+	if len(e.base) > 0 || len(extra) > 0 {
+		b = append(b, '{')
+		b = append(b, e.base...)
+		for i, val := range extra {
+			if i > 0 || len(e.base) > 0 {
+				b = append(b, ',')
+			}
+			b = appendLabel(b, f.extra[i], val)
 		}
-		b = appendLabel(b, f.extra[i], val)
+		b = append(b, '}')
 	}
-	b = append(b, '}', ' ')
+	b = append(b, ' ')
 	b = appendFloat(b, v)
 	if ms >= 0 {
 		b = append(b, ' ')
@@ -377,6 +384,7 @@ func (e *emitter) container(s *pipeline.Snapshot) {
 		e.emit(famHealthStatus, b2f(health == h), h)
 	}
 	e.emit(famMemLimit, float64(spec.MemoryLimit))
+	e.specDetail(s)
 	e.emit(famCPUShares, float64(spec.CPUShares))
 	if spec.CPUQuota > 0 {
 		e.emit(famCPUQuota, float64(spec.CPUQuota))
@@ -407,7 +415,7 @@ func (e *emitter) stats(st *pipeline.Stats) {
 		e.network(st.Networks)
 		return
 	}
-	e.emit(famCPUUsage, st.CPUTotal.Seconds(), "total")
+	e.cpuUsage(st)
 	e.emit(famCPUUser, st.CPUUser.Seconds())
 	e.emit(famCPUSystem, st.CPUSystem.Seconds())
 	if st.CPUPeriods > 0 {
@@ -424,6 +432,7 @@ func (e *emitter) stats(st *pipeline.Stats) {
 	}
 	e.emit(famMemFailcnt, float64(st.MemoryFailcnt))
 	e.emit(famPids, float64(st.Pids))
+	e.statsDetail(st)
 	e.network(st.Networks)
 	for _, d := range st.Disks {
 		e.emit(famFsReadBytes, float64(d.ReadBytes), d.Device)

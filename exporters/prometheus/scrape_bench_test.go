@@ -14,7 +14,12 @@ import (
 
 // benchStore holds n running containers with a full sample each, like the
 // overhead benchmark's hosts.
-func benchStore(n int) *pipeline.Store {
+func benchStore(n int) *pipeline.Store { return benchStoreOf(n, false) }
+
+// benchStoreOf is benchStore whose samples carry, when detail is set, what
+// the cgroup v1 hosts measured here give of cAdvisor's wider memory family
+// (cgroupdetail.go), as a scrape of a real host has them.
+func benchStoreOf(n int, detail bool) *pipeline.Store {
 	s := pipeline.NewStore()
 	now := time.Now()
 	for i := range n {
@@ -22,7 +27,11 @@ func benchStore(n int) *pipeline.Store {
 		s.Upsert(pipeline.ContainerMeta{ID: id, CgroupPath: "/docker/" + id, Name: fmt.Sprintf("bench-%d", i), Image: "dockscope-bench-workload:latest",
 			ImageName: "dockscope-bench-workload", ImageTag: "latest", ImageID: "sha256:" + id, Hostname: "vm"},
 			pipeline.ContainerState{Status: "running", StartedAt: now}, pipeline.ContainerSpec{CPUShares: 1024})
+		// What the cgroup v1 hosts measured here give of cAdvisor's wider
+		// memory family (cgroupdetail.go).
 		s.SetStats(id, pipeline.Stats{Read: now, CPUTotal: time.Second, MemoryUsage: 1 << 20, Pids: 3,
+			Present:  pipeline.MemMaxUsage | pipeline.MemKernel | pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemRefault | pipeline.MemFailcnt,
+			Memory:   pipeline.MemoryDetail{MaxUsage: 4 << 20, Kernel: 1 << 19, InactiveFile: 1 << 20, Pgfault: 1369, TotalPgfault: 1369},
 			Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 100}}})
 	}
 	return s
@@ -31,7 +40,7 @@ func benchStore(n int) *pipeline.Store {
 func BenchmarkScrape(b *testing.B) {
 	for _, gzip := range []bool{false, true} {
 		b.Run(fmt.Sprintf("containers=210/gzip=%v", gzip), func(b *testing.B) {
-			store := benchStore(210)
+			store := benchStoreOf(210, true)
 			srv, err := NewServer(ServerOptions{ListenAddress: "127.0.0.1:0", MetricsPath: "/metrics",
 				Containers: NewContainerCollector(store), Ready: func() (bool, string) { return true, "" },
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
