@@ -20,7 +20,8 @@ func FuzzStatsDecode(f *testing.F) {
 	for _, p := range []string{
 		filepath.Join(v1Dir, "stats-oneshot.json"),
 		filepath.Join(v1Dir, "stats-twosample.json"),
-		"testdata/cgroupv2-constructed/stats-oneshot.json",
+		"testdata/engine-26.1-cgroupv2-systemd/limited/stats.json",
+		"testdata/engine-26.1-cgroupv2-systemd/plain/stats.json",
 	} {
 		b, err := os.ReadFile(p)
 		if err != nil {

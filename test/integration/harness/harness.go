@@ -89,8 +89,19 @@ type binResult struct {
 // returns the binary's path. Each package is built once per test process; the
 // binaries live in a per-process directory $TMPDIR/dockscope-test-bin-PID,
 // removed by Main or else by the next test process that builds something.
+//
+// Where the tests run without Go (the cgroup v2 VM of scripts/cgroupv2-vm.sh),
+// $DOCKSCOPE_TEST_BIN_DIR holds the binaries built beforehand, named after
+// the package's last element ("agent", "workload"), and they are used instead.
 func BuildStatic(t testing.TB, pkg string) string {
 	t.Helper()
+	if dir := os.Getenv(BinDirEnv); dir != "" {
+		p := filepath.Join(dir, binName(pkg))
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("harness: %s=%s has no binary for %s: %v", BinDirEnv, dir, pkg, err)
+		}
+		return p
+	}
 	root := RepoRoot(t)
 	binMu.Lock()
 	defer binMu.Unlock()
@@ -117,11 +128,7 @@ func buildStatic(root, pkg string) binResult {
 		}
 		binDir = d
 	}
-	name := filepath.Base(strings.TrimRight(pkg, "/."))
-	if name == "" || name == "." || name == string(filepath.Separator) {
-		name = "bin"
-	}
-	out := filepath.Join(binDir, fmt.Sprintf("%s-%d", name, len(binCache)))
+	out := filepath.Join(binDir, fmt.Sprintf("%s-%d", binName(pkg), len(binCache)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin(), "build", "-o", out, pkg)
@@ -131,6 +138,18 @@ func buildStatic(root, pkg string) binResult {
 		return binResult{err: fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, b)}
 	}
 	return binResult{path: out}
+}
+
+// BinDirEnv names the directory of prebuilt binaries BuildStatic uses.
+const BinDirEnv = "DOCKSCOPE_TEST_BIN_DIR"
+
+// binName is the binary's name for a package: its last path element.
+func binName(pkg string) string {
+	name := filepath.Base(strings.TrimRight(pkg, "/."))
+	if name == "" || name == "." || name == string(filepath.Separator) {
+		name = "bin"
+	}
+	return name
 }
 
 const binDirPrefix = "dockscope-test-bin-"
