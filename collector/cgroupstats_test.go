@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,8 +146,15 @@ func recordedV2Tree(t *testing.T, container string) (root, cgroupPath string) {
 		}
 		files["cgroup"+cgroupPath+"/"+e.Name()] = string(b)
 	}
+	// The main process's network counters, where they were recorded.
+	if b, err := os.ReadFile(filepath.Join(dir, "proc-pid-net-dev.txt")); err == nil {
+		files["proc/"+strconv.Itoa(recordedPid)+"/net/dev"] = string(b)
+	}
 	return writeTree(t, files), cgroupPath
 }
+
+// recordedPid stands for a recorded container's main process.
+const recordedPid = 4242
 
 // TestCgroupReaderV2 reads the files of a container run with --memory 256m
 // --cpus 0.5 --pids-limit 100 that wrote 32 MiB with fsync and burnt CPU
@@ -187,14 +195,29 @@ func TestCgroupReaderV2(t *testing.T) {
 // response of about the same moment says (its counters moved a little in
 // between: the containers ran a shell loop).
 func TestCgroupReaderV2AgreesWithTheEngine(t *testing.T) {
-	for _, c := range []string{"limited", "plain"} {
+	for _, tc := range []struct {
+		c      string
+		cpuTol float64 // seconds the containers ran between the two reads
+	}{
+		// Recorded by hand: files, then the Engine's stats a second later,
+		// the containers running a shell loop.
+		{"limited", 0.2}, {"plain", 0.2},
+		// Recorded by TestCgroupV2VMSourcesAgree: the Engine's stats, then
+		// the files, the containers idle.
+		{"burn", 0.001}, {"memory", 0.001},
+	} {
+		c := tc.c
 		t.Run(c, func(t *testing.T) {
 			root, cg := recordedV2Tree(t, c)
 			r, err := newCgroupReader(filepath.Join(root, "cgroup"), filepath.Join(root, "proc"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			files, err := r.read(statsTarget{cgroupPath: cg, cpuQuota: true, memoryLimit: true})
+			target := statsTarget{cgroupPath: cg, cpuQuota: true, memoryLimit: true}
+			if fileExists(filepath.Join(root, "proc", strconv.Itoa(recordedPid))) {
+				target.pid, target.networkMode = recordedPid, "bridge"
+			}
+			files, err := r.read(target)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,9 +230,9 @@ func TestCgroupReaderV2AgreesWithTheEngine(t *testing.T) {
 					t.Errorf("%s: cgroup files %v, Engine %v (differ by more than %v)", what, a, b, tol)
 				}
 			}
-			near("cpu seconds", files.CPUTotal.Seconds(), api.CPUTotal.Seconds(), 0.2)
-			near("user seconds", files.CPUUser.Seconds(), api.CPUUser.Seconds(), 0.2)
-			near("system seconds", files.CPUSystem.Seconds(), api.CPUSystem.Seconds(), 0.2)
+			near("cpu seconds", files.CPUTotal.Seconds(), api.CPUTotal.Seconds(), tc.cpuTol)
+			near("user seconds", files.CPUUser.Seconds(), api.CPUUser.Seconds(), tc.cpuTol)
+			near("system seconds", files.CPUSystem.Seconds(), api.CPUSystem.Seconds(), tc.cpuTol)
 			near("throttled periods", float64(files.CPUThrottledPeriods), float64(api.CPUThrottledPeriods), 0)
 			near("throttled seconds", files.CPUThrottledTime.Seconds(), api.CPUThrottledTime.Seconds(), 0)
 			near("memory usage", float64(files.MemoryUsage), float64(api.MemoryUsage), 64<<10)
@@ -217,6 +240,18 @@ func TestCgroupReaderV2AgreesWithTheEngine(t *testing.T) {
 			near("memory rss", float64(files.MemoryRSS), float64(api.MemoryRSS), 64<<10)
 			near("memory cache", float64(files.MemoryCache), float64(api.MemoryCache), 64<<10)
 			near("pids", float64(files.Pids), float64(api.Pids), 0)
+			// eth0's counters (net/dev was read last: a broadcast may have
+			// arrived in between).
+			if target.pid != 0 {
+				if len(files.Networks) != 1 || len(api.Networks) != 1 || files.Networks[0].Interface != api.Networks[0].Interface {
+					t.Fatalf("networks: cgroup files %+v, Engine %+v", files.Networks, api.Networks)
+				}
+				f, e := files.Networks[0], api.Networks[0]
+				near("rx bytes", float64(f.RxBytes), float64(e.RxBytes), 256)
+				near("rx packets", float64(f.RxPackets), float64(e.RxPackets), 2)
+				near("tx bytes", float64(f.TxBytes), float64(e.TxBytes), 256)
+				near("tx packets", float64(f.TxPackets), float64(e.TxPackets), 2)
+			}
 			// Bytes per device agree; only io.stat counts operations.
 			if len(files.Disks) != len(api.Disks) {
 				t.Fatalf("disks: cgroup files %+v, Engine %+v", files.Disks, api.Disks)

@@ -11,7 +11,7 @@
 #   scripts/cgroupv2-vm.sh purge    remove the cached images
 #
 # Settings (environment):
-#   CGROUPV2_VM_TIMEOUT   seconds for the whole VM run, boot to power-off (default 900)
+#   CGROUPV2_VM_TIMEOUT   seconds for the whole VM run, boot to power-off (default 1200)
 #   CGROUPV2_VM_RECORD    a directory: the guest's cgroup files of the test containers are
 #                         copied there (the fixtures of collector/testdata/cgroupv2-systemd)
 #   CGROUPV2_VM_KEEP=1    keep the run's directory (console log, shared files)
@@ -37,7 +37,7 @@ GUEST_SETUP_VERSION=1
 STAMP=$(printf '%s\n' "$SUITE" "$PACKAGES" "$GUEST_SETUP_VERSION" | sha256sum | cut -c1-12)
 CACHE_BASE=${CGROUPV2_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dockscope/cgroupv2-vm}
 CACHE=$CACHE_BASE/$STAMP
-VM_TIMEOUT=${CGROUPV2_VM_TIMEOUT:-900}
+VM_TIMEOUT=${CGROUPV2_VM_TIMEOUT:-1200}
 GO=${GO:-go}
 
 log() { echo "cgroupv2-vm: $*" >&2; }
@@ -176,7 +176,7 @@ for i in \$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
 docker info --format 'guest: {{.OperatingSystem}}, kernel {{.KernelVersion}}, Engine {{.ServerVersion}}, cgroup v{{.CgroupVersion}} driver {{.CgroupDriver}}, {{.Driver}}'
 echo "guest: docker ready after \$(cut -d' ' -f1 /proc/uptime) s of uptime"
 cd /opt/dockscope/src/test/integration
-/opt/dockscope/bin/integration.test -test.run '^TestCgroupV2VM' -test.v -test.count=1 -test.timeout 10m
+/opt/dockscope/bin/integration.test -test.run '^TestCgroupV2VM' -test.v -test.count=1 -test.timeout 15m
 EOF
 	log "booting the VM (timeout ${VM_TIMEOUT}s)"
 	local qemu_rc=0

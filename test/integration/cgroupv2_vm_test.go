@@ -131,33 +131,35 @@ type vmContainer struct {
 // files (no fallback), and that both name each container by its systemd scope.
 func TestCgroupV2VMSourcesAgree(t *testing.T) {
 	skipUnlessCgroupV2VM(t)
+	t.Parallel()
 	img := vmBusyboxImage(t)
 	scope := "cgv2"
-	run := func(base string, args ...string) vmContainer {
-		name := uniq(t, base)
-		id := harness.RunContainer(t, append(scopeArgs(scope, name), args...)...)
-		return vmContainer{name: name, id: id}
-	}
 	// Each container prints "ready" when its work is done and then idles, so
-	// that its counters stand still while the two agents are compared.
-	burn := run("burn", "--cpus", "0.5", "--pids-limit", "64", img,
-		"sh", "-c", `timeout 15 sh -c 'while :; do :; done'; echo ready; exec sleep 1000000`)
+	// that its counters stand still while the two agents are compared. A
+	// docker run takes 5-20 s under emulation: they start side by side.
 	vol := uniq(t, "vol")
 	// Registered first, so it runs after the container's removal.
 	t.Cleanup(func() { harness.TryDocker("volume", "rm", vol) })
-	mem := run("mem", "--memory", "96m", "-v", vol+":/data", img,
-		"sh", "-c", `dd if=/dev/zero of=/data/blob bs=1M count=24 conv=fsync 2>/dev/null && sync && echo ready && exec /workload alloc -mb 24`)
-	srv := run("srv", img, "sh", "-c", `dd if=/dev/urandom of=/www/blob bs=1k count=1536 2>/dev/null && echo ready && exec httpd -f -p 8080 -h /www`)
-	waitLogLine(t, srv.name, "ready", 60*time.Second)
+	started := runContainers(t, scope, map[string][]string{
+		"burn": {"--cpus", "0.5", "--pids-limit", "64", img,
+			"sh", "-c", `timeout 15 sh -c 'while :; do :; done'; echo ready; exec sleep 1000000`},
+		"mem": {"--memory", "96m", "-v", vol + ":/data", img,
+			"sh", "-c", `dd if=/dev/zero of=/data/blob bs=1M count=24 conv=fsync 2>/dev/null && sync && echo ready && exec /workload alloc -mb 24`},
+		"srv": {img, "sh", "-c", `dd if=/dev/urandom of=/www/blob bs=1k count=1536 2>/dev/null && echo ready && exec httpd -f -p 8080 -h /www`},
+	})
+	burn, mem, srv := started["burn"], started["mem"], started["srv"]
 	srvIP := harness.Docker(t, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", srv.id)
-	cli := run("cli", img, "sh", "-c", fmt.Sprintf(`wget -q -O /dev/null http://%s:8080/blob && echo ready && exec sleep 1000000`, srvIP))
+	cli := runContainers(t, scope, map[string][]string{"cli": {img, "sh", "-c",
+		fmt.Sprintf(`until wget -q -O /dev/null http://%s:8080/blob; do sleep 1; done; echo ready; exec sleep 1000000`, srvIP)}})["cli"]
 	all := []vmContainer{burn, mem, srv, cli}
+	t.Logf("containers started: %v", all)
 
 	api := startAgent(t, agentOpts{scope: scope, stats: "  source: api\n"})
 	cg := startAgent(t, agentOpts{scope: scope, stats: "  source: cgroup\n"})
 	for _, c := range all {
 		waitLogLine(t, c.name, "ready", 90*time.Second)
 	}
+	t.Log("every container's work is done")
 	recordCgroupFiles(t, map[string]vmContainer{"limited": burn, "memory": mem})
 	// Both agents sample every second: two rounds after the last work.
 	time.Sleep(3 * time.Second)
@@ -296,6 +298,7 @@ func TestCgroupV2VMSourcesAgree(t *testing.T) {
 // (start, die with the exit code) arrive as records.
 func TestCgroupV2VMLogsAndEvents(t *testing.T) {
 	skipUnlessCgroupV2VM(t)
+	t.Parallel()
 	img := vmBusyboxImage(t)
 	col := harness.Otelcol(t)
 	scope := "cgv2logs"
@@ -322,6 +325,45 @@ func TestCgroupV2VMLogsAndEvents(t *testing.T) {
 	if die := evs["container.die"]; fmt.Sprint(die.Attrs["process.exit.code"]) != "3" {
 		t.Errorf("die record: attrs %v", die.Attrs)
 	}
+}
+
+// runContainers starts containers side by side (docker run -d with the
+// test label and scope; each map value is docker run's options, image and
+// command) and removes them when the test ends. Keyed like specs.
+func runContainers(t *testing.T, scope string, specs map[string][]string) map[string]vmContainer {
+	t.Helper()
+	type result struct {
+		key string
+		c   vmContainer
+		err error
+	}
+	results := make(chan result, len(specs))
+	for key, args := range specs {
+		go func() {
+			name := uniq(t, key)
+			out, err := harness.TryDocker(append(append([]string{"run", "-d", "--label", harness.TestLabel}, scopeArgs(scope, name)...), args...)...)
+			if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+				out = out[i+1:]
+			}
+			results <- result{key, vmContainer{name: name, id: out}, err}
+		}()
+	}
+	out := map[string]vmContainer{}
+	var errs []error
+	for range specs {
+		r := <-results
+		if r.c.id != "" {
+			t.Cleanup(func() { harness.TryDocker("rm", "-f", "-v", r.c.id) })
+		}
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+		out[r.key] = r.c
+	}
+	if len(errs) > 0 {
+		t.Fatalf("starting containers: %v", errs)
+	}
+	return out
 }
 
 // waitLogLine waits until the container's output has the line.
