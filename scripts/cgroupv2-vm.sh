@@ -121,6 +121,14 @@ EOF
 build_image() {
 	[ -f "$CACHE/done" ] && return 0
 	host_packages
+	# One build at a time; a second run waits for it and then uses its image.
+	mkdir -p "$CACHE_BASE"
+	exec 9>"$CACHE_BASE/.lock"
+	flock 9
+	if [ -f "$CACHE/done" ]; then
+		flock -u 9
+		return 0
+	fi
 	local t0=$SECONDS tmp=$CACHE_BASE/build-$STAMP m
 	m=$(mirror)
 	rm -rf "$tmp"
@@ -139,8 +147,9 @@ build_image() {
 	touch "$tmp/done"
 	rm -rf "$CACHE" && mv "$tmp" "$CACHE"
 	# Images of older stamps are of no use any more.
-	find "$CACHE_BASE" -mindepth 1 -maxdepth 1 -not -name "$STAMP" -exec rm -rf {} +
+	find "$CACHE_BASE" -mindepth 1 -maxdepth 1 -not -name "$STAMP" -not -name .lock -exec rm -rf {} +
 	log "image built in $((SECONDS - t0)) s: $CACHE"
+	flock -u 9
 }
 
 # run boots the VM on the cached image with the test binaries shared, and reports.
@@ -177,6 +186,11 @@ docker info --format 'guest: {{.OperatingSystem}}, kernel {{.KernelVersion}}, En
 echo "guest: docker ready after \$(cut -d' ' -f1 /proc/uptime) s of uptime"
 cd /opt/dockscope/src/test/integration
 /opt/dockscope/bin/integration.test -test.run '^TestCgroupV2VM' -test.v -test.count=1 -test.timeout 15m
+rc=\$?
+# Where the boot's time went (it is most of a run under emulation).
+systemd-analyze 2>/dev/null | head -1
+systemd-analyze blame 2>/dev/null | head -8
+exit \$rc
 EOF
 	log "booting the VM (timeout ${VM_TIMEOUT}s)"
 	local qemu_rc=0
