@@ -51,6 +51,14 @@ func FuzzCgroupFiles(f *testing.F) {
 	f.Add([]byte("8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n"))
 	f.Add([]byte("8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n253:1 rbytes=x\n"))
 	f.Add([]byte("total_rss 1\ntotal_cache 2\nuser 3\nsystem 4\n"))
+	// Real cgroup v2 files (io.stat, cpu.stat, memory.stat) and net/dev.
+	for _, p := range []string{"memory/cgroup/io.stat", "burn/cgroup/cpu.stat", "memory/cgroup/memory.stat", "memory/proc-pid-net-dev.txt"} {
+		b, err := os.ReadFile(filepath.Join(v2Testdata, p))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, n := range parseNetDev(data) {
 			if n.Interface == "lo" || n.Interface == "" || strings.ContainsAny(n.Interface, " \n|") {
