@@ -95,8 +95,9 @@ type binResult struct {
 // the package's last element ("agent", "workload"), and they are used instead.
 func BuildStatic(t testing.TB, pkg string) string {
 	t.Helper()
+	// BinDirEnv: see cgroupv2_vm_test.go.
 	if dir := os.Getenv(BinDirEnv); dir != "" {
-		p := filepath.Join(dir, binName(pkg))
+		p := filepath.Join(dir, filepath.Base(strings.TrimRight(pkg, "/.")))
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("harness: %s=%s has no binary for %s: %v", BinDirEnv, dir, pkg, err)
 		}
@@ -128,7 +129,11 @@ func buildStatic(root, pkg string) binResult {
 		}
 		binDir = d
 	}
-	out := filepath.Join(binDir, fmt.Sprintf("%s-%d", binName(pkg), len(binCache)))
+	name := filepath.Base(strings.TrimRight(pkg, "/."))
+	if name == "" || name == "." || name == string(filepath.Separator) {
+		name = "bin"
+	}
+	out := filepath.Join(binDir, fmt.Sprintf("%s-%d", name, len(binCache)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin(), "build", "-o", out, pkg)
@@ -138,18 +143,6 @@ func buildStatic(root, pkg string) binResult {
 		return binResult{err: fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, b)}
 	}
 	return binResult{path: out}
-}
-
-// BinDirEnv names the directory of prebuilt binaries BuildStatic uses.
-const BinDirEnv = "DOCKSCOPE_TEST_BIN_DIR"
-
-// binName is the binary's name for a package: its last path element.
-func binName(pkg string) string {
-	name := filepath.Base(strings.TrimRight(pkg, "/."))
-	if name == "" || name == "." || name == string(filepath.Separator) {
-		name = "bin"
-	}
-	return name
 }
 
 const binDirPrefix = "dockscope-test-bin-"
@@ -403,3 +396,7 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// BinDirEnv names the directory of prebuilt binaries BuildStatic uses
+// instead of building (named after the package's last element).
+const BinDirEnv = "DOCKSCOPE_TEST_BIN_DIR"
