@@ -89,13 +89,10 @@ type binResult struct {
 // returns the binary's path. Each package is built once per test process; the
 // binaries live in a per-process directory $TMPDIR/dockscope-test-bin-PID,
 // removed by Main or else by the next test process that builds something.
-//
-// Where the tests run without Go (the cgroup v2 VM of scripts/cgroupv2-vm.sh),
-// $DOCKSCOPE_TEST_BIN_DIR holds the binaries built beforehand, named after
-// the package's last element ("agent", "workload"), and they are used instead.
 func BuildStatic(t testing.TB, pkg string) string {
 	t.Helper()
-	// BinDirEnv: see cgroupv2_vm_test.go.
+	// Where the tests run without Go (the cgroup v2 VM of
+	// scripts/cgroupv2-vm.sh), the binaries were built beforehand.
 	if dir := os.Getenv(BinDirEnv); dir != "" {
 		p := filepath.Join(dir, filepath.Base(strings.TrimRight(pkg, "/.")))
 		if _, err := os.Stat(p); err != nil {
@@ -397,6 +394,7 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// BinDirEnv names the directory of prebuilt binaries BuildStatic uses
-// instead of building (named after the package's last element).
+// BinDirEnv names a directory of prebuilt static binaries, named after the
+// package's last element ("agent", "workload"), that BuildStatic returns
+// instead of building.
 const BinDirEnv = "DOCKSCOPE_TEST_BIN_DIR"
