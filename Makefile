@@ -13,7 +13,7 @@ PKGS      := ./...
 FUZZTIME  ?=
 fuzzbudget = -fuzztime $(or $(FUZZTIME),$(1)) -fuzzminimizetime 5s
 
-.PHONY: all build image setup test unit integration integration-engine28 integration-swarm integration-podman integration-rootless lint fuzz deploy-check fault-churn bench bench-logs soak clean
+.PHONY: all build image setup test unit integration integration-engine28 integration-swarm integration-podman integration-rootless integration-cgroupv2 lint fuzz deploy-check fault-churn bench bench-logs soak clean
 
 all: build
 
@@ -33,7 +33,7 @@ setup:
 ## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
 ## (against the machine's Engine, then the Engine-talking ones against Engine 28.5, then the
 ## Swarm stack on a three-node Swarm, then the Engine-talking ones against rootless Docker)
-test: setup lint unit fuzz deploy-check integration integration-engine28 integration-swarm integration-rootless
+test: setup lint unit fuzz deploy-check integration integration-engine28 integration-swarm integration-rootless integration-cgroupv2
 
 ## unit: tests of pure logic, with the race detector
 unit:
@@ -92,6 +92,13 @@ integration-rootless:
 	if [ $$status = 0 ]; then bash scripts/rootless.sh clean; else bash scripts/rootless.sh stop; fi; \
 	if [ $$status != 0 ]; then echo "integration-rootless: FAILED on rootless Docker (scripts/rootless.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
 	exit $$status
+
+## integration-cgroupv2: the agent on a real cgroup v2 host with Docker's systemd cgroup driver:
+## a Debian trixie VM (kernel 6.12, Docker 26.1) under qemu's software emulation, booted by
+## scripts/cgroupv2-vm.sh, runs TestCgroupV2VM* (both stats sources agree, logs, events) inside.
+## Its root file system is built once into ~/.cache/dockscope/cgroupv2-vm (debootstrap).
+integration-cgroupv2:
+	bash scripts/cgroupv2-vm.sh run
 
 ## lint: gofmt and go vet (with and without the integration tag)
 lint:

@@ -85,7 +85,7 @@ func TestCgroupDetailV2Recorded(t *testing.T) {
 	const scope = "system.slice/docker-0e21a6f0.scope"
 	files := map[string]string{}
 	for _, f := range []string{"cpu.stat", "memory.current", "memory.stat", "memory.peak", "memory.events", "cpu.pressure", "memory.pressure", "io.pressure", "io.stat", "pids.current"} {
-		files[scope+"/"+f] = "testdata/cgroupv2-engine26.1/limited/cgroup/" + f
+		files[scope+"/"+f] = "testdata/engine-26.1-cgroupv2-systemd/limited/cgroup/" + f
 	}
 	root := copyTree(t, files)
 	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu memory io pids\n"), 0o644); err != nil {
@@ -184,7 +184,7 @@ func TestParsePSI(t *testing.T) {
 // the API passes through of memory.stat, and nothing of memory.peak,
 // memory.events, pressure or burst.
 func TestStatsDetailEngine26V2(t *testing.T) {
-	b, err := os.ReadFile("testdata/cgroupv2-engine26.1/limited/stats.json")
+	b, err := os.ReadFile("testdata/engine-26.1-cgroupv2-systemd/limited/stats.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,19 +116,53 @@ func TestCgroupReaderV1(t *testing.T) {
 	}
 }
 
+// v2Testdata holds files recorded on a real cgroup v2 host with Docker's
+// systemd cgroup driver (the VM of scripts/cgroupv2-vm.sh; see its README).
+const v2Testdata = "testdata/engine-26.1-cgroupv2-systemd"
+
+// recordedV2Tree lays out a recorded container's scope directory where the
+// host has it, <root>/cgroup/system.slice/docker-<id>.scope, below the host's
+// cgroup.controllers, and returns the root and the container's cgroup path.
+func recordedV2Tree(t *testing.T, container string) (root, cgroupPath string) {
+	t.Helper()
+	dir := filepath.Join(v2Testdata, container)
+	id, err := os.ReadFile(filepath.Join(dir, "id.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgroupPath = "/system.slice/docker-" + strings.TrimSpace(string(id)) + ".scope"
+	files := map[string]string{}
+	controllers, err := os.ReadFile(filepath.Join(v2Testdata, "host-cgroup.controllers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files["cgroup/cgroup.controllers"] = string(controllers)
+	entries, err := os.ReadDir(filepath.Join(dir, "cgroup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["cgroup"+cgroupPath+"/"+e.Name()] = string(b)
+	}
+	// The main process's network counters, where they were recorded.
+	if b, err := os.ReadFile(filepath.Join(dir, "proc-pid-net-dev.txt")); err == nil {
+		files["proc/"+strconv.Itoa(recordedPid)+"/net/dev"] = string(b)
+	}
+	return writeTree(t, files), cgroupPath
+}
+
+// recordedPid stands for a recorded container's main process.
+const recordedPid = 4242
+
+// TestCgroupReaderV2 reads the files of a container run with --memory 256m
+// --cpus 0.5 --pids-limit 100 that wrote 32 MiB with fsync and burnt CPU
+// under its quota, recorded on Docker 26.1's systemd driver, kernel 6.12.
 func TestCgroupReaderV2(t *testing.T) {
-	const cg = "/system.slice/docker-5f0c.scope"
-	root := writeTree(t, map[string]string{
-		"cgroup/cgroup.controllers": "cpuset cpu io memory pids\n",
-		"cgroup/system.slice/docker-5f0c.scope/cpu.stat": "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n" +
-			"nr_periods 120\nnr_throttled 7\nthrottled_usec 350000\n",
-		"cgroup/system.slice/docker-5f0c.scope/memory.current": "52428800\n",
-		"cgroup/system.slice/docker-5f0c.scope/memory.max":     "max\n",
-		"cgroup/system.slice/docker-5f0c.scope/memory.stat":    "anon 31457280\nfile 16777216\ninactive_file 8388608\nactive_file 8388608\n",
-		"cgroup/system.slice/docker-5f0c.scope/pids.current":   "5\n",
-		"cgroup/system.slice/docker-5f0c.scope/io.stat":        "253:1 rbytes=8192 wbytes=0 rios=2 wios=0 dbytes=0 dios=0\n8:0 rbytes=4096000 wbytes=1048576 rios=100 wios=50 dbytes=0 dios=0\n",
-		"proc/77/net/dev": netDev,
-	})
+	root, cg := recordedV2Tree(t, "limited")
 	r, err := newCgroupReader(filepath.Join(root, "cgroup"), filepath.Join(root, "proc"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,27 +170,113 @@ func TestCgroupReaderV2(t *testing.T) {
 	if !r.v2 {
 		t.Fatal("a v2 tree read as v1")
 	}
-	r.now, r.cpus = func() time.Time { return readAt }, 4
-	got, err := r.read(statsTarget{cgroupPath: cg, pid: 77, networkMode: "bridge"})
+	r.now, r.cpus = func() time.Time { return readAt }, 2
+	got, err := r.read(statsTarget{cgroupPath: cg, networkMode: "bridge", cpuQuota: true, memoryLimit: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The values of cpu.stat, memory.current, memory.stat (anon, file,
+	// inactive_file), pids.current and io.stat there.
 	want := pipeline.Stats{
-		Read: readAt, OnlineCPUs: 4,
-		CPUTotal: 1234567 * time.Microsecond, CPUUser: time.Second, CPUSystem: 234567 * time.Microsecond,
-		CPUPeriods: 120, CPUThrottledPeriods: 7, CPUThrottledTime: 350 * time.Millisecond,
-		MemoryUsage: 52428800, MemoryWorkingSet: 52428800 - 8388608, MemoryRSS: 31457280, MemoryCache: 16777216,
-		Pids:     5,
-		Present:  pipeline.MemFileDetail,
-		Memory:   pipeline.MemoryDetail{ActiveFile: 8388608, InactiveFile: 8388608},
-		Networks: []pipeline.NetworkStats{{Interface: "eth0", RxBytes: 736, RxPackets: 8, RxErrors: 1, RxDropped: 2, TxBytes: 300, TxPackets: 3, TxErrors: 4, TxDropped: 5}},
-		Disks: []pipeline.DiskStats{
-			{Device: "253:1", ReadBytes: 8192, Reads: 2, HasOps: true},
-			{Device: "8:0", ReadBytes: 4096000, WriteBytes: 1048576, Reads: 100, Writes: 50, HasOps: true},
+		Read: readAt, OnlineCPUs: 2,
+		CPUTotal: 6604341 * time.Microsecond, CPUUser: 2656816 * time.Microsecond, CPUSystem: 3947524 * time.Microsecond,
+		CPUPeriods: 156, CPUThrottledPeriods: 113, CPUThrottledTime: 7090654 * time.Microsecond,
+		// The written file's pages are all inactive page cache: the working
+		// set (what `docker stats` shows as usage) is 1.4 MiB of 33.4 MiB.
+		MemoryUsage: 35053568, MemoryWorkingSet: 35053568 - 33558528, MemoryRSS: 114688, MemoryCache: 33558528,
+		Pids: 2,
+		// memory.peak, memory.stat's kernel/file/fault/reclaim/refault
+		// keys, memory.events, cpu.stat's burst keys and the pressure
+		// files there; a v2 cgroup has no failcnt.
+		Present: pipeline.MemMaxUsage | pipeline.MemKernel | pipeline.MemFileDetail | pipeline.MemFaults |
+			pipeline.MemReclaim | pipeline.MemRefault | pipeline.MemEvents | pipeline.CPUBurst |
+			pipeline.PressureCPU | pipeline.PressureMemory | pipeline.PressureIO | pipeline.PressureCPUFull,
+		Memory: pipeline.MemoryDetail{MaxUsage: 36352000, Kernel: 1380352, InactiveFile: 33558528,
+			Pgfault: 2682, TotalPgfault: 2682},
+		Pressure: pipeline.Pressure{
+			CPU: pipeline.PSI{Some: 4833925 * time.Microsecond, Full: 4359925 * time.Microsecond},
+			IO:  pipeline.PSI{Some: 4404 * time.Microsecond, Full: 4404 * time.Microsecond},
 		},
+		Disks: []pipeline.DiskStats{{Device: "254:0", WriteBytes: 32 << 20, Writes: 41, HasOps: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("v2 cgroup stats:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestCgroupReaderV2AgreesWithTheEngine compares what the cgroup source
+// reads from each recorded container's files with what the Engine's stats
+// response of about the same moment says (its counters moved a little in
+// between: the containers ran a shell loop).
+func TestCgroupReaderV2AgreesWithTheEngine(t *testing.T) {
+	for _, tc := range []struct {
+		c      string
+		cpuTol float64 // seconds the containers ran between the two reads
+	}{
+		// Recorded by hand: files, then the Engine's stats a second later,
+		// the containers running a shell loop.
+		{"limited", 0.2}, {"plain", 0.2},
+		// Recorded by TestCgroupV2VMSourcesAgree: the Engine's stats, then
+		// the files, the containers idle.
+		{"burn", 0.001}, {"memory", 0.001},
+	} {
+		c := tc.c
+		t.Run(c, func(t *testing.T) {
+			root, cg := recordedV2Tree(t, c)
+			r, err := newCgroupReader(filepath.Join(root, "cgroup"), filepath.Join(root, "proc"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := statsTarget{cgroupPath: cg, cpuQuota: true, memoryLimit: true}
+			if fileExists(filepath.Join(root, "proc", strconv.Itoa(recordedPid))) {
+				target.pid, target.networkMode = recordedPid, "bridge"
+			}
+			files, err := r.read(target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			api, err := statsFromResponse(readJSON[engineStats](t, filepath.Join(v2Testdata, c, "stats.json")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			near := func(what string, a, b, tol float64) {
+				if d := a - b; d > tol || -d > tol {
+					t.Errorf("%s: cgroup files %v, Engine %v (differ by more than %v)", what, a, b, tol)
+				}
+			}
+			near("cpu seconds", files.CPUTotal.Seconds(), api.CPUTotal.Seconds(), tc.cpuTol)
+			near("user seconds", files.CPUUser.Seconds(), api.CPUUser.Seconds(), tc.cpuTol)
+			near("system seconds", files.CPUSystem.Seconds(), api.CPUSystem.Seconds(), tc.cpuTol)
+			near("throttled periods", float64(files.CPUThrottledPeriods), float64(api.CPUThrottledPeriods), 0)
+			near("throttled seconds", files.CPUThrottledTime.Seconds(), api.CPUThrottledTime.Seconds(), 0)
+			near("memory usage", float64(files.MemoryUsage), float64(api.MemoryUsage), 64<<10)
+			near("memory working set", float64(files.MemoryWorkingSet), float64(api.MemoryWorkingSet), 64<<10)
+			near("memory rss", float64(files.MemoryRSS), float64(api.MemoryRSS), 64<<10)
+			near("memory cache", float64(files.MemoryCache), float64(api.MemoryCache), 64<<10)
+			near("pids", float64(files.Pids), float64(api.Pids), 0)
+			// eth0's counters (net/dev was read last: a broadcast may have
+			// arrived in between).
+			if target.pid != 0 {
+				if len(files.Networks) != 1 || len(api.Networks) != 1 || files.Networks[0].Interface != api.Networks[0].Interface {
+					t.Fatalf("networks: cgroup files %+v, Engine %+v", files.Networks, api.Networks)
+				}
+				f, e := files.Networks[0], api.Networks[0]
+				near("rx bytes", float64(f.RxBytes), float64(e.RxBytes), 256)
+				near("rx packets", float64(f.RxPackets), float64(e.RxPackets), 2)
+				near("tx bytes", float64(f.TxBytes), float64(e.TxBytes), 256)
+				near("tx packets", float64(f.TxPackets), float64(e.TxPackets), 2)
+			}
+			// Bytes per device agree; only io.stat counts operations.
+			if len(files.Disks) != len(api.Disks) {
+				t.Fatalf("disks: cgroup files %+v, Engine %+v", files.Disks, api.Disks)
+			}
+			for i, d := range files.Disks {
+				e := api.Disks[i]
+				if d.Device != e.Device || d.ReadBytes != e.ReadBytes || d.WriteBytes != e.WriteBytes || !d.HasOps || e.HasOps {
+					t.Errorf("disk %d: cgroup files %+v, Engine %+v", i, d, e)
+				}
+			}
+		})
 	}
 }
 

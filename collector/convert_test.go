@@ -108,36 +108,38 @@ func TestStatsCgroupV1Blkio(t *testing.T) {
 	}
 }
 
+// TestStatsCgroupV2 decodes a stats response recorded from Docker 26.1 on a
+// cgroup v2 host with the systemd driver (memory_stats.stats carries
+// memory.stat's keys; blkio only bytes, lower-case ops; no failcnt).
 func TestStatsCgroupV2(t *testing.T) {
-	r := readJSON[engineStats](t, "testdata/cgroupv2-constructed/stats-oneshot.json")
+	r := readJSON[engineStats](t, "testdata/engine-26.1-cgroupv2-systemd/limited/stats.json")
 	got, err := statsFromResponse(r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := pipeline.Stats{
-		Read:                time.Date(2026, 11, 22, 19, 2, 11, 482019374, time.UTC),
-		CPUTotal:            1234567000,
-		CPUUser:             time.Second,
-		CPUSystem:           234567000,
-		CPUPeriods:          120,
-		CPUThrottledPeriods: 7,
-		CPUThrottledTime:    350 * time.Millisecond,
-		OnlineCPUs:          4,
-		MemoryUsage:         52428800,
-		MemoryWorkingSet:    52428800 - 8388608, // usage - inactive_file
-		MemoryRSS:           31457280,           // anon
-		MemoryCache:         16777216,           // file
-		Pids:                5,
-		Present:             pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemReclaim,
-		Memory: pipeline.MemoryDetail{MappedFile: 2097152, ActiveFile: 8388608, InactiveFile: 8388608,
-			Pgfault: 13455, Pgmajfault: 12, TotalPgfault: 13455, TotalPgmajfault: 12},
+		Read:                time.Date(2026, 12, 7, 4, 58, 9, 360807035, time.UTC),
+		CPUTotal:            6692572000,
+		CPUUser:             2660237000,
+		CPUSystem:           4032335000,
+		CPUPeriods:          173,
+		CPUThrottledPeriods: 113,
+		CPUThrottledTime:    7090654000,
+		OnlineCPUs:          2,
+		MemoryUsage:         35049472,
+		MemoryWorkingSet:    35049472 - 33558528, // usage - inactive_file
+		MemoryRSS:           114688,              // anon
+		MemoryCache:         33558528,            // file
+		Pids:                2,
+		// The API passes memory.stat's file and fault keys on, not the
+		// kernel, reclaim or refault ones (26.1 on v2).
+		Present: pipeline.MemFileDetail | pipeline.MemFaults | pipeline.MemReclaim,
+		Memory:  pipeline.MemoryDetail{InactiveFile: 33558528, Pgfault: 2902, TotalPgfault: 2902},
 		Networks: []pipeline.NetworkStats{
-			{Interface: "eth0", RxBytes: 9000, RxPackets: 90, RxErrors: 1, RxDropped: 2, TxBytes: 4000, TxPackets: 40, TxErrors: 3, TxDropped: 4},
-			{Interface: "eth1", RxBytes: 10, RxPackets: 1, TxBytes: 20, TxPackets: 2},
+			{Interface: "eth0", RxBytes: 946, RxPackets: 11},
 		},
 		Disks: []pipeline.DiskStats{
-			{Device: "253:1", ReadBytes: 8192},
-			{Device: "8:0", ReadBytes: 4096000, WriteBytes: 1048576},
+			{Device: "254:0", WriteBytes: 33554432},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -20,7 +20,8 @@ func FuzzStatsDecode(f *testing.F) {
 	for _, p := range []string{
 		filepath.Join(v1Dir, "stats-oneshot.json"),
 		filepath.Join(v1Dir, "stats-twosample.json"),
-		"testdata/cgroupv2-constructed/stats-oneshot.json",
+		"testdata/engine-26.1-cgroupv2-systemd/limited/stats.json",
+		"testdata/engine-26.1-cgroupv2-systemd/plain/stats.json",
 	} {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -52,6 +53,14 @@ func FuzzCgroupFiles(f *testing.F) {
 	f.Add([]byte("total_rss 1\ntotal_cache 2\nuser 3\nsystem 4\n"))
 	f.Add([]byte("some avg10=6.28 avg60=5.56 avg300=1.50 total=4833925\nfull avg10=5.79 avg60=5.02 avg300=1.35 total=4359925\n"))
 	f.Add([]byte("30479250 7817479 \n"))
+	// Real cgroup v2 files (io.stat, cpu.stat, memory.stat) and net/dev.
+	for _, p := range []string{"memory/cgroup/io.stat", "burn/cgroup/cpu.stat", "memory/cgroup/memory.stat", "memory/proc-pid-net-dev.txt"} {
+		b, err := os.ReadFile(filepath.Join(v2Testdata, p))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if psi, hasFull, ok := parsePSI(data); (!ok && psi.Some != 0) || (!hasFull && psi.Full != 0) {
 			t.Fatalf("parsePSI(%q) = %+v, full %v, ok %v: a value without its line", data, psi, hasFull, ok)

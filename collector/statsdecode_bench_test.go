@@ -11,7 +11,7 @@ import (
 // cgroup version as fetchStats does: the agent's main per-sample cost with
 // stats.source api.
 func BenchmarkStatsDecode(b *testing.B) {
-	for _, f := range []string{"testdata/engine-28.5-cgroupv1/stats-oneshot.json", "testdata/cgroupv2-engine26.1/limited/stats.json"} {
+	for _, f := range []string{"testdata/engine-28.5-cgroupv1/stats-oneshot.json", "testdata/engine-26.1-cgroupv2-systemd/limited/stats.json"} {
 		doc, err := os.ReadFile(f)
 		if err != nil {
 			b.Fatal(err)
