@@ -204,13 +204,19 @@ func TestVersionOfBuiltBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev := "unknown"
+	// In a checkout Go also stamps the module with a pseudo-version
+	// (v0.0.0-<time>-<commit>), which is then the release shown.
+	rev, ver := "unknown", "dev"
 	for _, l := range strings.Split(string(meta), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "build\tvcs.revision="); ok {
+		l = strings.TrimSpace(l)
+		if v, ok := strings.CutPrefix(l, "build\tvcs.revision="); ok {
 			rev = v
 		}
+		if f := strings.Split(l, "\t"); len(f) >= 3 && f[0] == "mod" && f[2] != "(devel)" && f[2] != "" {
+			ver = f[2]
+		}
 	}
-	if want := "dockscope dev (revision " + rev + ", " + goVersion + ")\n"; got != want {
+	if want := "dockscope " + ver + " (revision " + rev + ", " + goVersion + ")\n"; got != want {
 		t.Errorf("built with Go's VCS stamping and no ldflags: %q, want %q", got, want)
 	}
 	t.Logf("Go's own VCS stamping here: revision %s", rev)
