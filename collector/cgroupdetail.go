@@ -258,20 +258,14 @@ func (r *cgroupReader) readV2Detail(f *statFiles, dir string, st *pipeline.Stats
 // totals in microseconds. hasFull is false where the kernel writes no
 // "full" line (cpu.pressure before 5.13); ok is false without a "some" one.
 func parsePSI(b []byte) (psi pipeline.PSI, hasFull, ok bool) {
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+	forEachLine(b, func(line []byte) {
 		kind, rest, found := bytes.Cut(line, []byte{' '})
 		if !found {
-			continue
+			return
 		}
 		i := bytes.Index(rest, []byte("total="))
 		if i < 0 {
-			continue
+			return
 		}
 		total := rest[i+len("total="):]
 		if j := bytes.IndexByte(total, ' '); j >= 0 {
@@ -279,7 +273,7 @@ func parsePSI(b []byte) (psi pipeline.PSI, hasFull, ok bool) {
 		}
 		v, err := strconv.ParseUint(string(bytes.TrimSpace(total)), 10, 64)
 		if err != nil {
-			continue
+			return
 		}
 		switch string(kind) {
 		case "some":
@@ -287,6 +281,6 @@ func parsePSI(b []byte) (psi pipeline.PSI, hasFull, ok bool) {
 		case "full":
 			psi.Full, hasFull = time.Duration(v)*time.Microsecond, true
 		}
-	}
+	})
 	return psi, hasFull, ok
 }

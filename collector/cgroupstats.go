@@ -467,6 +467,19 @@ func (f *statFiles) keyed(path string, fn func(key string, v uint64)) error {
 // forEachKeyed calls fn with each "key value" line of b whose value is a
 // number.
 func forEachKeyed(b []byte, fn func(key string, v uint64)) {
+	forEachLine(b, func(line []byte) {
+		k, v, ok := bytes.Cut(line, []byte{' '})
+		if !ok {
+			return
+		}
+		if n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64); err == nil {
+			fn(string(k), n)
+		}
+	})
+}
+
+// forEachLine calls fn with each line of b, without its newline.
+func forEachLine(b []byte, fn func(line []byte)) {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -474,13 +487,7 @@ func forEachKeyed(b []byte, fn func(key string, v uint64)) {
 		} else {
 			b = nil
 		}
-		k, v, ok := bytes.Cut(line, []byte{' '})
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64); err == nil {
-			fn(string(k), n)
-		}
+		fn(line)
 	}
 }
 
