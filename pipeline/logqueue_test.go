@@ -405,7 +405,10 @@ func TestLogQueueNoisyContainerDoesNotStarveOthers(t *testing.T) {
 			q.Close()
 			bwg.Wait()
 			for c := range quiet {
-				if sent[c] < 100 || dropped[c] > 0 {
+				// 150 ticks in 3 s; a producer held up by the queue
+				// sends far fewer, one merely short of CPU on a busy
+				// machine under -race a few less (97 seen).
+				if sent[c] < 75 || dropped[c] > 0 {
 					t.Errorf("quiet-%d: %d lines sent in 3 s at 50/s, %d dropped", c, sent[c], dropped[c])
 				}
 				if delivered[c] != sent[c] {

@@ -126,6 +126,10 @@ func newMetricsExporter(t *testing.T, endpoint, protocol string, store *pipeline
 	cfg := config.Default().Exporters.OTLP
 	cfg.Endpoint, cfg.Protocol = endpoint, protocol
 	cfg.Retry.InitialInterval, cfg.Retry.MaxInterval = 5*time.Millisecond, 5*time.Millisecond
+	// These tests are about sizes and rounds, not deadlines: under -race
+	// on a loaded machine a request of 4 MiB took longer than the default
+	// 10 s, was retried and counted twice by the backend.
+	cfg.Timeout = time.Minute
 	if protocol == ProtocolGRPC {
 		cfg.Insecure = true
 	}

@@ -249,6 +249,12 @@ func startServer(t *testing.T, containers int, adjust func(*http.Server)) *Serve
 
 // stallClient asks for a scrape, uncompressed, with a tiny receive buffer,
 // and never reads the answer: the server's write blocks at once.
+// stallContainers makes a response of several MB, far beyond what the
+// socket buffers of a client that never reads can take, while rendering
+// stays quick enough under -race on a busy machine (with 2,000 the stalled
+// clients' renders held the real scrape past renderWait).
+const stallContainers = 600
+
 func stallClient(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -284,7 +290,7 @@ func scrapeStatus(t *testing.T, addr string) (int, time.Duration) {
 // response, and keep-alive connections left idle, neither deny real scrapes
 // nor hold their connections for ever.
 func TestScrapesAnswerWhileClientsStall(t *testing.T) {
-	srv := startServer(t, 2000, func(s *http.Server) { s.IdleTimeout = 500 * time.Millisecond })
+	srv := startServer(t, stallContainers, func(s *http.Server) { s.IdleTimeout = 500 * time.Millisecond })
 	addr := srv.Addr().String()
 	for range 4 {
 		stallClient(t, addr)
@@ -330,7 +336,7 @@ func TestStalledScrapesAreBoundedAndTimedOut(t *testing.T) {
 	// Long enough for a real scrape of 2,000 containers under -race on a
 	// busy machine: the timeout counts from the request, rendering included.
 	const writeTimeout = 5 * time.Second
-	srv := startServer(t, 2000, func(s *http.Server) { s.WriteTimeout = writeTimeout })
+	srv := startServer(t, stallContainers, func(s *http.Server) { s.WriteTimeout = writeTimeout })
 	addr := srv.Addr().String()
 	for range maxScrapeWriters {
 		stallClient(t, addr)
