@@ -323,7 +323,7 @@ func (c *Collector) connect(ctx context.Context) error {
 		CgroupVer:  info.Info.CgroupVersion,
 	})
 	if c.logs != nil {
-		c.logs.connected(ver.Version, c.docker.ClientVersion(), now)
+		c.logs.connected(ver.Version, c.docker.ClientVersion(), runtime, now)
 	}
 	return nil
 }

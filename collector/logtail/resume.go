@@ -41,6 +41,8 @@ type Resume struct {
 	cp      pipeline.LogCheckpoint
 	skip    int // records still to drop
 	decided bool
+	rules   SinceRules
+	seeking int // Ordered: records dropped before the window's first
 
 	// Gap is set when the records at the checkpoint were not found: the
 	// stream began after them. Mismatch is set when the stream began where
@@ -49,11 +51,35 @@ type Resume struct {
 	Gap, Mismatch bool
 }
 
-// NewResume prepares the filter; engine24 says whether the engine stops
-// filtering `since` at the first matching line (Engine 24 and later).
-func NewResume(cp pipeline.LogCheckpoint, engine24 bool) *Resume {
-	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter}
-	if engine24 {
+// SinceRules is how an engine applies `since` to a logs request.
+type SinceRules int
+
+const (
+	// EachLine: each line is filtered on its own timestamp (Docker < 24).
+	EachLine SinceRules = iota
+	// UntilFirst: filtering stops at the first line at or after `since`
+	// (Docker ≥ 24).
+	UntilFirst
+	// Ordered: Podman. Its log (k8s-file, written by conmon alone) is one
+	// sequence in file order, stdout and stderr included, so nothing is
+	// skewed; it filters `since` on each line's full timestamp but shows
+	// timestamps in whole seconds. A stream from a whole second S thus
+	// returns every line stamped S, also those before the cursor's
+	// window when the window was cut at MaxResumeWindow inside that
+	// second (more than ~16k lines a second): a count from S would be
+	// short, so the re-read is matched from the window's first record.
+	Ordered
+)
+
+// maxSeekFirst bounds the records an Ordered resume drops while looking
+// for the window's first record: a second's lines before it, at most what
+// the agent can read in a second or two.
+const maxSeekFirst = 1 << 20
+
+// NewResume prepares the filter for an engine's `since` rules.
+func NewResume(cp pipeline.LogCheckpoint, rules SinceRules) *Resume {
+	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter, rules: rules}
+	if rules == UntilFirst {
 		r.skip = cp.SkipFromOn
 	}
 	return r
@@ -71,6 +97,13 @@ func (r *Resume) Keep(p pipeline.RecordPrint) bool {
 			// before the step first (newer-looking, all handled), and
 			// on Engine ≥ 24 the handled ones older than the window.
 			// The checkpoint's first record follows them.
+			return false
+		}
+		if r.rules == Ordered && p.TimeNanos <= r.cp.First.TimeNanos && !pipeline.SamePrint(p, r.cp.First) && r.seeking < maxSeekFirst {
+			// A record before the window's first in the one ordered
+			// sequence: read before it, so handled. (Should the first
+			// be missing, the first newer record decides below.)
+			r.seeking++
 			return false
 		}
 		r.decided = true

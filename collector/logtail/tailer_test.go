@@ -525,7 +525,7 @@ func TestStoppedContainerIsJudgedByTheDaemonClock(t *testing.T) {
 			f.lines = []fakeLine{{t: f.startedAt, body: "job\n"}}
 			tt := startTail(t, f, t.TempDir())
 			time.Sleep(10 * time.Millisecond) // the job ends after the agent started
-			tt.m.Connected("20.10.24", "1.41", time.Now().Add(tc.skew))
+			tt.m.Connected(Daemon{Version: "20.10.24", APIVersion: "1.41", Now: time.Now().Add(tc.skew)})
 			tt.m.Observe(Container{Meta: pipeline.ContainerMeta{ID: "c1", Name: "c1"}, LogDriver: "json-file",
 				StartedAt: f.startedAt, FinishedAt: daemonNow.Add(-tc.finished).Add(10 * time.Millisecond)}, false)
 			got := tt.waitLines(t, 1, time.Second)
