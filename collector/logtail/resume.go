@@ -2,6 +2,7 @@ package logtail
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -76,6 +77,37 @@ const (
 // the agent can read in a second or two.
 const maxSeekFirst = 1 << 20
 
+// orderedSinceSlack is how far before the checkpoint's Since an Ordered
+// stream is reopened: Podman returns the lines stamped after `since`
+// (strictly), and a line stamped on the whole second Since shows would be
+// left out; a microsecond is above the precision Podman parses `since`
+// with (a float64 of seconds: ~0.24 µs now).
+const orderedSinceSlack = int64(time.Microsecond)
+
+// sinceFor is the since value for a checkpoint under an engine's rules.
+func sinceFor(cp pipeline.LogCheckpoint, rules SinceRules) string {
+	if rules == Ordered && cp.Since > orderedSinceSlack {
+		cp.Since -= orderedSinceSlack
+	}
+	return SinceParam(cp)
+}
+
+// beforeFirst reports whether an Ordered stream's record comes before the
+// window's first record: stamped before Since (the slack), or in
+// the same second when the window was cut at MaxResumeWindow inside it
+// (only then does Podman return records of that second before the first).
+// Should the first record be missing, records of its second are dropped
+// only in that cut case, where they were all read before the window.
+func (r *Resume) beforeFirst(p pipeline.RecordPrint) bool {
+	if r.seeking >= maxSeekFirst {
+		return false
+	}
+	if p.TimeNanos < r.cp.Since {
+		return true // in the slack before Since (sinceFor)
+	}
+	return p.TimeNanos == r.cp.First.TimeNanos && r.cp.SkipFromOn >= pipeline.MaxResumeWindow && !pipeline.SamePrint(p, r.cp.First)
+}
+
 // NewResume prepares the filter for an engine's `since` rules.
 func NewResume(cp pipeline.LogCheckpoint, rules SinceRules) *Resume {
 	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter, rules: rules}
@@ -99,10 +131,9 @@ func (r *Resume) Keep(p pipeline.RecordPrint) bool {
 			// The checkpoint's first record follows them.
 			return false
 		}
-		if r.rules == Ordered && p.TimeNanos <= r.cp.First.TimeNanos && !pipeline.SamePrint(p, r.cp.First) && r.seeking < maxSeekFirst {
-			// A record before the window's first in the one ordered
-			// sequence: read before it, so handled. (Should the first
-			// be missing, the first newer record decides below.)
+		if r.rules == Ordered && r.beforeFirst(p) {
+			// Read before the window's first record, in the one
+			// ordered sequence: handled.
 			r.seeking++
 			return false
 		}

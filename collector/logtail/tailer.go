@@ -128,13 +128,13 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	if !read.Empty() {
 		// Read earlier in this run: continue after the last record read.
 		cp := read.Checkpoint()
-		resume, since = NewResume(cp, m.sinceRules()), SinceParam(cp)
+		resume, since = NewResume(cp, m.sinceRules()), sinceFor(cp, m.sinceRules())
 		fromRead = true
 	} else if cp, seed, ok := cps.Resume(t.id); ok {
 		// First read by this reader: continue after the last record
 		// delivered, and count the re-read ones as delivered unless the
 		// position already counts them (a reader restarted by a reload).
-		resume, since = NewResume(cp, m.sinceRules()), SinceParam(cp)
+		resume, since = NewResume(cp, m.sinceRules()), sinceFor(cp, m.sinceRules())
 		seeding = seed
 	} else {
 		var from int64
@@ -245,7 +245,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 		}
 		if !read.Empty() {
 			cp := read.Checkpoint()
-			since = SinceParam(cp)
+			since = sinceFor(cp, m.sinceRules())
 			resume = NewResume(cp, m.sinceRules())
 			fromRead = true
 		}

@@ -35,7 +35,15 @@ type fakeDocker struct {
 	hangLogs   bool          // the logs request never answers
 	follow     chan struct{} // closed to end every open follow stream
 
+	// podman makes it answer as Podman 4.3 does: timestamps in whole
+	// seconds, `since` applied to each line's full timestamp (after it),
+	// and a follow request of a stopped container answered with only the
+	// first fifth of its lines (Podman's follow stream near a container's
+	// end; a plain read is complete).
+	podman bool
+
 	logsReqs, inspects atomic.Int64
+	follows            atomic.Int64 // logs requests with follow
 	sinces             []string
 }
 
@@ -91,6 +99,9 @@ func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, o client.Cont
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	if o.Follow {
+		f.follows.Add(1)
+	}
 	var since time.Time
 	if o.Since != "" {
 		var sec, ns int64
@@ -99,15 +110,26 @@ func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, o client.Cont
 	}
 	f.mu.Lock()
 	var b bytes.Buffer
+	layout := "2006-01-02T15:04:05.000000000Z"
+	if f.podman {
+		layout = time.RFC3339
+	}
+	var sel []fakeLine
 	for _, l := range f.lines {
-		if !l.t.Before(since) {
-			writeFrame(&b, l.stream, l.t.UTC().Format("2006-01-02T15:04:05.000000000Z")+" "+l.body)
+		if f.podman && (since.IsZero() || l.t.After(since)) || !f.podman && !l.t.Before(since) {
+			sel = append(sel, l)
 		}
+	}
+	if f.podman && o.Follow && f.status != "running" {
+		sel = sel[:len(sel)/5]
+	}
+	for _, l := range sel {
+		writeFrame(&b, l.stream, l.t.UTC().Format(layout)+" "+l.body)
 	}
 	if f.engineErr != "" {
 		writeFrame(&b, 3, "Error grabbing logs: "+f.engineErr+"\n")
 	}
-	open := f.status == "running" && f.engineErr == ""
+	open := o.Follow && f.status == "running" && f.engineErr == ""
 	follow := f.follow
 	f.mu.Unlock()
 	pr, pw := io.Pipe()
