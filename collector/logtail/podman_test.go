@@ -3,6 +3,7 @@ package logtail
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +149,41 @@ func TestSinceRulesFromTheRuntime(t *testing.T) {
 		if got := m.sinceRules(); got != tc.want {
 			t.Errorf("%+v: rules %d, want %d", tc.d, got, tc.want)
 		}
+	}
+}
+
+// Podman's follow stream skipped a stretch of lines and delivered a few
+// later ones before it ended: the final plain read, matched record by
+// record against what was read, ships the stretch and repeats nothing.
+func TestPodmanLinesSkippedByTheFollowStreamAreRecovered(t *testing.T) {
+	f := newFakePodman("running")
+	at := time.Now().Truncate(time.Second).Add(-2 * time.Second)
+	// Lines in the same whole seconds, some identical: matched by print
+	// and by how often each was read.
+	want := addLines(f, 1, 3000, at, 500*time.Microsecond)
+	f.set(func(f *fakeDocker) {
+		for range 3 {
+			f.lines = append(f.lines, fakeLine{t: at.Add(1600 * time.Millisecond), stream: 1, body: "same\n"})
+			want = append(want, "same")
+		}
+		f.followHole = [2]int{2950, 3001} // line 2951 … 3000 and one "same"
+	})
+	tt := startTail(t, f, t.TempDir())
+	podmanConnected(tt)
+	tt.observe(f, true)
+	tt.waitLines(t, 3003-51, 5*time.Second)
+	f.set(func(f *fakeDocker) { f.status = "exited" })
+	f.endStreams()
+	tt.waitLines(t, len(want), 10*time.Second)
+	time.Sleep(200 * time.Millisecond) // a duplicate, if any, arrives now
+	got := tt.lines()
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %d lines, want %d", len(got), len(want))
+	}
+	// Counted up to the last record read: the third "same" comes after it.
+	if !strings.Contains(tt.logs.String(), "lines=50") {
+		t.Errorf("the recovered lines were not logged:\n%s", tt.logs.String())
 	}
 }

@@ -45,6 +45,15 @@ type Resume struct {
 	rules   SinceRules
 	seeking int // Ordered: records dropped before the window's first
 
+	// A recheck (newRecheck): the records read, by print, how many are
+	// still to find, and the oldest.
+	known     map[pipeline.RecordPrint]int
+	remaining int
+	first     pipeline.RecordPrint
+	// Recovered counts the records a recheck kept before it found every
+	// record read: lines the follow stream had skipped.
+	Recovered int
+
 	// Gap is set when the records at the checkpoint were not found: the
 	// stream began after them. Mismatch is set when the stream began where
 	// expected but not with the expected record (a partial rotation): then
@@ -121,6 +130,9 @@ func NewResume(cp pipeline.LogCheckpoint, rules SinceRules) *Resume {
 func (r *Resume) Keep(p pipeline.RecordPrint) bool {
 	if r.skip == 0 {
 		return true
+	}
+	if r.known != nil {
+		return r.keepRechecked(p)
 	}
 	if !r.decided {
 		if r.cp.SteppedFrom != 0 && (p.TimeNanos > r.cp.Latest && p.TimeNanos <= r.cp.SteppedFrom || p.TimeNanos < r.cp.Since) {

@@ -44,6 +44,8 @@ type tailer struct {
 	reopen bool
 	// stopped: the container was stopped when the tailer began.
 	stopped bool
+	// recent remembers the records read last, on Podman (see recheck.go).
+	recent *recentPrints
 	// unterminated holds the lines a cleanly ended stream stopped inside.
 	unterminated []pipeline.LogRecord
 	// pending holds the records read and not queued yet: they are queued
@@ -160,6 +162,10 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	// that ended because its container stopped is finished by a plain read
 	// from the last record read (the final pass below).
 	follow := !m.podman.Load() || !t.stopped
+	recheck := false // the next read is a recheck (recheck.go)
+	if m.podman.Load() {
+		t.recent = &recentPrints{}
+	}
 	for {
 		t.unterminated = t.unterminated[:0]
 		if t.reopen {
@@ -170,6 +176,10 @@ func (t *tailer) run(ctx context.Context) tailResult {
 		if ctx.Err() != nil {
 			return tailStopped
 		}
+		if recheck && resume.Recovered > 0 {
+			t.log.Info("read lines Podman's follow stream had skipped before it ended", "lines", resume.Recovered)
+		}
+		recheck = false
 		seeding = false
 		if delivered {
 			bo.Reset()
@@ -215,6 +225,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 				// from the last record read, picks it up (design §4 rule 3).
 				finalPass = true
 				t.run0.Store(nanos(st.startedAt))
+				recheck = t.recent != nil && len(t.recent.live()) > 0
 			default:
 				// Read to the end: a final pass, or a plain read of a
 				// stopped container (complete: Podman's conmon has
@@ -243,7 +254,10 @@ func (t *tailer) run(ctx context.Context) tailResult {
 				}
 			}
 		}
-		if !read.Empty() {
+		switch {
+		case recheck:
+			since, resume, fromRead = t.recent.since(), newRecheck(t.recent), true
+		case !read.Empty():
 			cp := read.Checkpoint()
 			since = sinceFor(cp, m.sinceRules())
 			resume = NewResume(cp, m.sinceRules())
@@ -583,6 +597,9 @@ func (t *tailer) follow(ctx context.Context, since string, follow bool, resume *
 			return nil
 		}
 		t.pending = append(t.pending, rec)
+		if t.recent != nil {
+			t.recent.add(p)
+		}
 		if len(t.pending) >= maxPending {
 			return flush()
 		}

@@ -41,6 +41,9 @@ type fakeDocker struct {
 	// first fifth of its lines (Podman's follow stream near a container's
 	// end; a plain read is complete).
 	podman bool
+	// followHole: a follow stream leaves out the lines with these indices
+	// [from, to), as Podman's did just before it ended.
+	followHole [2]int
 
 	logsReqs, inspects atomic.Int64
 	follows            atomic.Int64 // logs requests with follow
@@ -123,7 +126,10 @@ func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, o client.Cont
 	if f.podman && o.Follow && f.status != "running" {
 		sel = sel[:len(sel)/5]
 	}
-	for _, l := range sel {
+	for i, l := range sel {
+		if o.Follow && i >= f.followHole[0] && i < f.followHole[1] {
+			continue
+		}
 		writeFrame(&b, l.stream, l.t.UTC().Format(layout)+" "+l.body)
 	}
 	if f.engineErr != "" {
