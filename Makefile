@@ -69,8 +69,8 @@ integration-podman:
 	bash scripts/podman.sh start
 	status=0; eval "$$(bash scripts/podman.sh env)"; \
 		$(GO) test -race -count=1 -tags integration -timeout 20m -v -run '$(ENGINE28_TESTS)' ./test/integration/ || status=$$?; \
-	bash scripts/podman.sh stop; \
-	if [ $$status != 0 ]; then echo "integration-podman: FAILED on Podman (scripts/podman.sh, $$DOCKSCOPE_TEST_DOCKER_HOST)" >&2; fi; \
+	if [ $$status = 0 ]; then bash scripts/podman.sh purge; else bash scripts/podman.sh stop; \
+		echo "integration-podman: FAILED on Podman (scripts/podman.sh, $$DOCKSCOPE_TEST_DOCKER_HOST; its storage kept)" >&2; fi; \
 	exit $$status
 
 ## integration-rootless: the integration tests that talk to the Engine, against rootless Docker

@@ -236,6 +236,9 @@ func (m *Manager) Observe(c Container, newRun bool) {
 	if t := ct.tailer; t != nil {
 		meta := c.Meta
 		t.meta.Store(&meta) // renamed, or new identity labels
+		if m.podman.Load() && !c.Running && !c.Restarting {
+			t.stopFollowing()
+		}
 		if newRun || !c.StartedAt.Equal(t.runStarted()) {
 			// The tailer may be finishing the previous run: it starts
 			// again when it ends instead of marking the container done.

@@ -187,3 +187,23 @@ func TestPodmanLinesSkippedByTheFollowStreamAreRecovered(t *testing.T) {
 		t.Errorf("the recovered lines were not logged:\n%s", tt.logs.String())
 	}
 }
+
+// On Podman the tailer ends the follow stream itself once an inspect shows
+// the container stopped, rather than reading on into what Podman sends
+// after it noticed the exit; the rest comes from a plain read.
+func TestPodmanFollowStreamEndedWhenTheContainerStops(t *testing.T) {
+	f := newFakePodman("running")
+	at := time.Now().Add(-time.Second)
+	want := addLines(f, 1, 100, at, time.Millisecond)
+	tt := startTail(t, f, t.TempDir())
+	podmanConnected(tt)
+	tt.observe(f, true)
+	tt.waitLines(t, 100, 5*time.Second)
+	want = append(want, addLines(f, 101, 100, at.Add(200*time.Millisecond), time.Millisecond)...)
+	f.set(func(f *fakeDocker) { f.status = "exited" })
+	tt.observe(f, false) // the die event's inspect; this fake's stream stays open
+	waitExactly(t, tt, want)
+	if tailing, done := tt.m.Following("c1"); tailing || !done {
+		t.Errorf("tailing %v, done %v after the container's log was read to its end", tailing, done)
+	}
+}

@@ -46,6 +46,10 @@ type tailer struct {
 	stopped bool
 	// recent remembers the records read last, on Podman (see recheck.go).
 	recent *recentPrints
+	// endStream ends the open follow stream (nil: none open); streamEnded
+	// says it was ended so, which is a clean end, not a failure.
+	endStream   atomic.Pointer[context.CancelFunc]
+	streamEnded atomic.Bool
 	// unterminated holds the lines a cleanly ended stream stopped inside.
 	unterminated []pipeline.LogRecord
 	// pending holds the records read and not queued yet: they are queued
@@ -267,6 +271,17 @@ func (t *tailer) run(ctx context.Context) tailResult {
 }
 
 var errUnreadable = errors.New("log driver does not support reading")
+
+// stopFollowing ends the open follow stream as if the daemon had: on
+// Podman once its container stopped, before the stream reaches what
+// Podman sends after it noticed the exit, where it skipped a stretch of
+// lines (recheck.go). The rest is read without follow.
+func (t *tailer) stopFollowing() {
+	if stop := t.endStream.Load(); stop != nil {
+		t.streamEnded.Store(true)
+		(*stop)()
+	}
+}
 
 func (t *tailer) sleep(ctx context.Context, d time.Duration) bool {
 	select {
@@ -517,6 +532,11 @@ func (t *tailer) follow(ctx context.Context, since string, follow bool, resume *
 	// The stream has a context of its own so that the stall check can end it.
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
+	t.streamEnded.Store(false)
+	if follow { // a plain read must end by itself: it is the complete one
+		t.endStream.Store(&stop)
+		defer t.endStream.Store(nil)
+	}
 	body, err := t.openLogs(sctx, since, follow)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support reading") {
@@ -619,6 +639,9 @@ func (t *tailer) follow(ctx context.Context, since string, follow bool, resume *
 				}
 				continue
 			case errors.Is(err, io.EOF):
+				return delivered, flush()
+			case t.streamEnded.Load() && ctx.Err() == nil:
+				// Ended by stopFollowing: the run's end.
 				return delivered, flush()
 			}
 			// The lines read before the failure are whole: queue them,
