@@ -268,7 +268,7 @@ func TestLogsEveryLineOnceFromTenContainers(t *testing.T) {
 	// The Resource is the metrics' one.
 	for _, r := range col.LogRecords(t) {
 		if r.Resource.Str("container.name") == names[0] {
-			if !r.Resource.Has("container.id") || r.Resource.Str("container.image.name") != "dockscope-workload" || !r.Resource.Has("host.name") {
+			if !r.Resource.Has("container.id") || r.Resource.Str("container.image.name") != harness.ImageRef("dockscope-workload") || !r.Resource.Has("host.name") {
 				t.Fatalf("log resource lacks container identity: %v", r.Resource)
 			}
 			if r.Time.IsZero() || r.ObservedTime.IsZero() {
