@@ -29,7 +29,7 @@ setup:
 
 ## test: everything CI runs: lint, unit tests, short fuzzing, deployment checks, integration tests
 ## (against the machine's Engine, then the Engine-talking ones against Engine 28.5, then the
-## Swarm stack on a three-node Swarm, then the Engine-talking ones against rootless Docker)
+## Swarm stack on a three-node Swarm, then the Engine-talking ones against rootless Docker and Podman)
 test: setup lint unit fuzz deploy-check integration integration-engine28 integration-swarm integration-rootless integration-podman
 
 ## unit: tests of pure logic, with the race detector
