@@ -341,7 +341,7 @@ func (c *Collector) connect(ctx context.Context) error {
 		OperatingSystem: info.Info.OperatingSystem,
 	})
 	if c.logs != nil {
-		c.logs.connected(ver.Version, c.docker.ClientVersion(), now)
+		c.logs.connected(ver.Version, c.docker.ClientVersion(), runtime, now)
 	}
 	return nil
 }

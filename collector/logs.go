@@ -41,8 +41,8 @@ func newLogs(c *Collector, opts LogOptions) *logs {
 func (l *logs) run(ctx context.Context) { l.tail.Run(ctx) }
 
 // connected passes the daemon's identity and clock on (see connect).
-func (l *logs) connected(version, apiVersion string, daemonNow time.Time) {
-	l.tail.Connected(version, apiVersion, daemonNow)
+func (l *logs) connected(version, apiVersion, runtime string, daemonNow time.Time) {
+	l.tail.Connected(logtail.Daemon{Version: version, APIVersion: apiVersion, Podman: runtime == runtimePodman, Now: daemonNow})
 }
 
 // observe is called with every inspect of a followed container.

@@ -9,13 +9,15 @@
 #   scripts/podman.sh host     print its DOCKER_HOST (unix:///run/dockscope-podman/podman.sock)
 #   scripts/podman.sh env      print the integration harness's settings for it, for eval:
 #                              DOCKSCOPE_TEST_DOCKER_HOST, _PIDFILE, _CLI (docker) and _PODMAN_CLI
-#   scripts/podman.sh purge    stop it and remove its storage, run dir and bridge
+#   scripts/podman.sh purge    stop it and remove its storage, run dir and bridge (what
+#                              make integration-podman does after a run that passed)
 #
 # Idempotent: start does nothing when the service already answers. Needs root.
 #
 # What it touches of the machine:
-#   - podman itself, when missing: Debian's own package (bookworm: 4.3) from the machine's
-#     configured sources with --no-install-recommends; apt's configuration is not changed.
+#   - podman itself (and curl, iproute2), when missing: Debian's own packages (bookworm's
+#     podman: 4.3) from the machine's configured sources with --no-install-recommends; apt's
+#     configuration is not changed. They stay installed, as setup.sh's Docker does.
 #   - nothing else: the service runs with a containers.conf, storage.conf and CNI network
 #     directory of its own (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF), its own storage root,
 #     run root, tmp dir, event log and socket, and its default network is a bridge of its own
@@ -56,13 +58,19 @@ need_root() {
 }
 
 install() {
-	if command -v podman >/dev/null; then
+	local pkgs=()
+	command -v podman >/dev/null || pkgs+=(podman)
+	command -v curl >/dev/null || pkgs+=(curl)     # answers(): the service's /version
+	command -v ip >/dev/null || pkgs+=(iproute2)   # stop(): its bridge
+	if [ ${#pkgs[@]} = 0 ]; then
 		return 0
 	fi
-	command -v apt-get >/dev/null || die "podman not found and no apt-get to install it"
-	log "installing Debian's podman (--no-install-recommends) from the machine's apt sources"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman >&2 ||
-		die "apt-get install podman failed"
+	command -v apt-get >/dev/null || die "${pkgs[*]} not found and no apt-get to install them"
+	log "installing Debian's ${pkgs[*]} (--no-install-recommends) from the machine's apt sources"
+	# A fresh machine may have no package lists yet: update them once and retry.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 ||
+		{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2; } ||
+		die "apt-get install ${pkgs[*]} failed"
 	# The package enables units for systemd; there is no systemd here, and where there is,
 	# they listen on /run/podman/podman.sock, not on ours: nothing to undo.
 }
@@ -156,7 +164,6 @@ running_pid() {
 start() {
 	need_root
 	install
-	command -v curl >/dev/null || die "curl not found"
 	configure
 	if v=$(answers); then
 		log "already running: podman $v"

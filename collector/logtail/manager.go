@@ -106,7 +106,8 @@ type Manager struct {
 	started time.Time // agent clock: containers that exit later are read in full
 
 	// The daemon's identity and clock, set by Connected.
-	engine24  atomic.Bool
+	rules     atomic.Int32 // SinceRules
+	podman    atomic.Bool
 	apiVer    atomic.Pointer[string]
 	skewNanos atomic.Int64 // daemon clock − agent clock
 
@@ -148,19 +149,40 @@ func New(opts Options) *Manager {
 	return m
 }
 
-// Connected records the daemon's identity and clock: version (e.g.
-// "20.10.24"), the negotiated API version, and the daemon's time as it
-// answered (zero if unknown). Daemon timestamps (StartedAt, FinishedAt)
-// are compared with the daemon's clock, not the agent's.
-func (m *Manager) Connected(version, apiVersion string, daemonNow time.Time) {
-	major := 0
-	fmt.Sscanf(version, "%d", &major)
-	m.engine24.Store(major >= 24)
-	m.apiVer.Store(&apiVersion)
-	if !daemonNow.IsZero() {
-		m.skewNanos.Store(int64(daemonNow.Sub(m.clock.Now())))
+// Daemon is what the tail needs to know of the daemon it talks to.
+type Daemon struct {
+	Version    string // e.g. "20.10.24", Podman's "4.3.1"
+	APIVersion string // negotiated
+	// Podman: the API is Podman's Docker-compatible one (the collector
+	// tells by /version's components, not by a version number).
+	Podman bool
+	Now    time.Time // the daemon's time as it answered; zero if unknown
+}
+
+// Connected records the daemon's identity and clock. Daemon timestamps
+// (StartedAt, FinishedAt) are compared with the daemon's clock, not the
+// agent's.
+func (m *Manager) Connected(d Daemon) {
+	rules := EachLine
+	if d.Podman {
+		rules = Ordered
+	} else {
+		major := 0
+		fmt.Sscanf(d.Version, "%d", &major)
+		if major >= 24 {
+			rules = UntilFirst
+		}
+	}
+	m.rules.Store(int32(rules))
+	m.podman.Store(d.Podman)
+	m.apiVer.Store(&d.APIVersion)
+	if !d.Now.IsZero() {
+		m.skewNanos.Store(int64(d.Now.Sub(m.clock.Now())))
 	}
 }
+
+// sinceRules is how the daemon applies `since`.
+func (m *Manager) sinceRules() SinceRules { return SinceRules(m.rules.Load()) }
 
 // daemonTime converts an agent time to the daemon's clock.
 func (m *Manager) daemonTime(t time.Time) time.Time {
@@ -214,6 +236,9 @@ func (m *Manager) Observe(c Container, newRun bool) {
 	if t := ct.tailer; t != nil {
 		meta := c.Meta
 		t.meta.Store(&meta) // renamed, or new identity labels
+		if m.podman.Load() && !c.Running && !c.Restarting {
+			t.stopFollowing()
+		}
 		if newRun || !c.StartedAt.Equal(t.runStarted()) {
 			// The tailer may be finishing the previous run: it starts
 			// again when it ends instead of marking the container done.
@@ -275,7 +300,8 @@ func (m *Manager) startLocked(ct *container, c Container) {
 		done: make(chan struct{}),
 		// A reopen is every logs request for the container after its
 		// first in this agent run: what the tail costs dockerd.
-		reopen: ct.opened,
+		reopen:  ct.opened,
+		stopped: !c.Running && !c.Restarting,
 	}
 	t.run0.Store(nanos(c.StartedAt))
 	ct.opened = true

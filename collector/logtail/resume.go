@@ -2,6 +2,7 @@ package logtail
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/dockscope/dockscope/pipeline"
 )
@@ -41,6 +42,17 @@ type Resume struct {
 	cp      pipeline.LogCheckpoint
 	skip    int // records still to drop
 	decided bool
+	rules   SinceRules
+	seeking int // Ordered: records dropped before the window's first
+
+	// A recheck (newRecheck): the records read, by print, how many are
+	// still to find, and the oldest.
+	known     map[pipeline.RecordPrint]int
+	remaining int
+	first     pipeline.RecordPrint
+	// Recovered counts the records a recheck kept before it found every
+	// record read: lines the follow stream had skipped.
+	Recovered int
 
 	// Gap is set when the records at the checkpoint were not found: the
 	// stream began after them. Mismatch is set when the stream began where
@@ -49,11 +61,66 @@ type Resume struct {
 	Gap, Mismatch bool
 }
 
-// NewResume prepares the filter; engine24 says whether the engine stops
-// filtering `since` at the first matching line (Engine 24 and later).
-func NewResume(cp pipeline.LogCheckpoint, engine24 bool) *Resume {
-	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter}
-	if engine24 {
+// SinceRules is how an engine applies `since` to a logs request.
+type SinceRules int
+
+const (
+	// EachLine: each line is filtered on its own timestamp (Docker < 24).
+	EachLine SinceRules = iota
+	// UntilFirst: filtering stops at the first line at or after `since`
+	// (Docker ≥ 24).
+	UntilFirst
+	// Ordered: Podman. Its log (k8s-file, written by conmon alone) is one
+	// sequence in file order, stdout and stderr included, so nothing is
+	// skewed; it filters `since` on each line's full timestamp but shows
+	// timestamps in whole seconds. A stream from a whole second S thus
+	// returns every line stamped S, also those before the cursor's
+	// window when the window was cut at MaxResumeWindow inside that
+	// second (more than ~16k lines a second): a count from S would be
+	// short, so the re-read is matched from the window's first record.
+	Ordered
+)
+
+// maxSeekFirst bounds the records an Ordered resume drops while looking
+// for the window's first record: a second's lines before it, at most what
+// the agent can read in a second or two.
+const maxSeekFirst = 1 << 20
+
+// orderedSinceSlack is how far before the checkpoint's Since an Ordered
+// stream is reopened: Podman returns the lines stamped after `since`
+// (strictly), and a line stamped on the whole second Since shows would be
+// left out; a microsecond is above the precision Podman parses `since`
+// with (a float64 of seconds: ~0.24 µs now).
+const orderedSinceSlack = int64(time.Microsecond)
+
+// sinceFor is the since value for a checkpoint under an engine's rules.
+func sinceFor(cp pipeline.LogCheckpoint, rules SinceRules) string {
+	if rules == Ordered && cp.Since > orderedSinceSlack {
+		cp.Since -= orderedSinceSlack
+	}
+	return SinceParam(cp)
+}
+
+// beforeFirst reports whether an Ordered stream's record comes before the
+// window's first record: stamped before Since (the slack), or in
+// the same second when the window was cut at MaxResumeWindow inside it
+// (only then does Podman return records of that second before the first).
+// Should the first record be missing, records of its second are dropped
+// only in that cut case, where they were all read before the window.
+func (r *Resume) beforeFirst(p pipeline.RecordPrint) bool {
+	if r.seeking >= maxSeekFirst {
+		return false
+	}
+	if p.TimeNanos < r.cp.Since {
+		return true // in the slack before Since (sinceFor)
+	}
+	return p.TimeNanos == r.cp.First.TimeNanos && r.cp.SkipFromOn >= pipeline.MaxResumeWindow && !pipeline.SamePrint(p, r.cp.First)
+}
+
+// NewResume prepares the filter for an engine's `since` rules.
+func NewResume(cp pipeline.LogCheckpoint, rules SinceRules) *Resume {
+	r := &Resume{cp: cp, skip: cp.SkipAtOrAfter, rules: rules}
+	if rules == UntilFirst {
 		r.skip = cp.SkipFromOn
 	}
 	return r
@@ -64,6 +131,9 @@ func (r *Resume) Keep(p pipeline.RecordPrint) bool {
 	if r.skip == 0 {
 		return true
 	}
+	if r.known != nil {
+		return r.keepRechecked(p)
+	}
 	if !r.decided {
 		if r.cp.SteppedFrom != 0 && (p.TimeNanos > r.cp.Latest && p.TimeNanos <= r.cp.SteppedFrom || p.TimeNanos < r.cp.Since) {
 			// The daemon's clock stepped back within the checkpoint's
@@ -71,6 +141,12 @@ func (r *Resume) Keep(p pipeline.RecordPrint) bool {
 			// before the step first (newer-looking, all handled), and
 			// on Engine ≥ 24 the handled ones older than the window.
 			// The checkpoint's first record follows them.
+			return false
+		}
+		if r.rules == Ordered && r.beforeFirst(p) {
+			// Read before the window's first record, in the one
+			// ordered sequence: handled.
+			r.seeking++
 			return false
 		}
 		r.decided = true

@@ -46,7 +46,7 @@ func resumeAfter(t *testing.T, file []pipeline.LogRecord, n int, engine24 bool) 
 		cur.Advance(pipeline.PrintOf(&file[i]))
 	}
 	cp := cur.Checkpoint()
-	res := NewResume(cp, engine24)
+	res := NewResume(cp, rulesFor(engine24))
 	var kept []pipeline.LogRecord
 	for _, r := range engineRead(file, cp.Since, engine24) {
 		if res.Keep(pipeline.PrintOf(&r)) {
@@ -96,7 +96,7 @@ func TestResumeDetectsRotatedAwayRecords(t *testing.T) {
 	var cur pipeline.LogCursor
 	cur.Advance(pipeline.PrintOf(&file[0]))
 	cur.Advance(pipeline.PrintOf(&file[1]))
-	res := NewResume(cur.Checkpoint(), false)
+	res := NewResume(cur.Checkpoint(), EachLine)
 	// Docker rotated a and b away: the stream starts at c.
 	if !res.Keep(pipeline.PrintOf(&file[2])) || !res.Gap {
 		t.Fatalf("keep=%v gap=%v; want c kept and a gap reported", true, res.Gap)
@@ -130,7 +130,7 @@ func TestCursorWindowCappedAtHighRates(t *testing.T) {
 	more := pipeline.LogRecord{Time: base.Add(time.Second), Stream: pipeline.Stdout, Body: []byte("next")}
 	file = append(file, more)
 	for _, engine24 := range []bool{false, true} {
-		res := NewResume(cp, engine24)
+		res := NewResume(cp, rulesFor(engine24))
 		var kept []pipeline.LogRecord
 		for _, r := range engineRead(file, cp.Since, engine24) {
 			if res.Keep(pipeline.PrintOf(&r)) {
@@ -173,7 +173,7 @@ func TestResumeAfterDaemonClockStepBack(t *testing.T) {
 			if cp.SteppedFrom == 0 {
 				t.Fatalf("the step was not noted: %+v", cp)
 			}
-			res := NewResume(cp, engine24)
+			res := NewResume(cp, rulesFor(engine24))
 			var kept []string
 			for _, r := range engineRead(file, cp.Since, engine24) {
 				if res.Keep(pipeline.PrintOf(&r)) {
@@ -236,7 +236,7 @@ func TestPendingLongLineSurvivesAReopen(t *testing.T) {
 			t.Fatalf("%s position's since %v passes the pending line's first piece", name, time.Unix(0, cp.Since).Sub(t0))
 		}
 		for _, engine24 := range []bool{false, true} {
-			res := NewResume(cp, engine24)
+			res := NewResume(cp, rulesFor(engine24))
 			asm := logparse.NewAssembler(1<<20, false)
 			var shipped []string
 			started := false
@@ -270,4 +270,12 @@ func TestPendingLongLineSurvivesAReopen(t *testing.T) {
 	if cp := read.Checkpoint(); cp.Since <= t0.UnixNano() {
 		t.Errorf("the hold outlived its line: since %v", time.Unix(0, cp.Since).Sub(t0))
 	}
+}
+
+// rulesFor is Docker's `since` rules before (false) or from (true) Engine 24.
+func rulesFor(engine24 bool) SinceRules {
+	if engine24 {
+		return UntilFirst
+	}
+	return EachLine
 }

@@ -30,9 +30,10 @@ func SocketPath(host string) string {
 	return path
 }
 
-// openLogs opens the container's follow stream from since ("" for the
-// start): GET /containers/{id}/logs?follow=1&stdout=1&stderr=1&timestamps=1.
-func (t *tailer) openLogs(ctx context.Context, since string) (io.ReadCloser, error) {
+// openLogs opens the container's log stream from since ("" for the
+// start): GET /containers/{id}/logs?follow=1&stdout=1&stderr=1&timestamps=1,
+// without follow=1 when follow is false.
+func (t *tailer) openLogs(ctx context.Context, since string, follow bool) (io.ReadCloser, error) {
 	m := t.m
 	if m.opts.Socket != "" {
 		s, err := dialUnixStream(ctx, m.opts.Socket)
@@ -42,7 +43,7 @@ func (t *tailer) openLogs(ctx context.Context, since string) (io.ReadCloser, err
 		// The response header must come within the timeout; the stream
 		// itself may stay silent for as long as the container does.
 		timer := time.AfterFunc(m.opts.Timeout, s.interrupt)
-		body, err := startLogs(s, *m.apiVer.Load(), t.id, since)
+		body, err := startLogs(s, *m.apiVer.Load(), t.id, since, follow)
 		if !timer.Stop() {
 			if err == nil {
 				body.Close()
@@ -60,7 +61,7 @@ func (t *tailer) openLogs(ctx context.Context, since string) (io.ReadCloser, err
 	hctx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(m.opts.Timeout, cancel)
 	body, err := m.opts.Docker.ContainerLogs(hctx, t.id, client.ContainerLogsOptions{
-		ShowStdout: true, ShowStderr: true, Follow: true, Timestamps: true, Since: since,
+		ShowStdout: true, ShowStderr: true, Follow: follow, Timestamps: true, Since: since,
 	})
 	if !timer.Stop() {
 		if err == nil {
@@ -86,8 +87,11 @@ type readCloser struct {
 
 // startLogs sends the logs request on conn, a fresh connection to the
 // daemon, and reads the response header. The returned body closes conn.
-func startLogs(conn io.ReadWriteCloser, apiVersion, id, since string) (io.ReadCloser, error) {
-	q := url.Values{"follow": {"1"}, "stdout": {"1"}, "stderr": {"1"}, "timestamps": {"1"}}
+func startLogs(conn io.ReadWriteCloser, apiVersion, id, since string, follow bool) (io.ReadCloser, error) {
+	q := url.Values{"stdout": {"1"}, "stderr": {"1"}, "timestamps": {"1"}}
+	if follow {
+		q.Set("follow", "1")
+	}
 	if since != "" {
 		q.Set("since", since)
 	}

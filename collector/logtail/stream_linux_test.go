@@ -89,7 +89,7 @@ func openTestLogs(t *testing.T, ctx context.Context, sock string) io.ReadCloser 
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := startLogs(s, "1.41", "abc", "1800000000.000000005")
+	body, err := startLogs(s, "1.41", "abc", "1800000000.000000005", true)
 	if err != nil {
 		s.Close()
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestUnixLogStreamDaemonErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = startLogs(s, "", "abc", "")
+		_, err = startLogs(s, "", "abc", "", true)
 		s.Close()
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.status) {
 			t.Errorf("%s: error %v, want one naming %q", tc.status, err, tc.want)
@@ -252,7 +252,7 @@ func TestUnixLogStreamQuietStreamWaitsWithSmallBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	sized := &sizingReader{r: s}
-	body, err := startLogs(readWriteCloser{sized, s}, "", "abc", "")
+	body, err := startLogs(readWriteCloser{sized, s}, "", "abc", "", true)
 	if err != nil {
 		s.Close()
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestUnixLogStreamPacing(t *testing.T) {
 		t.Fatal(err)
 	}
 	counted := &countingReader{r: s}
-	body, err := startLogs(readWriteCloser{counted, s}, "", "abc", "")
+	body, err := startLogs(readWriteCloser{counted, s}, "", "abc", "", true)
 	if err != nil {
 		s.Close()
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func BenchmarkFollow(b *testing.B) {
 		t := &tailer{m: m, id: "abc", log: m.log, read: &pipeline.LogCursor{}, warn: &warnings{}, done: make(chan struct{})}
 		t.onDrop = func(i int) { t.dropped = append(t.dropped, i) }
 		t.meta.Store(&pipeline.ContainerMeta{ID: "abc"})
-		if _, err := t.follow(ctx, "", nil, t.read, false, false); err != nil {
+		if _, err := t.follow(ctx, "", true, nil, t.read, false, false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -488,7 +488,7 @@ func TestUnixLogStreamReleasesDescriptors(t *testing.T) {
 		if i%4 == 3 {
 			since = "404"
 		}
-		body, err := startLogs(s, "", "abc", since)
+		body, err := startLogs(s, "", "abc", since, true)
 		if err != nil {
 			s.Close()
 			cancel()

@@ -42,6 +42,14 @@ type tailer struct {
 	read *pipeline.LogCursor
 	// reopen: the first logs request of this tailer is a reopen too.
 	reopen bool
+	// stopped: the container was stopped when the tailer began.
+	stopped bool
+	// recent remembers the records read last, on Podman (see recheck.go).
+	recent *recentPrints
+	// endStream ends the open follow stream (nil: none open); streamEnded
+	// says it was ended so, which is a clean end, not a failure.
+	endStream   atomic.Pointer[context.CancelFunc]
+	streamEnded atomic.Bool
 	// unterminated holds the lines a cleanly ended stream stopped inside.
 	unterminated []pipeline.LogRecord
 	// pending holds the records read and not queued yet: they are queued
@@ -126,13 +134,13 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	if !read.Empty() {
 		// Read earlier in this run: continue after the last record read.
 		cp := read.Checkpoint()
-		resume, since = NewResume(cp, m.engine24.Load()), SinceParam(cp)
+		resume, since = NewResume(cp, m.sinceRules()), sinceFor(cp, m.sinceRules())
 		fromRead = true
 	} else if cp, seed, ok := cps.Resume(t.id); ok {
 		// First read by this reader: continue after the last record
 		// delivered, and count the re-read ones as delivered unless the
 		// position already counts them (a reader restarted by a reload).
-		resume, since = NewResume(cp, m.engine24.Load()), SinceParam(cp)
+		resume, since = NewResume(cp, m.sinceRules()), sinceFor(cp, m.sinceRules())
 		seeding = seed
 	} else {
 		var from int64
@@ -150,16 +158,32 @@ func (t *tailer) run(ctx context.Context) tailResult {
 	}
 	bo := backoff.New(reopenInitial, m.opts.MaxBackoff)
 	finalPass := false
+	// Podman 4.3's follow stream is incomplete near a container's end: a
+	// follow read of a stopped container returned 2,055 of its 10,052
+	// lines, and one that exited while followed lost 1,771 of its last
+	// 1,788; a plain read (follow=0) returned all of them, every time. So
+	// on Podman a stopped container is read without follow, and a stream
+	// that ended because its container stopped is finished by a plain read
+	// from the last record read (the final pass below).
+	follow := !m.podman.Load() || !t.stopped
+	recheck := false // the next read is a recheck (recheck.go)
+	if m.podman.Load() {
+		t.recent = &recentPrints{}
+	}
 	for {
 		t.unterminated = t.unterminated[:0]
 		if t.reopen {
 			m.tel.LogStreamReopens.Add(1)
 		}
 		t.reopen = true
-		delivered, err := t.follow(ctx, since, resume, read, seeding, fromRead)
+		delivered, err := t.follow(ctx, since, follow, resume, read, seeding, fromRead)
 		if ctx.Err() != nil {
 			return tailStopped
 		}
+		if recheck && resume.Recovered > 0 {
+			t.log.Info("read lines Podman's follow stream had skipped before it ended", "lines", resume.Recovered)
+		}
+		recheck = false
 		seeding = false
 		if delivered {
 			bo.Reset()
@@ -173,6 +197,8 @@ func (t *tailer) run(ctx context.Context) tailResult {
 			if !ok {
 				return tailStopped
 			}
+			plain := !follow
+			follow = !m.podman.Load() || st.running || st.restarting
 			switch {
 			case st.gone:
 				return t.finish(ctx, read, tailGone)
@@ -180,6 +206,9 @@ func (t *tailer) run(ctx context.Context) tailResult {
 				// A new run began since: its log follows in the file.
 				t.run0.Store(nanos(st.startedAt))
 				finalPass = false
+			case st.running && plain:
+				// Read without follow while stopped, and started again
+				// since (an event not handled yet): follow it now.
 			case st.running:
 				// The same run, and the stream ended: wait before
 				// reopening, or this loops against the daemon.
@@ -192,7 +221,7 @@ func (t *tailer) run(ctx context.Context) tailResult {
 				if !t.sleep(ctx, bo.Next()) {
 					return tailStopped
 				}
-			case !finalPass:
+			case !finalPass && !plain:
 				// Stopped, or restarting (its next run comes with a
 				// start event or shows in a later inspect). Docker can
 				// end a follow stream before the copier has written the
@@ -200,7 +229,11 @@ func (t *tailer) run(ctx context.Context) tailResult {
 				// from the last record read, picks it up (design §4 rule 3).
 				finalPass = true
 				t.run0.Store(nanos(st.startedAt))
+				recheck = t.recent != nil && len(t.recent.live()) > 0
 			default:
+				// Read to the end: a final pass, or a plain read of a
+				// stopped container (complete: Podman's conmon has
+				// written the log before it reports the exit).
 				return t.finish(ctx, read, tailFinished)
 			}
 		case errors.Is(err, errUnreadable):
@@ -211,28 +244,44 @@ func (t *tailer) run(ctx context.Context) tailResult {
 			m.tel.LogReconnects.Add(1)
 			t.log.Debug("log stream failed; reopening from the last record read", "err", err)
 			if !errors.Is(err, errStalled) { // the daemon is fine: reopen at once
-				if st, ok := t.inspect(ctx, bo); !ok {
+				st, ok := t.inspect(ctx, bo)
+				if !ok {
 					return tailStopped
 				} else if st.gone {
 					// Removed (404, or 409 while being removed): its log
 					// went with it, and retrying would never end.
 					return t.finish(ctx, read, tailGone)
 				}
+				follow = !m.podman.Load() || st.running || st.restarting
 				if !t.sleep(ctx, bo.Next()) {
 					return tailStopped
 				}
 			}
 		}
-		if !read.Empty() {
+		switch {
+		case recheck:
+			since, resume, fromRead = t.recent.since(), newRecheck(t.recent), true
+		case !read.Empty():
 			cp := read.Checkpoint()
-			since = SinceParam(cp)
-			resume = NewResume(cp, m.engine24.Load())
+			since = sinceFor(cp, m.sinceRules())
+			resume = NewResume(cp, m.sinceRules())
 			fromRead = true
 		}
 	}
 }
 
 var errUnreadable = errors.New("log driver does not support reading")
+
+// stopFollowing ends the open follow stream as if the daemon had: on
+// Podman once its container stopped, before the stream reaches what
+// Podman sends after it noticed the exit, where it skipped a stretch of
+// lines (recheck.go). The rest is read without follow.
+func (t *tailer) stopFollowing() {
+	if stop := t.endStream.Load(); stop != nil {
+		t.streamEnded.Store(true)
+		(*stop)()
+	}
+}
 
 func (t *tailer) sleep(ctx context.Context, d time.Duration) bool {
 	select {
@@ -475,14 +524,20 @@ const (
 	idleRead = 4 << 10
 )
 
-// follow reads one stream until it ends (nil) or fails. delivered reports
+// follow reads one stream (without follow=1 when follow is false) until it
+// ends (nil) or fails. delivered reports
 // whether it read records that were not read before.
-func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read *pipeline.LogCursor, seeding, fromRead bool) (delivered bool, err error) {
+func (t *tailer) follow(ctx context.Context, since string, follow bool, resume *Resume, read *pipeline.LogCursor, seeding, fromRead bool) (delivered bool, err error) {
 	m := t.m
 	// The stream has a context of its own so that the stall check can end it.
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	body, err := t.openLogs(sctx, since)
+	t.streamEnded.Store(false)
+	if follow { // a plain read must end by itself: it is the complete one
+		t.endStream.Store(&stop)
+		defer t.endStream.Store(nil)
+	}
+	body, err := t.openLogs(sctx, since, follow)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not support reading") {
 			return false, fmt.Errorf("following logs of %s: %w: %v", shortID(t.id), errUnreadable, err)
@@ -562,6 +617,9 @@ func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read 
 			return nil
 		}
 		t.pending = append(t.pending, rec)
+		if t.recent != nil {
+			t.recent.add(p)
+		}
 		if len(t.pending) >= maxPending {
 			return flush()
 		}
@@ -581,6 +639,9 @@ func (t *tailer) follow(ctx context.Context, since string, resume *Resume, read 
 				}
 				continue
 			case errors.Is(err, io.EOF):
+				return delivered, flush()
+			case t.streamEnded.Load() && ctx.Err() == nil:
+				// Ended by stopFollowing: the run's end.
 				return delivered, flush()
 			}
 			// The lines read before the failure are whole: queue them,

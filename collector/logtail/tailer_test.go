@@ -35,7 +35,18 @@ type fakeDocker struct {
 	hangLogs   bool          // the logs request never answers
 	follow     chan struct{} // closed to end every open follow stream
 
+	// podman makes it answer as Podman 4.3 does: timestamps in whole
+	// seconds, `since` applied to each line's full timestamp (after it),
+	// and a follow request of a stopped container answered with only the
+	// first fifth of its lines (Podman's follow stream near a container's
+	// end; a plain read is complete).
+	podman bool
+	// followHole: a follow stream leaves out the lines with these indices
+	// [from, to), as Podman's did just before it ended.
+	followHole [2]int
+
 	logsReqs, inspects atomic.Int64
+	follows            atomic.Int64 // logs requests with follow
 	sinces             []string
 }
 
@@ -91,6 +102,9 @@ func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, o client.Cont
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	if o.Follow {
+		f.follows.Add(1)
+	}
 	var since time.Time
 	if o.Since != "" {
 		var sec, ns int64
@@ -99,15 +113,29 @@ func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, o client.Cont
 	}
 	f.mu.Lock()
 	var b bytes.Buffer
+	layout := "2006-01-02T15:04:05.000000000Z"
+	if f.podman {
+		layout = time.RFC3339
+	}
+	var sel []fakeLine
 	for _, l := range f.lines {
-		if !l.t.Before(since) {
-			writeFrame(&b, l.stream, l.t.UTC().Format("2006-01-02T15:04:05.000000000Z")+" "+l.body)
+		if f.podman && (since.IsZero() || l.t.After(since)) || !f.podman && !l.t.Before(since) {
+			sel = append(sel, l)
 		}
+	}
+	if f.podman && o.Follow && f.status != "running" {
+		sel = sel[:len(sel)/5]
+	}
+	for i, l := range sel {
+		if o.Follow && i >= f.followHole[0] && i < f.followHole[1] {
+			continue
+		}
+		writeFrame(&b, l.stream, l.t.UTC().Format(layout)+" "+l.body)
 	}
 	if f.engineErr != "" {
 		writeFrame(&b, 3, "Error grabbing logs: "+f.engineErr+"\n")
 	}
-	open := f.status == "running" && f.engineErr == ""
+	open := o.Follow && f.status == "running" && f.engineErr == ""
 	follow := f.follow
 	f.mu.Unlock()
 	pr, pw := io.Pipe()
@@ -525,7 +553,7 @@ func TestStoppedContainerIsJudgedByTheDaemonClock(t *testing.T) {
 			f.lines = []fakeLine{{t: f.startedAt, body: "job\n"}}
 			tt := startTail(t, f, t.TempDir())
 			time.Sleep(10 * time.Millisecond) // the job ends after the agent started
-			tt.m.Connected("20.10.24", "1.41", time.Now().Add(tc.skew))
+			tt.m.Connected(Daemon{Version: "20.10.24", APIVersion: "1.41", Now: time.Now().Add(tc.skew)})
 			tt.m.Observe(Container{Meta: pipeline.ContainerMeta{ID: "c1", Name: "c1"}, LogDriver: "json-file",
 				StartedAt: f.startedAt, FinishedAt: daemonNow.Add(-tc.finished).Add(10 * time.Millisecond)}, false)
 			got := tt.waitLines(t, 1, time.Second)
