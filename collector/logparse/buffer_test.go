@@ -163,7 +163,10 @@ func TestBusyStreamReadsInLargeBuffers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if limit := len(data)/readBufferSize + 3; src.reads > limit {
+		// A read that waits quietRead (a descheduled test on a busy
+		// machine) goes back to the idle buffer once: some slack for
+		// that; reading through the idle buffer would take thousands.
+		if limit := len(data)/readBufferSize*9/8 + 3; src.reads > limit {
 			t.Errorf("tty=%v chunked=%v: %d reads for %d bytes, want ≤ %d", tty, tc.chunked, src.reads, len(data), limit)
 		}
 	}
