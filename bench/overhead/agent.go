@@ -84,8 +84,8 @@ func (a *agentProc) stop(grace time.Duration) error {
 	return fmt.Errorf("the agent did not exit within %s of SIGTERM and was killed", grace)
 }
 
-// logProblems counts the warning and error lines of a logfmt or JSON agent
-// log and returns the first, so that a misbehaving agent shows in the report
+// logProblems counts the warning and error lines of a logfmt, JSON or klog
+// (cAdvisor) agent log and returns the first, so that a misbehaving agent shows in the report
 // even after its log is deleted.
 func logProblems(path string) (n int, first string) {
 	f, err := os.Open(path)
@@ -97,7 +97,7 @@ func logProblems(path string) (n int, first string) {
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	for sc.Scan() {
 		l := strings.ToLower(sc.Text())
-		if strings.Contains(l, "level=warn") || strings.Contains(l, "level=error") ||
+		if isKlogProblem(sc.Text()) || strings.Contains(l, "level=warn") || strings.Contains(l, "level=error") ||
 			strings.Contains(l, `"level":"warn`) || strings.Contains(l, `"level":"error`) {
 			if n == 0 {
 				first = sc.Text()
@@ -106,6 +106,19 @@ func logProblems(path string) (n int, first string) {
 		}
 	}
 	return n, first
+}
+
+// isKlogProblem tells a klog warning, error or fatal line: "W1207 16:00:56…".
+func isKlogProblem(line string) bool {
+	if len(line) < 6 || !strings.ContainsRune("WEF", rune(line[0])) || line[5] != ' ' {
+		return false
+	}
+	for _, c := range line[1:5] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // writeAgentConfig writes dockscope's YAML configuration for one run.
@@ -250,6 +263,61 @@ func waitContainers(ctx context.Context, a *agentProc, s *scraper, want int, exa
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for dockscope_containers to reach %d (last: %s): %w", want, last, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// cadvisorContainers counts the Docker containers a cAdvisor scrape has
+// samples for: the distinct name labels of container_last_seen (cAdvisor
+// gives a name only to containers of a runtime, not to raw cgroups).
+func cadvisorContainers(body []byte) int {
+	names := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		labels, ok := strings.CutPrefix(line, "container_last_seen{")
+		if !ok {
+			continue
+		}
+		if _, rest, ok := strings.Cut(labels, `,name="`); ok {
+			if name, _, ok := strings.Cut(rest, `"`); ok && name != "" {
+				names[name] = true
+			}
+		} else if rest, ok := strings.CutPrefix(labels, `name="`); ok {
+			if name, _, ok := strings.Cut(rest, `"`); ok && name != "" {
+				names[name] = true
+			}
+		}
+	}
+	return len(names)
+}
+
+// waitCadvisorContainers polls cAdvisor until its scrape covers at least
+// want containers (it follows every container on the host, not only the
+// benchmark's), the process exits, or timeout.
+func waitCadvisorContainers(ctx context.Context, a *agentProc, s *scraper, want int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := "no scrape yet"
+	for {
+		if err := a.exitErr(); err != nil {
+			return err
+		}
+		body, _, err := s.scrape(ctx)
+		if err == nil {
+			n := cadvisorContainers(body)
+			if n >= want {
+				return nil
+			}
+			last = fmt.Sprintf("%d containers", n)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for cAdvisor to report %d containers (last: %s): %w", want, last, ctx.Err())
 		case <-time.After(time.Second):
 		}
 	}

@@ -6,6 +6,7 @@
 //	go run ./bench/overhead [-n 50,200] [-chatty 10] [-window 60s] [-interval 10s]
 //	                        [-markdown FILE] [-plot FILE.svg] [-agent-bin FILE]
 //	                        [-agent-cmd "..." [-agent-metrics-url URL]]
+//	                        [-compare-cadvisor FILE [-cadvisor-args "..."]]
 //
 // For each N it starts the containers (-parallel at a time, each create or
 // start tried up to three times), measures the daemon alone over one
@@ -14,6 +15,14 @@
 // stops the agent and removes the containers. Every container and image it
 // creates is labelled dockscope.bench=1 and removed on exit, including on
 // SIGINT/SIGTERM.
+//
+// With -compare-cadvisor, each row then measures cAdvisor (the binary that
+// bench/compare/cadvisor builds) over the same containers and baseline:
+// dockscope is stopped, cAdvisor started with -docker_only and its
+// housekeeping at dockscope's stats interval, given the time to follow every
+// container and one interval more, and measured over a window of the same
+// length, scraped as often. A second table puts both side by side with
+// their cost per series.
 //
 // Several N (-n 50,200,500) are rows of one run. -plot FILE.svg draws them:
 // the agent's CPU and the daemons' extra CPU, the daemons' CPU without the
@@ -52,6 +61,8 @@ type options struct {
 	agentBin          string
 	agentCmd          string
 	agentMetricsURL   string
+	compareCadvisor   string
+	cadvisorArgs      string
 	followAll         bool
 	markdown          string
 	plot              string
@@ -76,6 +87,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.agentBin, "agent-bin", "", "dockscope binary to run (default: build ./cmd/agent into a temporary directory)")
 	fs.StringVar(&o.agentCmd, "agent-cmd", "", "benchmark this command line (run with sh -c) instead of dockscope")
 	fs.StringVar(&o.agentMetricsURL, "agent-metrics-url", "", "with -agent-cmd: the metrics URL to scrape during the window")
+	fs.StringVar(&o.compareCadvisor, "compare-cadvisor", "", "after dockscope, measure this cAdvisor binary over the same containers (see bench/compare/cadvisor)")
+	fs.StringVar(&o.cadvisorArgs, "cadvisor-args", "", "with -compare-cadvisor: more flags for cAdvisor, after -docker_only -housekeeping_interval <interval> -port <free port>")
 	fs.BoolVar(&o.followAll, "follow-all", false, "let dockscope follow every container on the host, not only the benchmark's")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the table as Markdown to this file")
 	fs.StringVar(&o.plot, "plot", "", "also write an SVG plot of agent CPU, daemons' CPU (baseline and with the agent) and agent RSS against N to this file")
@@ -108,6 +121,10 @@ func parseOptions(args []string) (*options, error) {
 		return nil, errors.New("-agent-metrics-url only goes with -agent-cmd")
 	case o.agentBin != "" && o.agentCmd != "":
 		return nil, errors.New("-agent-bin and -agent-cmd exclude each other")
+	case o.compareCadvisor != "" && o.agentCmd != "":
+		return nil, errors.New("-compare-cadvisor goes with dockscope, not with -agent-cmd")
+	case o.cadvisorArgs != "" && o.compareCadvisor == "":
+		return nil, errors.New("-cadvisor-args only goes with -compare-cadvisor")
 	case o.parallel < 1:
 		return nil, errors.New("-parallel must be at least 1")
 	}
@@ -151,7 +168,7 @@ func run(args []string) int {
 	}
 	defer b.close()
 
-	rep := report{agent: b.agentName(), interval: o.interval}
+	rep := report{agent: b.agentName(), interval: o.interval, compared: o.compareCadvisor != ""}
 	if o.agentCmd != "" {
 		rep.interval = 0
 	}
@@ -367,10 +384,35 @@ func (b *bench) measureN(ctx context.Context, n int) (r result) {
 		r.notes = append(r.notes, "scrape failed: "+e.Error())
 	}
 	b.noteForeign(ctx, &r, "after the agent window")
+	if o.compareCadvisor != "" {
+		// The deferred stop above is then a no-op; it still reports how the
+		// agent exited.
+		_ = a.stop(o.agentStopGrace)
+		var logPath string
+		r.cadvisor, logPath, err = b.measureCadvisor(ctx, n)
+		if n, first := logProblems(logPath); n > 0 {
+			r.notes = append(r.notes, fmt.Sprintf("cAdvisor logged %d warning/error line(s), the first: %s", n, first))
+		}
+		if err != nil {
+			return fail("measuring cAdvisor", err)
+		}
+		for _, e := range r.cadvisor.scrapeErrs {
+			r.notes = append(r.notes, "cAdvisor scrape failed: "+e.Error())
+		}
+		b.noteForeign(ctx, &r, "after the cAdvisor window")
+		log.Info("with cAdvisor",
+			"cadvisor_cpu_s", fmt.Sprintf("%.2f", r.cadvisor.agentCPU),
+			"peak_rss_mib", fmt.Sprintf("%.1f", float64(r.cadvisor.hwmKiB)/1024),
+			"daemons_cpu_s", fmt.Sprintf("%.2f", r.cadvisor.daemonCPU),
+			"series", r.cadvisor.series, "scrapes", len(r.cadvisor.scrapes))
+	}
 	// The daemon figures are only as good as the host is quiet: say how busy
 	// it was (the benchmark's containers and the agent included).
-	r.notes = append(r.notes, fmt.Sprintf("host CPU busy (all processes): %.2f cores in the baseline, %.2f with the agent, of %d",
-		r.base.hostBusy, r.agent.hostBusy, runtime.NumCPU()))
+	busy := fmt.Sprintf("host CPU busy (all processes): %.2f cores in the baseline, %.2f with the agent", r.base.hostBusy, r.agent.hostBusy)
+	if r.cadvisor.took > 0 {
+		busy += fmt.Sprintf(", %.2f with cAdvisor", r.cadvisor.hostBusy)
+	}
+	r.notes = append(r.notes, fmt.Sprintf("%s, of %d; load average at the end %s", busy, runtime.NumCPU(), loadAvg()))
 	log.Info("with agent",
 		"agent_cpu_s", fmt.Sprintf("%.2f", r.agent.agentCPU),
 		"peak_rss_mib", fmt.Sprintf("%.1f", float64(r.agent.hwmKiB)/1024),
@@ -435,6 +477,56 @@ func (b *bench) startAgent(ctx context.Context, n int) (*agentProc, *scraper, er
 	}
 	b.log.Info("dockscope follows every container", "containers", want, "took", sinceSeconds(t))
 	return a, s, nil
+}
+
+// measureCadvisor runs the -compare-cadvisor binary as dockscope was run:
+// started, given time to follow every container and one interval more, then
+// measured over one window while scraped as often.
+func (b *bench) measureCadvisor(ctx context.Context, n int) (w agentWindow, logPath string, err error) {
+	o := b.o
+	port, err := benchenv.FreePort()
+	if err != nil {
+		return w, "", err
+	}
+	argv := append([]string{o.compareCadvisor, "-docker_only", "-housekeeping_interval", o.interval.String(),
+		"-listen_ip", "127.0.0.1", "-port", fmt.Sprint(port)}, strings.Fields(o.cadvisorArgs)...)
+	logPath = filepath.Join(b.tmp, fmt.Sprintf("n%d", n), "cadvisor.log")
+	b.log.Info("starting cAdvisor", "argv", argv, "log", logPath)
+	t := time.Now()
+	a, err := startAgent(argv, logPath)
+	if err != nil {
+		return w, "", err
+	}
+	defer func() {
+		if stopErr := a.stop(o.agentStopGrace); stopErr != nil {
+			b.log.Warn("stopping cAdvisor", "err", stopErr)
+		}
+	}()
+	s := newScraper(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	want := n + o.chatty
+	if err := waitCadvisorContainers(ctx, a, s, want, o.agentStartTimeout); err != nil {
+		return w, logPath, err
+	}
+	b.log.Info("cAdvisor follows every container", "containers", want, "took", sinceSeconds(t))
+	if err := benchenv.Sleep(ctx, o.interval); err != nil {
+		return w, logPath, err
+	}
+	b.log.Info("measuring with cAdvisor", "window", o.window, "pid", a.pid())
+	w, err = measureAgent(ctx, a, false, s, o.scrapeEvery, o.window)
+	return w, logPath, err
+}
+
+// loadAvg is the host's 1, 5 and 15 minute load averages, or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // noteForeign records other running containers: they load the daemon too.
