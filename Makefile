@@ -113,7 +113,8 @@ deploy-check:
 	bash scripts/helm-check.sh
 
 ## fuzz: a short run of every fuzz target (the config parser, the log demuxer and merger,
-## the stats JSON decoding, the cgroup and /proc parsers, the cgroup resolution)
+## the stats JSON decoding, the cgroup and /proc parsers, the cgroup resolution, the /metrics
+## label escaper and value formatter)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' $(call fuzzbudget,150000x) ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzDemux$$' $(call fuzzbudget,400000x) ./collector/logparse/
@@ -121,6 +122,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCgroupFiles$$' $(call fuzzbudget,150000x) ./collector/
 	$(GO) test -run '^$$' -fuzz '^FuzzCgroupResolve$$' $(call fuzzbudget,150000x) ./collector/
 	$(GO) test -run '^$$' -fuzz '^FuzzAssemble$$' $(call fuzzbudget,300000x) ./collector/logparse/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendLabel$$' $(call fuzzbudget,50000x) ./exporters/prometheus/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendFloat$$' $(call fuzzbudget,50000x) ./exporters/prometheus/
 
 ## fault-churn: the churn fault test at its full size (2,000 containers, ~18 minutes here; CI runs 300)
 fault-churn:

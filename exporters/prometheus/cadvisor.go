@@ -13,34 +13,34 @@ import (
 // the sample's source or the host's kernel does not have is not exported
 // (pipeline.Stats.Present), where cAdvisor would export a 0.
 var (
-	famMemMaxUsage     = family{"container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes", prometheus.GaugeValue, nil}
-	famMemMappedFile   = family{"container_memory_mapped_file", "Size of memory mapped files in bytes.", prometheus.GaugeValue, nil}
-	famMemKernel       = family{"container_memory_kernel_usage", "Size of kernel memory allocated in bytes.", prometheus.GaugeValue, nil}
-	famMemActiveFile   = family{"container_memory_total_active_file_bytes", "Current total active file in bytes.", prometheus.GaugeValue, nil}
-	famMemInactiveFile = family{"container_memory_total_inactive_file_bytes", "Current total inactive file in bytes.", prometheus.GaugeValue, nil}
-	famMemFileDirty    = family{"container_memory_file_dirty_bytes", "Number of bytes of file cache that has been modified but not yet written back to disk.", prometheus.GaugeValue, nil}
-	famMemWriteback    = family{"container_memory_file_writeback_bytes", "Number of bytes of file cache that is currently being written back to disk.", prometheus.GaugeValue, nil}
-	famMemFailures     = family{"container_memory_failures_total", "Cumulative count of memory allocation failures.", prometheus.CounterValue, []string{"failure_type", "scope"}}
-	famMemPgscan       = family{"container_memory_pgscan_total", "Cumulative number of pages scanned by the page reclaim algorithm.", prometheus.CounterValue, nil}
-	famMemPgsteal      = family{"container_memory_pgsteal_total", "Cumulative number of pages reclaimed by the page reclaim algorithm.", prometheus.CounterValue, nil}
-	famMemRefaultFile  = family{"container_memory_workingset_refault_file_total", "Cumulative number of refaults of previously evicted file pages.", prometheus.CounterValue, nil}
-	famMemRefaultAnon  = family{"container_memory_workingset_refault_anon_total", "Cumulative number of refaults of previously evicted anonymous pages.", prometheus.CounterValue, nil}
-	famMemEventsHigh   = family{"container_memory_events_high_total", "Cumulative count of memory.high throttle events for the container", prometheus.CounterValue, nil}
-	famMemEventsMax    = family{"container_memory_events_max_total", "Cumulative count of memory.max limit hit events for the container", prometheus.CounterValue, nil}
+	famMemMaxUsage     = newFamily("container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes", prometheus.GaugeValue, nil)
+	famMemMappedFile   = newFamily("container_memory_mapped_file", "Size of memory mapped files in bytes.", prometheus.GaugeValue, nil)
+	famMemKernel       = newFamily("container_memory_kernel_usage", "Size of kernel memory allocated in bytes.", prometheus.GaugeValue, nil)
+	famMemActiveFile   = newFamily("container_memory_total_active_file_bytes", "Current total active file in bytes.", prometheus.GaugeValue, nil)
+	famMemInactiveFile = newFamily("container_memory_total_inactive_file_bytes", "Current total inactive file in bytes.", prometheus.GaugeValue, nil)
+	famMemFileDirty    = newFamily("container_memory_file_dirty_bytes", "Number of bytes of file cache that has been modified but not yet written back to disk.", prometheus.GaugeValue, nil)
+	famMemWriteback    = newFamily("container_memory_file_writeback_bytes", "Number of bytes of file cache that is currently being written back to disk.", prometheus.GaugeValue, nil)
+	famMemFailures     = newFamily("container_memory_failures_total", "Cumulative count of memory allocation failures.", prometheus.CounterValue, []string{"failure_type", "scope"})
+	famMemPgscan       = newFamily("container_memory_pgscan_total", "Cumulative number of pages scanned by the page reclaim algorithm.", prometheus.CounterValue, nil)
+	famMemPgsteal      = newFamily("container_memory_pgsteal_total", "Cumulative number of pages reclaimed by the page reclaim algorithm.", prometheus.CounterValue, nil)
+	famMemRefaultFile  = newFamily("container_memory_workingset_refault_file_total", "Cumulative number of refaults of previously evicted file pages.", prometheus.CounterValue, nil)
+	famMemRefaultAnon  = newFamily("container_memory_workingset_refault_anon_total", "Cumulative number of refaults of previously evicted anonymous pages.", prometheus.CounterValue, nil)
+	famMemEventsHigh   = newFamily("container_memory_events_high_total", "Cumulative count of memory.high throttle events for the container", prometheus.CounterValue, nil)
+	famMemEventsMax    = newFamily("container_memory_events_max_total", "Cumulative count of memory.max limit hit events for the container", prometheus.CounterValue, nil)
 
-	famCFSBurstPeriods = family{"container_cpu_cfs_burst_periods_total", "Number of periods when burst occurs.", prometheus.CounterValue, nil}
-	famCFSBurstSeconds = family{"container_cpu_cfs_burst_seconds_total", "Total time duration the container has been bursted.", prometheus.CounterValue, nil}
+	famCFSBurstPeriods = newFamily("container_cpu_cfs_burst_periods_total", "Number of periods when burst occurs.", prometheus.CounterValue, nil)
+	famCFSBurstSeconds = newFamily("container_cpu_cfs_burst_seconds_total", "Total time duration the container has been bursted.", prometheus.CounterValue, nil)
 
-	famPressureCPUStalled = family{"container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion.", prometheus.CounterValue, nil}
-	famPressureCPUWaiting = family{"container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion.", prometheus.CounterValue, nil}
-	famPressureMemStalled = family{"container_pressure_memory_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to memory congestion.", prometheus.CounterValue, nil}
-	famPressureMemWaiting = family{"container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion.", prometheus.CounterValue, nil}
-	famPressureIOStalled  = family{"container_pressure_io_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to IO congestion.", prometheus.CounterValue, nil}
-	famPressureIOWaiting  = family{"container_pressure_io_waiting_seconds_total", "Total time duration tasks in the container have waited due to IO congestion.", prometheus.CounterValue, nil}
+	famPressureCPUStalled = newFamily("container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion.", prometheus.CounterValue, nil)
+	famPressureCPUWaiting = newFamily("container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion.", prometheus.CounterValue, nil)
+	famPressureMemStalled = newFamily("container_pressure_memory_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to memory congestion.", prometheus.CounterValue, nil)
+	famPressureMemWaiting = newFamily("container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion.", prometheus.CounterValue, nil)
+	famPressureIOStalled  = newFamily("container_pressure_io_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to IO congestion.", prometheus.CounterValue, nil)
+	famPressureIOWaiting  = newFamily("container_pressure_io_waiting_seconds_total", "Total time duration tasks in the container have waited due to IO congestion.", prometheus.CounterValue, nil)
 
-	famCreationTime   = family{"container_creation_time_seconds", "Container creation time since unix epoch in seconds.", prometheus.GaugeValue, nil}
-	famSwapLimit      = family{"container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.", prometheus.GaugeValue, nil}
-	famReservationLim = family{"container_spec_memory_reservation_limit_bytes", "Memory reservation limit for the container.", prometheus.GaugeValue, nil}
+	famCreationTime   = newFamily("container_creation_time_seconds", "Container creation time since unix epoch in seconds.", prometheus.GaugeValue, nil)
+	famSwapLimit      = newFamily("container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.", prometheus.GaugeValue, nil)
+	famReservationLim = newFamily("container_spec_memory_reservation_limit_bytes", "Memory reservation limit for the container.", prometheus.GaugeValue, nil)
 )
 
 // specDetail emits the spec series cAdvisor has beyond the core limits.
@@ -133,10 +133,10 @@ func (e *emitter) statsDetail(st *pipeline.Stats) {
 }
 
 var (
-	famMachineCores = family{"machine_cpu_cores", "Number of logical CPU cores.", prometheus.GaugeValue, nil}
-	famMachineMem   = family{"machine_memory_bytes", "Amount of memory installed on the machine.", prometheus.GaugeValue, nil}
-	famVersionInfo  = family{"cadvisor_version_info", "A metric with a constant '1' value labeled by kernel version, OS version, docker version, cadvisor version & cadvisor revision.", prometheus.GaugeValue,
-		[]string{"kernelVersion", "osVersion", "dockerVersion", "cadvisorVersion", "cadvisorRevision"}}
+	famMachineCores = newFamily("machine_cpu_cores", "Number of logical CPU cores.", prometheus.GaugeValue, nil)
+	famMachineMem   = newFamily("machine_memory_bytes", "Amount of memory installed on the machine.", prometheus.GaugeValue, nil)
+	famVersionInfo  = newFamily("cadvisor_version_info", "A metric with a constant '1' value labeled by kernel version, OS version, docker version, cadvisor version & cadvisor revision.", prometheus.GaugeValue,
+		[]string{"kernelVersion", "osVersion", "dockerVersion", "cadvisorVersion", "cadvisorRevision"})
 )
 
 // MachineOptions say where the machine series come from.

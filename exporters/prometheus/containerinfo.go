@@ -11,11 +11,7 @@ import "github.com/dockscope/dockscope/pipeline"
 // /metrics a line of empty labels. The other families keep their empty
 // columns, as cAdvisor writes them.
 func (e *emitter) info(m *pipeline.ContainerMeta) {
-	fb, ok := e.families[famInfo.name]
-	if !ok {
-		fb = &familyBuf{f: famInfo}
-		e.families[famInfo.name] = fb
-	}
+	fb := &e.families[famInfo.idx]
 	b := append(fb.lines, famInfo.name...)
 	b = append(b, '{')
 	first := true

@@ -20,10 +20,10 @@ import (
 // from statfs, as their help texts say and as cAdvisor's machine-level
 // series have them: the alert then reads the filesystem's real use.
 var (
-	famFsInodesFree  = family{"container_fs_inodes_free", "Number of available Inodes", prometheus.GaugeValue, []string{"device"}}
-	famFsInodesTotal = family{"container_fs_inodes_total", "Number of Inodes", prometheus.GaugeValue, []string{"device"}}
-	famFsLimit       = family{"container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem.", prometheus.GaugeValue, []string{"device"}}
-	famFsUsage       = family{"container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.", prometheus.GaugeValue, []string{"device"}}
+	famFsInodesFree  = newFamily("container_fs_inodes_free", "Number of available Inodes", prometheus.GaugeValue, []string{"device"})
+	famFsInodesTotal = newFamily("container_fs_inodes_total", "Number of Inodes", prometheus.GaugeValue, []string{"device"})
+	famFsLimit       = newFamily("container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem.", prometheus.GaugeValue, []string{"device"})
+	famFsUsage       = newFamily("container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.", prometheus.GaugeValue, []string{"device"})
 )
 
 // filesystem emits a running container's latest filesystem measurement,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -444,14 +445,47 @@ func (h *metricsHandler) render(ctx context.Context, gz bool) (*bytes.Buffer, *r
 	case <-ctx.Done():
 		return nil, &renderError{"scrape cancelled", http.StatusServiceUnavailable}
 	}
-	buf := take(h.bufs)
-	if buf == nil {
-		buf = new(bytes.Buffer)
+	// Compressed, the scrape is written straight into the gzip writer: a
+	// plain copy first would hold the whole text (9 MB at 1,000
+	// containers) besides the compressed body, and copy it once more.
+	var buf *bytes.Buffer
+	var zw *gzip.Writer
+	var w io.Writer
+	if gz {
+		buf = take(h.zbufs)
+		if buf == nil {
+			buf = new(bytes.Buffer)
+		}
+		buf.Reset()
+		// Prometheus asks for gzip, and compressing is much of a scrape's
+		// cost. BestSpeed, because the agent's CPU is what users watch;
+		// klauspost's encoder, because at that level it took 3.7 ms where
+		// compress/gzip took 8.9 for a 1.3 MB scrape of 210 containers,
+		// and came out 8 % smaller.
+		if zw = take(h.gzips); zw == nil {
+			zw, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+		} else {
+			zw.Reset(buf)
+		}
+		defer keep(h.gzips, zw)
+		w = zw
+	} else {
+		if buf = take(h.bufs); buf == nil {
+			buf = new(bytes.Buffer)
+		}
+		buf.Reset()
+		w = buf
 	}
-	buf.Reset()
-	if containers := h.sources.Load().containers; containers != nil {
-		if err := containers.WriteText(buf); err != nil {
+	release := func() {
+		if gz {
+			keep(h.zbufs, buf)
+		} else {
 			keep(h.bufs, buf)
+		}
+	}
+	if containers := h.sources.Load().containers; containers != nil {
+		if err := containers.WriteText(w); err != nil {
+			release()
 			return nil, &renderError{"rendering container metrics: " + err.Error(), http.StatusInternalServerError}
 		}
 	}
@@ -460,43 +494,20 @@ func (h *metricsHandler) render(ctx context.Context, gz bool) (*bytes.Buffer, *r
 		// Like promhttp's ContinueOnError: serve what could be gathered.
 		h.log.Error("gathering agent metrics", "err", err)
 	}
-	enc := expfmt.NewEncoder(buf, textFormat)
+	enc := expfmt.NewEncoder(w, textFormat)
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
-			keep(h.bufs, buf)
+			release()
 			return nil, &renderError{"encoding agent metrics: " + err.Error(), http.StatusInternalServerError}
 		}
 	}
-	if !gz {
-		return buf, nil
+	if gz {
+		if err := zw.Close(); err != nil {
+			release()
+			return nil, &renderError{"compressing scrape: " + err.Error(), http.StatusInternalServerError}
+		}
 	}
-	// Prometheus asks for gzip, and compressing is most of a scrape's
-	// cost. BestSpeed, because the agent's CPU is what users watch;
-	// klauspost's encoder, because at that level it took 3.7 ms where
-	// compress/gzip took 8.9 for a 1.3 MB scrape of 210 containers, and
-	// came out 8 % smaller.
-	defer keep(h.bufs, buf)
-	zbuf := take(h.zbufs)
-	if zbuf == nil {
-		zbuf = new(bytes.Buffer)
-	}
-	zbuf.Reset()
-	zw := take(h.gzips)
-	if zw == nil {
-		zw, _ = gzip.NewWriterLevel(zbuf, gzip.BestSpeed)
-	} else {
-		zw.Reset(zbuf)
-	}
-	defer keep(h.gzips, zw)
-	_, err = zw.Write(buf.Bytes())
-	if err == nil {
-		err = zw.Close()
-	}
-	if err != nil {
-		keep(h.zbufs, zbuf)
-		return nil, &renderError{"compressing scrape: " + err.Error(), http.StatusInternalServerError}
-	}
-	return zbuf, nil
+	return buf, nil
 }
 
 // freeOSMemory collects garbage and hands every free page back to the
