@@ -237,6 +237,24 @@ func waitReady(ctx context.Context, a *agentProc, url string, timeout time.Durat
 // waitContainers polls the agent's dockscope_containers until it reaches
 // want (exactly, when the agent follows only the benchmark's containers).
 func waitContainers(ctx context.Context, a *agentProc, s *scraper, want int, exact bool, timeout time.Duration) error {
+	return pollScrape(ctx, a, s, timeout, fmt.Sprintf("dockscope_containers to reach %d", want), func(body []byte) (bool, string, error) {
+		v, ok := gaugeValue(body, "dockscope_containers")
+		switch {
+		case !ok:
+			return false, "no dockscope_containers sample in the scrape", nil
+		case int(v) == want || (!exact && int(v) >= want):
+			return true, "", nil
+		case exact && int(v) > want:
+			return false, "", fmt.Errorf("dockscope_containers is %v, more than the %d containers it should follow", v, want)
+		}
+		return false, fmt.Sprintf("dockscope_containers %v", v), nil
+	})
+}
+
+// pollScrape scrapes once a second until check says done or fails, the
+// agent exits, or timeout; what and check's last word name what it waited
+// for in the error.
+func pollScrape(ctx context.Context, a *agentProc, s *scraper, timeout time.Duration, what string, check func(body []byte) (done bool, last string, err error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := "no scrape yet"
@@ -246,23 +264,20 @@ func waitContainers(ctx context.Context, a *agentProc, s *scraper, want int, exa
 		}
 		body, _, err := s.scrape(ctx)
 		if err == nil {
-			if v, ok := gaugeValue(body, "dockscope_containers"); ok {
-				if int(v) == want || (!exact && int(v) >= want) {
-					return nil
-				}
-				if exact && int(v) > want {
-					return fmt.Errorf("dockscope_containers is %v, more than the %d containers it should follow", v, want)
-				}
-				last = fmt.Sprintf("dockscope_containers %v", v)
-			} else {
-				last = "no dockscope_containers sample in the scrape"
+			done, l, cerr := check(body)
+			if cerr != nil {
+				return cerr
 			}
+			if done {
+				return nil
+			}
+			last = l
 		} else {
 			last = err.Error()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for dockscope_containers to reach %d (last: %s): %w", want, last, ctx.Err())
+			return fmt.Errorf("waiting for %s (last: %s): %w", what, last, ctx.Err())
 		case <-time.After(time.Second):
 		}
 	}
@@ -298,27 +313,8 @@ func cadvisorContainers(body []byte) int {
 // want containers (it follows every container on the host, not only the
 // benchmark's), the process exits, or timeout.
 func waitCadvisorContainers(ctx context.Context, a *agentProc, s *scraper, want int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := "no scrape yet"
-	for {
-		if err := a.exitErr(); err != nil {
-			return err
-		}
-		body, _, err := s.scrape(ctx)
-		if err == nil {
-			n := cadvisorContainers(body)
-			if n >= want {
-				return nil
-			}
-			last = fmt.Sprintf("%d containers", n)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for cAdvisor to report %d containers (last: %s): %w", want, last, ctx.Err())
-		case <-time.After(time.Second):
-		}
-	}
+	return pollScrape(ctx, a, s, timeout, fmt.Sprintf("cAdvisor to report %d containers", want), func(body []byte) (bool, string, error) {
+		n := cadvisorContainers(body)
+		return n >= want, fmt.Sprintf("%d containers", n), nil
+	})
 }

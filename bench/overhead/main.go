@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/dockscope/dockscope/bench/internal/benchenv"
+	"github.com/dockscope/dockscope/internal/procfs"
 )
 
 type options struct {
@@ -412,7 +413,7 @@ func (b *bench) measureN(ctx context.Context, n int) (r result) {
 	if r.cadvisor.took > 0 {
 		busy += fmt.Sprintf(", %.2f with cAdvisor", r.cadvisor.hostBusy)
 	}
-	r.notes = append(r.notes, fmt.Sprintf("%s, of %d; load average at the end %s", busy, runtime.NumCPU(), loadAvg()))
+	r.notes = append(r.notes, fmt.Sprintf("%s, of %d; load average at the end %s", busy, runtime.NumCPU(), procfs.LoadAvg()))
 	log.Info("with agent",
 		"agent_cpu_s", fmt.Sprintf("%.2f", r.agent.agentCPU),
 		"peak_rss_mib", fmt.Sprintf("%.1f", float64(r.agent.hwmKiB)/1024),
@@ -514,19 +515,6 @@ func (b *bench) measureCadvisor(ctx context.Context, n int) (w agentWindow, logP
 	b.log.Info("measuring with cAdvisor", "window", o.window, "pid", a.pid())
 	w, err = measureAgent(ctx, a, false, s, o.scrapeEvery, o.window)
 	return w, logPath, err
-}
-
-// loadAvg is the host's 1, 5 and 15 minute load averages, or "?".
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // noteForeign records other running containers: they load the daemon too.
