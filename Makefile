@@ -42,7 +42,7 @@ unit:
 
 ## integration: tests against the real Docker Engine, Prometheus and OTel Collector
 integration:
-	$(GO) test -race -count=1 -tags integration -timeout 25m -v ./test/integration/...
+	$(GO) test -race -count=1 -tags integration -timeout 25m -v -p 1 ./test/integration/...
 
 ## integration-engine28: the integration tests that talk to the Engine, against Debian's current
 ## Engine (sid's docker.io 28.5, API 1.51, containerd 2.1) run beside the machine's as a second
