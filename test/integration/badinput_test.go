@@ -5,7 +5,6 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,11 +70,7 @@ func TestBadInputFromTheEngine(t *testing.T) {
 		}
 	}
 	_, body := a.get("/metrics")
-	cmd := exec.Command("promtool", "check", "metrics")
-	cmd.Stdin = strings.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
+	harness.CheckMetrics(t, body)
 
 	// A name reused after removal: the old container's series go, the new
 	// one's come, never both.

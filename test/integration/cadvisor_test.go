@@ -4,7 +4,6 @@ package integration
 
 import (
 	"fmt"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,24 +101,13 @@ func TestCadvisorSpecAndMemorySeries(t *testing.T) {
 		t.Error("cadvisor_version_info exported without prometheus.cadvisor_version_info")
 	}
 
-	// promtool's lint finds nothing in the default output; with
-	// cadvisor_version_info on, only that series' camelCase label names,
-	// which dashboards read as cAdvisor spells them.
-	for _, a := range []*agent{cg, api} {
-		_, body := a.get("/metrics")
-		cmd := exec.Command("promtool", "check", "metrics")
-		cmd.Stdin = strings.NewReader(body)
-		out, err := cmd.CombinedOutput()
-		if err == nil {
-			continue
-		}
-		for line := range strings.Lines(strings.TrimSpace(string(out))) {
-			if a == cg || !strings.HasPrefix(line, "cadvisor_version_info label names should be written in 'snake_case'") {
-				t.Errorf("promtool check metrics: %v\n%s", err, out)
-				break
-			}
-		}
-	}
+	// promtool's lint finds nothing in the default output but cAdvisor's
+	// own names; with cadvisor_version_info on, also that series'
+	// camelCase label names, which dashboards read as cAdvisor spells them.
+	_, body := cg.get("/metrics")
+	harness.CheckMetrics(t, body)
+	_, body = api.get("/metrics")
+	harness.CheckMetrics(t, body, "cadvisor_version_info label names should be written in 'snake_case'")
 
 	// What a dashboard queries, through a real Prometheus.
 	p := harness.Prometheus(t, strings.TrimPrefix(cg.url, "http://"), time.Second)

@@ -5,7 +5,6 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -190,11 +189,7 @@ func TestPrometheusScrapesTheAgent(t *testing.T) {
 
 	// promtool check metrics on the live output.
 	_, body := a.get("/metrics")
-	cmd := exec.Command("promtool", "check", "metrics")
-	cmd.Stdin = strings.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
+	harness.CheckMetrics(t, body)
 
 	p := harness.Prometheus(t, strings.TrimPrefix(a.url, "http://"), time.Second)
 	query := fmt.Sprintf(`%s{name=%q}`, series, name)

@@ -241,3 +241,35 @@ func (p *Prom) WaitUp(t testing.TB, timeout time.Duration) {
 		return tg.Health == "up", fmt.Sprintf("target %s health %q, last scrape error: %q", tg.ScrapeURL, tg.Health, tg.LastError)
 	})
 }
+
+// cadvisorLint is what promtool's lint says of names cAdvisor gave its
+// series, which dashboards query as they are: dockscope keeps them.
+var cadvisorLint = []string{
+	`container_fs_inodes_total non-counter metrics should not have "_total" suffix`,
+}
+
+// CheckMetrics runs promtool check metrics on an exposition and fails the
+// test for every finding but cAdvisor's own names and those allowed.
+func CheckMetrics(t testing.TB, body string, allowed ...string) {
+	t.Helper()
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return
+	}
+	var other []string
+	for line := range strings.Lines(strings.TrimSpace(string(out))) {
+		line = strings.TrimSpace(line)
+		known := false
+		for _, a := range append(cadvisorLint[:len(cadvisorLint):len(cadvisorLint)], allowed...) {
+			known = known || strings.HasPrefix(line, a)
+		}
+		if !known {
+			other = append(other, line)
+		}
+	}
+	if len(other) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, strings.Join(other, "\n"))
+	}
+}
